@@ -1,0 +1,227 @@
+//! The command line: `serve`, and the admin commands (`api-key`, `agent`, `keys`) that
+//! act on the same store the server uses, safely while it runs. Whatever a script
+//! reads is printed as JSON on stdout; errors go to stderr as one line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::agents;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, EsOverrides, Overrides, Settings};
+use crate::startup::{self, Application, Services};
+use crate::tokens;
+
+#[derive(Debug, Parser)]
+#[command(name = "fleetauth", version, about = "An OAuth2 authorization server for fleets of agents")]
+pub struct Cli {
+    /// TOML config file (default: config/fleetauth.toml if it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct StoreArgs {
+    /// Directory of the embedded store.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// embedded | elasticsearch
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_name = "URL")]
+        es_url: Option<String>,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Manage agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for an agent (enrolling or re-activating the agent).
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d; without it the key does not expire.
+        #[arg(long)]
+        expiration: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Invalidate an API key at once.
+    Invalidate {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Unenroll an agent: all its tokens and keys stop working at once.
+    Unenroll {
+        #[arg(long)]
+        agent_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// A new signing key signs from now on; old keys verify until their tokens expire.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A failure of a command, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Settings(#[from] config::SettingsError),
+    #[error(transparent)]
+    Start(#[from] startup::StartError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Settings(_) | Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        let store_dir = |s: &StoreArgs| Overrides { data_dir: s.data_dir.clone(), ..Default::default() };
+        match &self.command {
+            Command::Serve { listen, data_dir, store, es_url } => Overrides {
+                listen: listen.clone(),
+                data_dir: data_dir.clone(),
+                store: store.clone(),
+                elasticsearch: es_url.clone().map(|url| EsOverrides { url }),
+            },
+            Command::ApiKey(ApiKeyCommand::Create { store, .. } | ApiKeyCommand::Invalidate { store, .. })
+            | Command::Agent(AgentCommand::Unenroll { store, .. })
+            | Command::Keys(KeysCommand::Rotate { store }) => store_dir(store),
+        }
+    }
+
+    /// Loads the settings every command shares.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        Ok(config::load(self.config.as_deref(), &self.overrides())?)
+    }
+}
+
+fn print_json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
+
+/// Runs a parsed command line with loaded settings.
+pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = Application::build(settings, clock).await?;
+            let addr = app.local_addr();
+            tracing::info!(%addr, "fleetauth listening");
+            print_json(json!({ "status": "listening", "listen": addr.to_string() }));
+            app.run_until(shutdown_signal()).await.map_err(|e| CliError::Failed(format!("server failed: {e}")))?;
+        }
+        Command::ApiKey(ApiKeyCommand::Create { agent_id, name, expiration, .. }) => {
+            if !agents::valid_agent_id(&agent_id) {
+                return Err(CliError::Usage(format!(
+                    "--agent-id must be 1 to {} characters of A-Z a-z 0-9 - _ . : @",
+                    agents::MAX_AGENT_ID_LEN
+                )));
+            }
+            let lifetime = expiration
+                .map(|e| {
+                    humantime::parse_duration(&e)
+                        .map_err(|err| CliError::Usage(format!("--expiration {e:?} is not a duration like 30d: {err}")))
+                })
+                .transpose()?;
+            let services = Services::start(&settings, clock.clone()).await?;
+            let now = clock.now();
+            let expires_at = lifetime.map(|d| now + d.as_secs() as i64);
+            let name = name.unwrap_or_else(|| format!("agent-{agent_id}"));
+            let created = services
+                .api_keys
+                .create(&name, Some(&agent_id), expires_at)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            agents::enroll(services.store.as_ref(), &agent_id, now)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(serde_json::to_value(&created).map_err(|e| CliError::Failed(e.to_string()))?);
+        }
+        Command::ApiKey(ApiKeyCommand::Invalidate { id, .. }) => {
+            let services = Services::start(&settings, clock).await?;
+            let invalidated = services.api_keys.invalidate(&id).await.map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(json!({ "id": id, "invalidated": invalidated }));
+        }
+        Command::Agent(AgentCommand::Unenroll { agent_id, .. }) => {
+            let services = Services::start(&settings, clock.clone()).await?;
+            let existed = agents::unenroll(services.store.as_ref(), &agent_id, clock.now())
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(json!({ "agent_id": agent_id, "unenrolled": existed }));
+        }
+        Command::Keys(KeysCommand::Rotate { .. }) => {
+            let services = Services::start(&settings, clock.clone()).await?;
+            let kid = tokens::rotate_signing_key(services.store.as_ref(), clock.now(), &settings.jwt)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(json!({ "kid": kid, "algorithm": settings.jwt.algorithm.as_str() }));
+        }
+    }
+    Ok(())
+}

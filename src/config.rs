@@ -1,0 +1,352 @@
+//! Settings: parsed once, in layers (built-in defaults < TOML file < `FLEETAUTH_*`
+//! environment < command-line flags), then validated into typed [`Settings`] that are
+//! passed down. An invalid value becomes one [`SettingsError`] naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The config file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "config/fleetauth.toml";
+
+/// Settings as written by a user: strings and numbers, not yet checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub store: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: String,
+    pub elasticsearch: RawElasticsearch,
+    pub jwt: RawJwt,
+    pub api_keys: RawApiKeys,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawElasticsearch {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub api_key: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub index_prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwt {
+    pub enabled: bool,
+    pub access_ttl: String,
+    pub max_access_ttl: String,
+    pub refresh_ttl: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithm: String,
+    pub leeway: String,
+    pub stateless: bool,
+    pub key_poll_interval: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApiKeys {
+    pub cache_size: usize,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8220".into(),
+            data_dir: PathBuf::from("./data"),
+            store: "embedded".into(),
+            max_body_bytes: 64 * 1024,
+            request_timeout: "30s".into(),
+            elasticsearch: RawElasticsearch::default(),
+            jwt: RawJwt::default(),
+            api_keys: RawApiKeys::default(),
+        }
+    }
+}
+
+impl Default for RawJwt {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            access_ttl: "20m".into(),
+            max_access_ttl: "1h".into(),
+            refresh_ttl: "24h".into(),
+            issuer: None,
+            audience: None,
+            algorithm: "EdDSA".into(),
+            leeway: "30s".into(),
+            stateless: false,
+            key_poll_interval: "1s".into(),
+        }
+    }
+}
+
+impl Default for RawApiKeys {
+    fn default() -> Self {
+        Self { cache_size: 100_000 }
+    }
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<EsOverrides>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EsOverrides {
+    pub url: String,
+}
+
+/// Which backend holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+    Elasticsearch,
+}
+
+/// The signing algorithms this server can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlgorithm {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "EdDSA" => Some(Self::EdDSA),
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+}
+
+/// Checked settings, passed down to every layer that needs them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub jwt: JwtSettings,
+    pub api_key_cache_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub enabled: bool,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// `None`: derived from the deployment id kept in the store.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithm: SigningAlgorithm,
+    pub leeway: Duration,
+    pub stateless: bool,
+    pub key_poll_interval: Duration,
+}
+
+/// One invalid setting, named the way the user wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{setting}`: {reason}")]
+pub struct SettingsError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(setting: &str, reason: impl Into<String>) -> Self {
+        Self { setting: setting.into(), reason: reason.into() }
+    }
+}
+
+/// Environment variables that start with `FLEETAUTH_` but are not settings.
+const NON_SETTING_ENV: &[&str] = &["bootstrap_password", "test_es_url", "log"];
+
+/// Reads every layer and validates the result.
+///
+/// `config_file`: the `--config` path; when `None`, [`DEFAULT_CONFIG_FILE`] is read if
+/// it exists.
+pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Settings, SettingsError> {
+    let mut figment = Figment::from(Serialized::defaults(RawSettings::default()));
+    match config_file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(SettingsError::new("--config", format!("no such file: {}", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        None => {
+            if Path::new(DEFAULT_CONFIG_FILE).is_file() {
+                figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE));
+            }
+        }
+    }
+    figment = figment
+        .merge(
+            Env::prefixed("FLEETAUTH_")
+                .filter(|key| !NON_SETTING_ENV.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .split("__"),
+        )
+        .merge(Serialized::defaults(overrides));
+    let raw: RawSettings = figment.extract().map_err(|e| {
+        let setting = e.path.join(".");
+        let setting = if setting.is_empty() { "config".to_string() } else { setting };
+        SettingsError::new(&setting, e.kind.to_string())
+    })?;
+    raw.validate()
+}
+
+fn duration(setting: &str, value: &str) -> Result<Duration, SettingsError> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| SettingsError::new(setting, format!("{value:?} is not a duration like \"20m\" ({e})")))
+}
+
+impl RawSettings {
+    pub fn validate(self) -> Result<Settings, SettingsError> {
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| SettingsError::new("listen", format!("{:?} is not an address like 127.0.0.1:8220", self.listen)))?;
+        let store = match self.store.as_str() {
+            "embedded" => StoreKind::Embedded,
+            "elasticsearch" => StoreKind::Elasticsearch,
+            other => {
+                return Err(SettingsError::new("store", format!("{other:?} is not one of \"embedded\", \"elasticsearch\"")))
+            }
+        };
+        if store == StoreKind::Elasticsearch {
+            if self.elasticsearch.url.is_none() {
+                return Err(SettingsError::new("elasticsearch.url", "required when store = \"elasticsearch\""));
+            }
+            return Err(SettingsError::new(
+                "store",
+                "the elasticsearch backend is not available in this build yet; use \"embedded\"",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(SettingsError::new("max_body_bytes", "must be at least 1024"));
+        }
+        let request_timeout = duration("request_timeout", &self.request_timeout)?;
+        let jwt = &self.jwt;
+        let access_ttl = duration("jwt.access_ttl", &jwt.access_ttl)?;
+        let max_access_ttl = duration("jwt.max_access_ttl", &jwt.max_access_ttl)?;
+        let refresh_ttl = duration("jwt.refresh_ttl", &jwt.refresh_ttl)?;
+        let leeway = duration("jwt.leeway", &jwt.leeway)?;
+        let key_poll_interval = duration("jwt.key_poll_interval", &jwt.key_poll_interval)?;
+        if access_ttl < Duration::from_secs(1) {
+            return Err(SettingsError::new("jwt.access_ttl", "must be at least 1s"));
+        }
+        if access_ttl > max_access_ttl {
+            return Err(SettingsError::new(
+                "jwt.access_ttl",
+                format!("{} exceeds jwt.max_access_ttl ({})", jwt.access_ttl, jwt.max_access_ttl),
+            ));
+        }
+        if refresh_ttl < access_ttl {
+            return Err(SettingsError::new("jwt.refresh_ttl", "must not be shorter than jwt.access_ttl"));
+        }
+        if leeway > Duration::from_secs(300) {
+            return Err(SettingsError::new("jwt.leeway", "must be at most 5m"));
+        }
+        if key_poll_interval < Duration::from_millis(100) {
+            return Err(SettingsError::new("jwt.key_poll_interval", "must be at least 100ms"));
+        }
+        let algorithm = SigningAlgorithm::parse(&jwt.algorithm).ok_or_else(|| {
+            SettingsError::new("jwt.algorithm", format!("{:?} is not one of EdDSA, ES256, RS256", jwt.algorithm))
+        })?;
+        if let Some(issuer) = &jwt.issuer {
+            if issuer.trim().is_empty() {
+                return Err(SettingsError::new("jwt.issuer", "must not be empty (leave it out to derive one)"));
+            }
+        }
+        if self.api_keys.cache_size == 0 {
+            return Err(SettingsError::new("api_keys.cache_size", "must be at least 1"));
+        }
+        Ok(Settings {
+            listen,
+            data_dir: self.data_dir,
+            store,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout,
+            jwt: JwtSettings {
+                enabled: jwt.enabled,
+                access_ttl,
+                refresh_ttl,
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                algorithm,
+                leeway,
+                stateless: jwt.stateless,
+                key_poll_interval,
+            },
+            api_key_cache_size: self.api_keys.cache_size,
+        })
+    }
+}
+
+impl Settings {
+    /// Defaults with a different data dir and listen address: what tests start from.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        let raw = RawSettings { data_dir: data_dir.to_path_buf(), listen: "127.0.0.1:0".into(), ..Default::default() };
+        raw.validate().expect("built-in defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_spec() {
+        let s = RawSettings::default().validate().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8220");
+        assert_eq!(s.jwt.access_ttl, Duration::from_secs(20 * 60));
+        assert_eq!(s.jwt.refresh_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(s.jwt.algorithm, SigningAlgorithm::EdDSA);
+    }
+
+    #[test]
+    fn access_ttl_over_the_cap_is_refused_by_name() {
+        let mut raw = RawSettings::default();
+        raw.jwt.access_ttl = "2h".into();
+        let err = raw.validate().unwrap_err();
+        assert_eq!(err.setting, "jwt.access_ttl");
+    }
+
+    #[test]
+    fn unknown_algorithm_is_refused_by_name() {
+        let mut raw = RawSettings::default();
+        raw.jwt.algorithm = "HS256".into();
+        assert_eq!(raw.validate().unwrap_err().setting, "jwt.algorithm");
+    }
+}

@@ -1,0 +1,113 @@
+//! The Fleet API: `POST /api/fleet/authenticate` (trade a credential for a pair) and
+//! `GET /api/fleet/whoami` (the simplest protected resource).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::FleetError;
+use super::{no_store, AppState};
+use crate::credentials::{self, CredentialError, Presented};
+use crate::grant::GrantError;
+
+#[derive(Deserialize)]
+struct AuthenticateBody {
+    refresh_token: Option<String>,
+}
+
+/// The credential in the `Authorization` header, if any.
+pub(super) fn presented_header(headers: &HeaderMap) -> Result<Option<Presented>, GrantError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(GrantError::InvalidRequest {
+            reason: "malformed_credentials",
+            description: "more than one Authorization header".into(),
+        });
+    }
+    Ok(Some(credentials::from_authorization(value.as_bytes())?))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json") || v.to_ascii_lowercase().ends_with("+json")
+        })
+}
+
+/// The refresh token in a JSON body `{"refresh_token": "..."}`, if any.
+fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<Presented>, FleetError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json(headers) {
+        return Err(FleetError::UnsupportedMediaType);
+    }
+    let parsed: AuthenticateBody =
+        serde_json::from_slice(body).map_err(|e| FleetError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(parsed.refresh_token.map(Presented::Bearer))
+}
+
+pub async fn authenticate(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, FleetError> {
+    if !state.settings.jwt.enabled {
+        return Err(FleetError::NotFound);
+    }
+    let from_body = presented_body(&headers, &body)?;
+    let from_header = presented_header(&headers)?;
+    let presented = match (from_header, from_body) {
+        (Some(_), Some(_)) => {
+            return Err(FleetError::BadRequest("present one credential: a header or a body refresh_token".into()))
+        }
+        (Some(p), None) | (None, Some(p)) => p,
+        (None, None) => return Err(GrantError::from(CredentialError::Missing).into()),
+    };
+    let pair = state.grants.exchange(&presented).await?;
+    let expires_in = pair.expires_in.to_string();
+    let mut response = Json(json!({
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+    }))
+    .into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-fleet-access-token", pair.access_token.as_str()),
+        ("x-fleet-refresh-token", pair.refresh_token.as_str()),
+        ("x-fleet-token-expires-in", expires_in.as_str()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    no_store(headers);
+    Ok(response)
+}
+
+pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, FleetError> {
+    let presented = presented_header(&headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
+    let principal = state.grants.authenticate(&presented).await?;
+    let Some(agent_id) = principal.agent_id else {
+        return Err(GrantError::InvalidClient {
+            reason: "not_an_agent",
+            description: "the credential does not belong to an agent".into(),
+        }
+        .into());
+    };
+    let mut response = Json(json!({
+        "agent_id": agent_id,
+        "auth_method": principal.auth_method,
+        "token_id": principal.token_id,
+    }))
+    .into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}

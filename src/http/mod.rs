@@ -1,0 +1,58 @@
+//! HTTP frontends (axum), one module per API family, and the shared router with its
+//! tower layers (body size limit, timeout, panic guard, tracing). Handlers parse
+//! requests, call the grant layer and render; they never touch a store backend.
+
+pub mod error;
+pub mod fleet;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::grant::GrantService;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub grants: Arc<GrantService>,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Marks a response as carrying tokens: never to be cached (RFC 6749 §5.1).
+pub fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })))
+}
+
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    Router::new()
+        .route("/api/fleet/authenticate", post(fleet::authenticate))
+        .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+}

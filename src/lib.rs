@@ -1,0 +1,30 @@
+//! fleetauth: an OAuth2 authorization server for fleets of agents and standard OAuth2
+//! clients.
+//!
+//! Data flows one way, each module using only those below it (plus the leaf modules
+//! [`config`] and [`clock`]):
+//!
+//! ```text
+//! http        axum frontends, one module per API family; status codes decided here
+//!  -> credentials   what the caller presented (Authorization header), parsed only
+//!   -> grant        flows: credential -> pair, credential -> principal; OAuth errors
+//!    -> tokens, api_keys, agents   token formats, keys, rotation rules, key hashing
+//!     -> store      the Store trait and its records
+//!      -> store::sqlite   the embedded backend (group commit, WAL)
+//! ```
+//!
+//! [`startup`] assembles the pieces; [`cli`] is the command line; [`telemetry`] holds
+//! the process-wide log subscriber and metrics recorder.
+
+pub mod agents;
+pub mod api_keys;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod grant;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,106 @@
+//! Assembling the server: open the store chosen in the settings, start the services
+//! (keys, tokens, API keys, grants), build the router and bind the listener (port 0
+//! allowed, so tests can run many servers at once).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api_keys::ApiKeyService;
+use crate::clock::Clock;
+use crate::config::{Settings, StoreKind};
+use crate::grant::GrantService;
+use crate::http::{self, AppState};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+use crate::tokens::{TokenError, TokenService};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Opens the configured store; the flag says whether it was created just now.
+pub fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, bool), StartError> {
+    match settings.store {
+        StoreKind::Embedded => {
+            let (store, created) = SqliteStore::open(&settings.data_dir)?;
+            Ok((Arc::new(store), created))
+        }
+        StoreKind::Elasticsearch => Err(StoreError::Unavailable("the elasticsearch store is not built yet".into()).into()),
+    }
+}
+
+/// The services behind the HTTP API, shared by `serve` and the CLI commands.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenService>,
+    pub api_keys: Arc<ApiKeyService>,
+    pub grants: Arc<GrantService>,
+    /// True when this start created the store.
+    pub created: bool,
+}
+
+impl Services {
+    pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let (store, created) = open_store(settings)?;
+        let tokens = TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+        let api_keys = Arc::new(ApiKeyService::new(store.clone(), clock, settings.api_key_cache_size)?);
+        let grants = Arc::new(GrantService::new(tokens.clone(), api_keys.clone()));
+        Ok(Self { store, tokens, api_keys, grants, created })
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+    services: Services,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let services = Services::start(&settings, clock).await?;
+        if services.created {
+            eprintln!(
+                "fleetauth: created a new store in {}. Enroll an agent with: fleetauth api-key create --agent-id <ID>",
+                settings.data_dir.display()
+            );
+        }
+        let state = AppState {
+            grants: services.grants.clone(),
+            settings: Arc::new(settings.clone()),
+            metrics: telemetry::metrics_handle(),
+        };
+        let router = http::router(state);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: settings.listen, source })?;
+        Ok(Self { listener, router, addr, services })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests are finished first.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let refresher = self.services.tokens.spawn_key_refresher();
+        let result = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        refresher.abort();
+        result
+    }
+}

@@ -1,0 +1,464 @@
+//! The embedded store: one SQLite file (`fleetauth.db` in the data dir), WAL mode,
+//! `synchronous = FULL`, so a committed write survives `kill -9` and power loss.
+//!
+//! Writes go through one writer thread that practises *group commit*: it takes every
+//! write queued while the previous commit was being flushed, runs each in its own
+//! savepoint inside one transaction, commits once, and only then answers each caller.
+//! One fsync thus serves many issuances, and every answer still means "durable".
+//! The writer is also what serializes changes to one agent: `update_agent` reads and
+//! writes the record inside the writer's transaction, so it never conflicts.
+//!
+//! Reads use a small pool of reader connections; in WAL mode they never wait for the
+//! writer. Other processes (the CLI) may open the same file at any time: SQLite's
+//! locking and `busy_timeout` keep them consistent.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::{
+    AgentChange, AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, Store, StoreError, TokenPairRecord,
+};
+use crate::clock::UnixTime;
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "fleetauth.db";
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 512;
+const READERS: usize = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id                   TEXT PRIMARY KEY,
+    active                     INTEGER NOT NULL,
+    current_jti                TEXT,
+    current_refresh_hash       TEXT,
+    current_access_expires_at  INTEGER,
+    current_refresh_expires_at INTEGER,
+    pending_jti                TEXT,
+    pending_refresh_hash       TEXT,
+    pending_access_expires_at  INTEGER,
+    pending_refresh_expires_at INTEGER,
+    retired                    TEXT NOT NULL,
+    updated_at                 INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    agent_id       TEXT,
+    hash           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER,
+    invalidated_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_agent ON api_keys (agent_id);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid          TEXT PRIMARY KEY,
+    algorithm    TEXT NOT NULL,
+    private_der  BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    retired_at   INTEGER,
+    verify_until INTEGER
+);
+PRAGMA user_version = 1;
+";
+
+/// A write run by the writer thread inside the batch transaction; it returns what to
+/// do once the batch's commit has succeeded or failed.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A cheap, cloneable handle on the embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`. The flag says whether the
+    /// database was created by this call.
+    pub fn open(data_dir: &Path) -> Result<(Self, bool), StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DB_FILE);
+        let created = !path.exists();
+        let writer_conn = open_connection(&path)?;
+        restrict_permissions(&path);
+        writer_conn
+            .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(unavailable)?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("fleetauth-sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        let inner = Inner { path, writer: tx, readers, next_reader: AtomicUsize::new(0) };
+        Ok((Self { inner: Arc::new(inner) }, created))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a reader connection. Point reads take microseconds, so they run
+    /// in place rather than hopping to a blocking thread.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let i = self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
+        let conn = self.inner.readers[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn)
+    }
+
+    /// Queues `f` for the writer; answers once the batch holding it is committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.and(outcome));
+            })
+        });
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("sqlite write was not committed".into()))?
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // The file holds signing keys: readable by its owner only.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
+
+/// Runs one job in a savepoint, so that its failure undoes only its own writes.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
+    let outcome = f(conn);
+    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    conn.execute_batch(end).map_err(unavailable)?;
+    outcome
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "sqlite: cannot begin a write transaction");
+            // Dropping the jobs tells each caller that its write was not committed.
+            batch.clear();
+            continue;
+        }
+        completions.extend(batch.drain(..).map(|job| job(&conn)));
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            tracing::error!(error = %e, "sqlite: commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            unavailable(e)
+        });
+        metrics::histogram!("fleetauth_store_batch_size").record(completions.len() as f64);
+        for complete in completions.drain(..) {
+            let result = match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            complete(result);
+        }
+    }
+}
+
+// ---- row mapping ----
+
+const AGENT_COLUMNS: &str = "agent_id, active, current_jti, current_refresh_hash, current_access_expires_at, \
+     current_refresh_expires_at, pending_jti, pending_refresh_hash, pending_access_expires_at, \
+     pending_refresh_expires_at, retired, updated_at";
+
+fn pair_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<TokenPairRecord>> {
+    let jti: Option<String> = row.get(first)?;
+    Ok(match jti {
+        None => None,
+        Some(jti) => Some(TokenPairRecord {
+            jti,
+            refresh_hash: row.get(first + 1)?,
+            access_expires_at: row.get(first + 2)?,
+            refresh_expires_at: row.get(first + 3)?,
+        }),
+    })
+}
+
+fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
+    let record = AgentRecord {
+        agent_id: row.get(0)?,
+        active: row.get(1)?,
+        current: pair_from(row, 2)?,
+        pending: pair_from(row, 6)?,
+        retired: Vec::new(),
+        updated_at: row.get(11)?,
+    };
+    Ok((record, row.get(10)?))
+}
+
+fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"))
+        .map_err(unavailable)?;
+    let found = stmt.query_row([agent_id], agent_from).optional().map_err(unavailable)?;
+    found
+        .map(|(mut record, retired)| {
+            record.retired = serde_json::from_str::<Vec<RetiredRefresh>>(&retired)
+                .map_err(|e| StoreError::Corrupt(format!("agent {agent_id}: retired tokens: {e}")))?;
+            Ok(record)
+        })
+        .transpose()
+}
+
+fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
+    let retired = serde_json::to_string(&r.retired).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (c, p) = (r.current.as_ref(), r.pending.as_ref());
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ))
+        .map_err(unavailable)?;
+    stmt.execute(params![
+        r.agent_id,
+        r.active,
+        c.map(|c| &c.jti),
+        c.map(|c| &c.refresh_hash),
+        c.map(|c| c.access_expires_at),
+        c.map(|c| c.refresh_expires_at),
+        p.map(|p| &p.jti),
+        p.map(|p| &p.refresh_hash),
+        p.map(|p| p.access_expires_at),
+        p.map(|p| p.refresh_expires_at),
+        retired,
+        r.updated_at,
+    ])
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn api_key_from(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        agent_id: row.get(2)?,
+        hash: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        invalidated_at: row.get(6)?,
+    })
+}
+
+fn signing_key_from(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: row.get(0)?,
+        algorithm: row.get(1)?,
+        private_der: row.get(2)?,
+        created_at: row.get(3)?,
+        retired_at: row.get(4)?,
+        verify_until: row.get(5)?,
+    })
+}
+
+const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, private_der, created_at, retired_at, verify_until";
+
+fn insert_signing_key(conn: &Connection, k: &SigningKeyRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO signing_keys ({SIGNING_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![k.kid, k.algorithm, k.private_der, k.created_at, k.retired_at, k.verify_until],
+    )
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(format!("signing key {}", k.kid)),
+        _ => unavailable(e),
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+    }
+
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+                .map_err(unavailable)?;
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| row.get(0))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.read(|conn| read_agent(conn, agent_id))
+    }
+
+    async fn update_agent(&self, agent_id: &str, mut change: AgentChange) -> Result<Option<AgentRecord>, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.write(move |conn| {
+            let before = read_agent(conn, &agent_id)?;
+            if let Some(after) = change(before.as_ref()) {
+                write_agent(conn, &after)?;
+            }
+            Ok(before)
+        })
+        .await
+    }
+
+    async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO api_keys (id, name, agent_id, hash, created_at, expires_at, invalidated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.id, key.name, key.agent_id, key.hash, key.created_at, key.expires_at, key.invalidated_at],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(format!("api key {}", key.id)),
+                _ => unavailable(e),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, name, agent_id, hash, created_at, expires_at, invalidated_at FROM api_keys WHERE id = ?1",
+                )
+                .map_err(unavailable)?;
+            stmt.query_row([id], api_key_from).optional().map_err(unavailable)
+        })
+    }
+
+    async fn invalidate_api_key(&self, id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE api_keys SET invalidated_at = ?2 WHERE id = ?1 AND invalidated_at IS NULL",
+                    params![id, now],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn invalidate_agent_api_keys(&self, agent_id: &str, now: UnixTime) -> Result<usize, StoreError> {
+        let agent_id = agent_id.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE api_keys SET invalidated_at = ?2 WHERE agent_id = ?1 AND invalidated_at IS NULL",
+                params![agent_id, now],
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys \
+                     WHERE verify_until IS NULL OR verify_until > ?1 ORDER BY created_at DESC, kid"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt.query_map([now], signing_key_from).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+    }
+
+    async fn insert_first_signing_key(&self, key: SigningKeyRecord) -> Result<SigningKeyRecord, StoreError> {
+        self.write(move |conn| {
+            let existing = conn
+                .query_row(
+                    &format!(
+                        "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys WHERE retired_at IS NULL \
+                         ORDER BY created_at DESC LIMIT 1"
+                    ),
+                    [],
+                    signing_key_from,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            match existing {
+                Some(existing) => Ok(existing),
+                None => {
+                    insert_signing_key(conn, &key)?;
+                    Ok(key)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn rotate_signing_key(&self, key: SigningKeyRecord, old_verify_until: UnixTime) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 WHERE retired_at IS NULL",
+                params![key.created_at, old_verify_until],
+            )
+            .map_err(unavailable)?;
+            insert_signing_key(conn, &key)
+        })
+        .await
+    }
+}

@@ -1,0 +1,307 @@
+//! The token service: mints access/refresh pairs, verifies access tokens, and applies
+//! the rotation protocol through the store. Token formats are decided here
+//! ([`jwt`], [`refresh`]), the rotation rules in [`rotation`], keys in [`keys`].
+
+pub mod jwt;
+pub mod keys;
+pub mod refresh;
+pub mod rotation;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::JwtSettings;
+use crate::store::{Store, StoreError, TokenPairRecord};
+pub use jwt::{AccessClaims, JwtError};
+pub use keys::{KeyError, KeyRing, SigningKey};
+pub use rotation::{Outcome, Presented, Refusal};
+
+/// The meta key under which the deployment id is stored.
+const DEPLOYMENT_ID: &str = "deployment_id";
+/// Reloading keys because of an unknown `kid` happens at most this often.
+const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// A freshly issued pair, as handed to the client.
+#[derive(Debug, Clone)]
+pub struct IssuedPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub jti: String,
+}
+
+/// Who an access token was issued to.
+pub struct Subject<'a> {
+    pub agent_id: &'a str,
+    pub client_id: &'a str,
+}
+
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: JwtSettings,
+    issuer: String,
+    ring: RwLock<Arc<KeyRing>>,
+    last_unknown_kid_reload: Mutex<Option<Instant>>,
+}
+
+impl TokenService {
+    /// Makes sure a signing key of the configured algorithm exists, derives the issuer
+    /// and loads the key ring.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: JwtSettings,
+    ) -> Result<Arc<Self>, TokenError> {
+        let now = clock.now();
+        let first = SigningKey::generate(settings.algorithm, now)?;
+        let signing = store.insert_first_signing_key(first).await?;
+        if signing.algorithm != settings.algorithm.as_str() {
+            tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
+            rotate_signing_key(store.as_ref(), now, &settings).await?;
+        }
+        let issuer = match &settings.issuer {
+            Some(issuer) => issuer.clone(),
+            None => {
+                let id = store.meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string()).await?;
+                format!("fleetauth:{id}")
+            }
+        };
+        let ring = KeyRing::from_records(&store.signing_keys(now).await?)?;
+        Ok(Arc::new(Self {
+            store,
+            clock,
+            settings,
+            issuer,
+            ring: RwLock::new(Arc::new(ring)),
+            last_unknown_kid_reload: Mutex::new(None),
+        }))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        self.ring().jwks()
+    }
+
+    /// Re-reads the signing keys (after `keys rotate`, possibly by another process).
+    pub async fn reload_keys(&self) -> Result<(), TokenError> {
+        let ring = KeyRing::from_records(&self.store.signing_keys(self.clock.now()).await?)?;
+        let changed = {
+            let current = self.ring();
+            current.signing.kid != ring.signing.kid || current.jwks().keys.len() != ring.jwks().keys.len()
+        };
+        if changed {
+            tracing::info!(kid = %ring.signing.kid, "signing keys reloaded");
+        }
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Polls the store for key changes for as long as the service lives.
+    pub fn spawn_key_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let period = self.settings.key_poll_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else { return };
+                if let Err(e) = service.reload_keys().await {
+                    tracing::warn!(error = %e, "could not reload signing keys");
+                }
+            }
+        })
+    }
+
+    /// Mints a pair for `subject` with the current signing key.
+    fn mint(&self, subject: &Subject<'_>, now: UnixTime) -> (IssuedPair, TokenPairRecord) {
+        let ring = self.ring();
+        let access_ttl = self.settings.access_ttl.as_secs() as i64;
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: subject.agent_id.to_string(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + access_ttl,
+            client_id: subject.client_id.to_string(),
+            aud: self.settings.audience.clone(),
+            scope: None,
+        };
+        let access_token = jwt::sign(&ring.signing, &claims);
+        let refresh = refresh::mint(subject.agent_id, subject.client_id);
+        let record = TokenPairRecord {
+            jti: claims.jti.clone(),
+            refresh_hash: refresh.hash,
+            access_expires_at: claims.exp,
+            refresh_expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
+        };
+        let issued =
+            IssuedPair { access_token, refresh_token: refresh.token, expires_in: access_ttl as u64, jti: claims.jti };
+        (issued, record)
+    }
+
+    /// Trades a verified credential of `subject` for a new pair (stored as pending).
+    pub async fn exchange(&self, subject: Subject<'_>, presented: Presented<'_>) -> Result<IssuedPair, TokenError> {
+        let now = self.clock.now();
+        let (issued, new_pair) = self.mint(&subject, now);
+        let owned = OwnedPresented::from(presented);
+        let change_pair = new_pair.clone();
+        let change_presented = owned.clone();
+        let before = self
+            .store
+            .update_agent(
+                subject.agent_id,
+                Box::new(move |record| rotation::exchange(record, change_presented.borrow(), &change_pair, now).write),
+            )
+            .await?;
+        let decision = rotation::exchange(before.as_ref(), owned.borrow(), &new_pair, now);
+        match decision.outcome {
+            Outcome::Accepted { promoted } => {
+                if promoted {
+                    tracing::debug!(agent_id = subject.agent_id, "pending pair promoted");
+                }
+                Ok(issued)
+            }
+            Outcome::Refused(Refusal::Reused) => {
+                tracing::warn!(agent_id = subject.agent_id, "refresh token reuse detected: all tokens of the agent revoked");
+                metrics::counter!("fleetauth_refresh_token_reuse_total").increment(1);
+                Err(Refusal::Reused.into())
+            }
+            Outcome::Refused(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Checks an access token's signature, type, issuer, audience and expiry. Reloads
+    /// the key ring (rate-limited) when the `kid` is unknown, in case another process
+    /// rotated keys.
+    pub async fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let leeway = self.settings.leeway.as_secs() as i64;
+        let verify = |ring: &KeyRing| {
+            let expect = jwt::Expectations {
+                issuer: &self.issuer,
+                audience: self.settings.audience.as_deref(),
+                leeway,
+                now: self.clock.now(),
+            };
+            jwt::verify(token, ring, &expect)
+        };
+        match verify(&self.ring()) {
+            Err(JwtError::UnknownKey) if self.may_reload_for_unknown_kid() => {
+                self.reload_keys().await?;
+                Ok(verify(&self.ring())?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn may_reload_for_unknown_kid(&self) -> bool {
+        let mut last = self.last_unknown_kid_reload.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= UNKNOWN_KID_RELOAD_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+
+    /// The store half of access-token validation (skipped in stateless mode): the
+    /// agent is enrolled and the `jti` is its current or pending pair's; a pending
+    /// pair is promoted by this use.
+    pub async fn confirm_access(&self, claims: &AccessClaims) -> Result<(), TokenError> {
+        if self.settings.stateless {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let record = self.store.agent(&claims.sub).await?;
+        let decision = rotation::confirm_access(record.as_ref(), &claims.jti, now);
+        match decision.outcome {
+            Outcome::Refused(refusal) => Err(refusal.into()),
+            Outcome::Accepted { promoted: false } => Ok(()),
+            Outcome::Accepted { promoted: true } => {
+                let jti = claims.jti.clone();
+                let before = self
+                    .store
+                    .update_agent(&claims.sub, Box::new(move |r| rotation::confirm_access(r, &jti, now).write))
+                    .await?;
+                match rotation::confirm_access(before.as_ref(), &claims.jti, now).outcome {
+                    Outcome::Accepted { .. } => Ok(()),
+                    Outcome::Refused(refusal) => Err(refusal.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Rotates the signing key: a new key (of the configured algorithm) signs from now on;
+/// the old ones verify until every token they signed has expired.
+pub async fn rotate_signing_key(store: &dyn Store, now: UnixTime, settings: &JwtSettings) -> Result<String, TokenError> {
+    let key = SigningKey::generate(settings.algorithm, now)?;
+    let kid = key.kid.clone();
+    let verify_until = now + settings.access_ttl.as_secs() as i64 + settings.leeway.as_secs() as i64 + 1;
+    store.rotate_signing_key(key, verify_until).await?;
+    Ok(kid)
+}
+
+/// `Presented` with owned strings, so a store change closure can own it.
+#[derive(Clone)]
+enum OwnedPresented {
+    ApiKey,
+    AccessToken(String),
+    RefreshToken(String),
+}
+
+impl From<Presented<'_>> for OwnedPresented {
+    fn from(p: Presented<'_>) -> Self {
+        match p {
+            Presented::ApiKey => Self::ApiKey,
+            Presented::AccessToken { jti } => Self::AccessToken(jti.to_string()),
+            Presented::RefreshToken { hash } => Self::RefreshToken(hash.to_string()),
+        }
+    }
+}
+
+impl OwnedPresented {
+    fn borrow(&self) -> Presented<'_> {
+        match self {
+            Self::ApiKey => Presented::ApiKey,
+            Self::AccessToken(jti) => Presented::AccessToken { jti },
+            Self::RefreshToken(hash) => Presented::RefreshToken { hash },
+        }
+    }
+}
