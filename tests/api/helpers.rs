@@ -1,0 +1,205 @@
+//! `spawn_app()`: a real fleetauth server on an ephemeral loopback port, with its own
+//! SQLite store in a temporary directory and a clock the test can move. Tests talk to
+//! it over HTTP, as a client would.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use fleetauth::agents;
+use fleetauth::api_keys::CreatedApiKey;
+use fleetauth::clock::ManualClock;
+use fleetauth::config::Settings;
+use fleetauth::startup::Application;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub settings: Settings,
+    app_services: fleetauth::startup::Services,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// A pair as the Fleet API returns it.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = Settings::for_data_dir(dir.path());
+    configure(&mut settings);
+    start(settings, Arc::new(ManualClock::starting_now()), Some(dir)).await
+}
+
+/// Starts a server on an existing data dir (e.g. after a restart).
+pub async fn spawn_app_on(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
+    start(Settings::for_data_dir(data_dir), clock, None).await
+}
+
+async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Option<Arc<tempfile::TempDir>>) -> TestApp {
+    let app = Application::build(settings.clone(), clock.clone()).await.expect("server starts");
+    let base = format!("http://{}", app.local_addr());
+    let services = fleetauth::startup::Services {
+        store: app.services().store.clone(),
+        tokens: app.services().tokens.clone(),
+        api_keys: app.services().api_keys.clone(),
+        grants: app.services().grants.clone(),
+        created: app.services().created,
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        settings,
+        app_services: services,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings.data_dir.clone()
+    }
+
+    /// Keeps the temporary data dir alive beyond this app (for restarts).
+    pub fn dir_guard(&self) -> Option<Arc<tempfile::TempDir>> {
+        self._dir.clone()
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Enrolls an agent and creates an API key for it (what `fleetauth api-key create`
+    /// does).
+    pub async fn enroll(&self, agent_id: &str) -> CreatedApiKey {
+        let key = self.app_services.api_keys.create("test", Some(agent_id), None).await.expect("api key");
+        agents::enroll(self.app_services.store.as_ref(), agent_id, self.app_services.tokens.now())
+            .await
+            .expect("enroll");
+        key
+    }
+
+    pub async fn unenroll(&self, agent_id: &str) {
+        agents::unenroll(self.app_services.store.as_ref(), agent_id, self.app_services.tokens.now())
+            .await
+            .expect("unenroll");
+    }
+
+    pub async fn invalidate_api_key(&self, id: &str) {
+        assert!(self.app_services.api_keys.invalidate(id).await.expect("invalidate"));
+    }
+
+    pub async fn authenticate(&self, authorization: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/fleet/authenticate"))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn authenticate_with_body(&self, body: Value) -> reqwest::Response {
+        self.client.post(self.url("/api/fleet/authenticate")).json(&body).send().await.expect("request")
+    }
+
+    pub async fn whoami(&self, authorization: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/fleet/whoami"))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST /api/fleet/authenticate` that must succeed.
+    pub async fn pair(&self, authorization: &str) -> Pair {
+        let response = self.authenticate(authorization).await;
+        assert_eq!(response.status(), 200, "authenticate failed: {}", response.text().await.unwrap());
+        pair_from(response).await
+    }
+
+    pub async fn pair_with_api_key(&self, key: &CreatedApiKey) -> Pair {
+        self.pair(&format!("ApiKey {}", key.encoded)).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.authenticate(&format!("Bearer {refresh_token}")).await
+    }
+
+    pub async fn whoami_status(&self, access_token: &str) -> u16 {
+        self.whoami(&format!("Bearer {access_token}")).await.status().as_u16()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.expect("request").text().await.expect("body")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn pair_from(response: reqwest::Response) -> Pair {
+    let body: Value = response.json().await.expect("json body");
+    Pair {
+        access_token: body["access_token"].as_str().expect("access_token").to_string(),
+        refresh_token: body["refresh_token"].as_str().expect("refresh_token").to_string(),
+    }
+}
+
+/// The decoded (unverified) header and claims of a JWT.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let decode = |part: Option<&str>| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part.expect("JWT part")).expect("base64url")).expect("json")
+    };
+    (decode(parts.next()), decode(parts.next()))
+}
+
+/// The value of a counter or histogram count line in Prometheus text, 0 if absent.
+pub fn metric_value(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
