@@ -11,7 +11,9 @@ pub const MAX_AGENT_ID_LEN: usize = 128;
 pub fn valid_agent_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_AGENT_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
 }
 
 /// Creates the agent, or re-activates an unenrolled one (with no tokens).
@@ -31,12 +33,22 @@ pub async fn enroll(store: &dyn Store, agent_id: &str, now: UnixTime) -> Result<
 
 /// Unenrolls the agent: its tokens and API keys stop working at once. Returns whether
 /// the agent existed.
-pub async fn unenroll(store: &dyn Store, agent_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+pub async fn unenroll(
+    store: &dyn Store,
+    agent_id: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
     let before = store
         .update_agent(
             agent_id,
             Box::new(move |record| {
-                record.map(|r| AgentRecord { active: false, current: None, pending: None, updated_at: now, ..r.clone() })
+                record.map(|r| AgentRecord {
+                    active: false,
+                    current: None,
+                    pending: None,
+                    updated_at: now,
+                    ..r.clone()
+                })
             }),
         )
         .await?;

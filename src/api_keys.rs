@@ -7,7 +7,9 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -80,7 +82,11 @@ fn hash_secret(secret: &str) -> Result<String, StoreError> {
 
 fn argon2_matches(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -96,7 +102,11 @@ pub struct ApiKeyService {
 }
 
 impl ApiKeyService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cache_size: usize) -> Result<Self, StoreError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        cache_size: usize,
+    ) -> Result<Self, StoreError> {
         let mut cache_key = [0u8; 32];
         rand::rng().fill_bytes(&mut cache_key);
         let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
@@ -147,7 +157,8 @@ impl ApiKeyService {
     }
 
     fn fingerprint(&self, record: &ApiKeyRecord, secret: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
+            .expect("HMAC takes any key length");
         mac.update(secret.as_bytes());
         mac.update(&[0]);
         mac.update(record.hash.as_bytes());
@@ -157,7 +168,8 @@ impl ApiKeyService {
     /// Verifies a presented key; returns its record.
     pub async fn verify(&self, id: &str, secret: &str) -> Result<ApiKeyRecord, ApiKeyError> {
         let Some(record) = self.store.api_key(id).await? else {
-            self.argon2(secret.to_string(), self.dummy_hash.clone()).await;
+            self.argon2(secret.to_string(), self.dummy_hash.clone())
+                .await;
             return Err(ApiKeyError::Unknown);
         };
         if record.invalidated_at.is_some() {
@@ -167,20 +179,32 @@ impl ApiKeyService {
             return Err(ApiKeyError::Expired);
         }
         let fingerprint = self.fingerprint(&record, secret);
-        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied();
         if cached.is_some_and(|c| bool::from(c.ct_eq(&fingerprint))) {
             return Ok(record);
         }
         if !self.argon2(secret.to_string(), record.hash.clone()).await {
             return Err(ApiKeyError::WrongSecret);
         }
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(id.to_string(), fingerprint);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(id.to_string(), fingerprint);
         Ok(record)
     }
 
     async fn argon2(&self, secret: String, phc: String) -> bool {
-        let Ok(_permit) = self.argon2_permits.acquire().await else { return false };
-        tokio::task::spawn_blocking(move || argon2_matches(&secret, &phc)).await.unwrap_or(false)
+        let Ok(_permit) = self.argon2_permits.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || argon2_matches(&secret, &phc))
+            .await
+            .unwrap_or(false)
     }
 
     pub async fn invalidate(&self, id: &str) -> Result<bool, StoreError> {

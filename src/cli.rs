@@ -15,7 +15,11 @@ use crate::startup::{self, Application, Services};
 use crate::tokens;
 
 #[derive(Debug, Parser)]
-#[command(name = "fleetauth", version, about = "An OAuth2 authorization server for fleets of agents")]
+#[command(
+    name = "fleetauth",
+    version,
+    about = "An OAuth2 authorization server for fleets of agents"
+)]
 pub struct Cli {
     /// TOML config file (default: config/fleetauth.toml if it exists).
     #[arg(long, global = true, value_name = "PATH")]
@@ -54,6 +58,20 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect the settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the settings and print the effective values as JSON.
+    Check {
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,17 +141,32 @@ impl CliError {
 
 impl Cli {
     fn overrides(&self) -> Overrides {
-        let store_dir = |s: &StoreArgs| Overrides { data_dir: s.data_dir.clone(), ..Default::default() };
+        let store_dir = |s: &StoreArgs| Overrides {
+            data_dir: s.data_dir.clone(),
+            ..Default::default()
+        };
         match &self.command {
-            Command::Serve { listen, data_dir, store, es_url } => Overrides {
+            Command::Serve {
+                listen,
+                data_dir,
+                store,
+                es_url,
+            } => Overrides {
                 listen: listen.clone(),
                 data_dir: data_dir.clone(),
                 store: store.clone(),
                 elasticsearch: es_url.clone().map(|url| EsOverrides { url }),
             },
-            Command::ApiKey(ApiKeyCommand::Create { store, .. } | ApiKeyCommand::Invalidate { store, .. })
+            Command::ApiKey(
+                ApiKeyCommand::Create { store, .. } | ApiKeyCommand::Invalidate { store, .. },
+            )
             | Command::Agent(AgentCommand::Unenroll { store, .. })
             | Command::Keys(KeysCommand::Rotate { store }) => store_dir(store),
+            Command::Config(ConfigCommand::Check { listen, data_dir }) => Overrides {
+                listen: listen.clone(),
+                data_dir: data_dir.clone(),
+                ..Default::default()
+            },
         }
     }
 
@@ -174,9 +207,16 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             let addr = app.local_addr();
             tracing::info!(%addr, "fleetauth listening");
             print_json(json!({ "status": "listening", "listen": addr.to_string() }));
-            app.run_until(shutdown_signal()).await.map_err(|e| CliError::Failed(format!("server failed: {e}")))?;
+            app.run_until(shutdown_signal())
+                .await
+                .map_err(|e| CliError::Failed(format!("server failed: {e}")))?;
         }
-        Command::ApiKey(ApiKeyCommand::Create { agent_id, name, expiration, .. }) => {
+        Command::ApiKey(ApiKeyCommand::Create {
+            agent_id,
+            name,
+            expiration,
+            ..
+        }) => {
             if !agents::valid_agent_id(&agent_id) {
                 return Err(CliError::Usage(format!(
                     "--agent-id must be 1 to {} characters of A-Z a-z 0-9 - _ . : @",
@@ -185,8 +225,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             }
             let lifetime = expiration
                 .map(|e| {
-                    humantime::parse_duration(&e)
-                        .map_err(|err| CliError::Usage(format!("--expiration {e:?} is not a duration like 30d: {err}")))
+                    humantime::parse_duration(&e).map_err(|err| {
+                        CliError::Usage(format!(
+                            "--expiration {e:?} is not a duration like 30d: {err}"
+                        ))
+                    })
                 })
                 .transpose()?;
             let services = Services::start(&settings, clock.clone()).await?;
@@ -201,11 +244,17 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             agents::enroll(services.store.as_ref(), &agent_id, now)
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            print_json(serde_json::to_value(&created).map_err(|e| CliError::Failed(e.to_string()))?);
+            print_json(
+                serde_json::to_value(&created).map_err(|e| CliError::Failed(e.to_string()))?,
+            );
         }
         Command::ApiKey(ApiKeyCommand::Invalidate { id, .. }) => {
             let services = Services::start(&settings, clock).await?;
-            let invalidated = services.api_keys.invalidate(&id).await.map_err(|e| CliError::Failed(e.to_string()))?;
+            let invalidated = services
+                .api_keys
+                .invalidate(&id)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             print_json(json!({ "id": id, "invalidated": invalidated }));
         }
         Command::Agent(AgentCommand::Unenroll { agent_id, .. }) => {
@@ -217,11 +266,13 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Rotate { .. }) => {
             let services = Services::start(&settings, clock.clone()).await?;
-            let kid = tokens::rotate_signing_key(services.store.as_ref(), clock.now(), &settings.jwt)
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let kid =
+                tokens::rotate_signing_key(services.store.as_ref(), clock.now(), &settings.jwt)
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
             print_json(json!({ "kid": kid, "algorithm": settings.jwt.algorithm.as_str() }));
         }
+        Command::Config(ConfigCommand::Check { .. }) => print_json(settings.describe()),
     }
     Ok(())
 }

@@ -93,7 +93,9 @@ impl Default for RawJwt {
 
 impl Default for RawApiKeys {
     fn default() -> Self {
-        Self { cache_size: 100_000 }
+        Self {
+            cache_size: 100_000,
+        }
     }
 }
 
@@ -185,7 +187,10 @@ pub struct SettingsError {
 
 impl SettingsError {
     fn new(setting: &str, reason: impl Into<String>) -> Self {
-        Self { setting: setting.into(), reason: reason.into() }
+        Self {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -201,7 +206,10 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Setting
     match config_file {
         Some(path) => {
             if !path.is_file() {
-                return Err(SettingsError::new("--config", format!("no such file: {}", path.display())));
+                return Err(SettingsError::new(
+                    "--config",
+                    format!("no such file: {}", path.display()),
+                ));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -214,39 +222,57 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Setting
     figment = figment
         .merge(
             Env::prefixed("FLEETAUTH_")
-                .filter(|key| !NON_SETTING_ENV.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .filter(|key| {
+                    !NON_SETTING_ENV.contains(&key.as_str().to_ascii_lowercase().as_str())
+                })
                 .split("__"),
         )
         .merge(Serialized::defaults(overrides));
     let raw: RawSettings = figment.extract().map_err(|e| {
         let setting = e.path.join(".");
-        let setting = if setting.is_empty() { "config".to_string() } else { setting };
+        let setting = if setting.is_empty() {
+            "config".to_string()
+        } else {
+            setting
+        };
         SettingsError::new(&setting, e.kind.to_string())
     })?;
     raw.validate()
 }
 
 fn duration(setting: &str, value: &str) -> Result<Duration, SettingsError> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| SettingsError::new(setting, format!("{value:?} is not a duration like \"20m\" ({e})")))
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        SettingsError::new(
+            setting,
+            format!("{value:?} is not a duration like \"20m\" ({e})"),
+        )
+    })
 }
 
 impl RawSettings {
     pub fn validate(self) -> Result<Settings, SettingsError> {
-        let listen = self
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|_| SettingsError::new("listen", format!("{:?} is not an address like 127.0.0.1:8220", self.listen)))?;
+        let listen = self.listen.parse::<SocketAddr>().map_err(|_| {
+            SettingsError::new(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:8220", self.listen),
+            )
+        })?;
         let store = match self.store.as_str() {
             "embedded" => StoreKind::Embedded,
             "elasticsearch" => StoreKind::Elasticsearch,
             other => {
-                return Err(SettingsError::new("store", format!("{other:?} is not one of \"embedded\", \"elasticsearch\"")))
+                return Err(SettingsError::new(
+                    "store",
+                    format!("{other:?} is not one of \"embedded\", \"elasticsearch\""),
+                ))
             }
         };
         if store == StoreKind::Elasticsearch {
             if self.elasticsearch.url.is_none() {
-                return Err(SettingsError::new("elasticsearch.url", "required when store = \"elasticsearch\""));
+                return Err(SettingsError::new(
+                    "elasticsearch.url",
+                    "required when store = \"elasticsearch\"",
+                ));
             }
             return Err(SettingsError::new(
                 "store",
@@ -254,7 +280,10 @@ impl RawSettings {
             ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(SettingsError::new("max_body_bytes", "must be at least 1024"));
+            return Err(SettingsError::new(
+                "max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         let request_timeout = duration("request_timeout", &self.request_timeout)?;
         let jwt = &self.jwt;
@@ -269,28 +298,46 @@ impl RawSettings {
         if access_ttl > max_access_ttl {
             return Err(SettingsError::new(
                 "jwt.access_ttl",
-                format!("{} exceeds jwt.max_access_ttl ({})", jwt.access_ttl, jwt.max_access_ttl),
+                format!(
+                    "{} exceeds jwt.max_access_ttl ({})",
+                    jwt.access_ttl, jwt.max_access_ttl
+                ),
             ));
         }
         if refresh_ttl < access_ttl {
-            return Err(SettingsError::new("jwt.refresh_ttl", "must not be shorter than jwt.access_ttl"));
+            return Err(SettingsError::new(
+                "jwt.refresh_ttl",
+                "must not be shorter than jwt.access_ttl",
+            ));
         }
         if leeway > Duration::from_secs(300) {
             return Err(SettingsError::new("jwt.leeway", "must be at most 5m"));
         }
         if key_poll_interval < Duration::from_millis(100) {
-            return Err(SettingsError::new("jwt.key_poll_interval", "must be at least 100ms"));
+            return Err(SettingsError::new(
+                "jwt.key_poll_interval",
+                "must be at least 100ms",
+            ));
         }
         let algorithm = SigningAlgorithm::parse(&jwt.algorithm).ok_or_else(|| {
-            SettingsError::new("jwt.algorithm", format!("{:?} is not one of EdDSA, ES256, RS256", jwt.algorithm))
+            SettingsError::new(
+                "jwt.algorithm",
+                format!("{:?} is not one of EdDSA, ES256, RS256", jwt.algorithm),
+            )
         })?;
         if let Some(issuer) = &jwt.issuer {
             if issuer.trim().is_empty() {
-                return Err(SettingsError::new("jwt.issuer", "must not be empty (leave it out to derive one)"));
+                return Err(SettingsError::new(
+                    "jwt.issuer",
+                    "must not be empty (leave it out to derive one)",
+                ));
             }
         }
         if self.api_keys.cache_size == 0 {
-            return Err(SettingsError::new("api_keys.cache_size", "must be at least 1"));
+            return Err(SettingsError::new(
+                "api_keys.cache_size",
+                "must be at least 1",
+            ));
         }
         Ok(Settings {
             listen,
@@ -315,9 +362,37 @@ impl RawSettings {
 }
 
 impl Settings {
+    /// The effective settings as JSON, for `fleetauth config check` (no secrets).
+    pub fn describe(&self) -> serde_json::Value {
+        let secs = |d: Duration| d.as_secs_f64();
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir,
+            "store": match self.store { StoreKind::Embedded => "embedded", StoreKind::Elasticsearch => "elasticsearch" },
+            "max_body_bytes": self.max_body_bytes,
+            "request_timeout_secs": secs(self.request_timeout),
+            "jwt": {
+                "enabled": self.jwt.enabled,
+                "access_ttl_secs": secs(self.jwt.access_ttl),
+                "refresh_ttl_secs": secs(self.jwt.refresh_ttl),
+                "issuer": self.jwt.issuer,
+                "audience": self.jwt.audience,
+                "algorithm": self.jwt.algorithm.as_str(),
+                "leeway_secs": secs(self.jwt.leeway),
+                "stateless": self.jwt.stateless,
+                "key_poll_interval_secs": secs(self.jwt.key_poll_interval),
+            },
+            "api_keys": { "cache_size": self.api_key_cache_size },
+        })
+    }
+
     /// Defaults with a different data dir and listen address: what tests start from.
     pub fn for_data_dir(data_dir: &Path) -> Self {
-        let raw = RawSettings { data_dir: data_dir.to_path_buf(), listen: "127.0.0.1:0".into(), ..Default::default() };
+        let raw = RawSettings {
+            data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
         raw.validate().expect("built-in defaults are valid")
     }
 }

@@ -57,7 +57,9 @@ pub fn from_authorization(value: &[u8]) -> Result<Presented, CredentialError> {
     if value.len() > MAX_LEN {
         return Err(CredentialError::Malformed);
     }
-    let value = std::str::from_utf8(value).map_err(|_| CredentialError::Malformed)?.trim();
+    let value = std::str::from_utf8(value)
+        .map_err(|_| CredentialError::Malformed)?
+        .trim();
     let (scheme, rest) = value.split_once(' ').ok_or(if value.is_empty() {
         CredentialError::Missing
     } else {
@@ -77,14 +79,20 @@ pub fn from_authorization(value: &[u8]) -> Result<Presented, CredentialError> {
     if !is_api_key && !scheme.eq_ignore_ascii_case("basic") {
         return Err(CredentialError::UnsupportedScheme);
     }
-    let decoded = STANDARD.decode(rest).map_err(|_| CredentialError::BadBase64)?;
+    let decoded = STANDARD
+        .decode(rest)
+        .map_err(|_| CredentialError::BadBase64)?;
     let decoded = String::from_utf8(decoded).map_err(|_| CredentialError::BadBase64)?;
     let (id, secret) = decoded.split_once(':').ok_or(CredentialError::NotAPair)?;
     if id.is_empty() || secret.is_empty() {
         return Err(CredentialError::NotAPair);
     }
     let (id, secret) = (id.to_string(), secret.to_string());
-    Ok(if is_api_key { Presented::ApiKey { id, secret } } else { Presented::Basic { id, secret } })
+    Ok(if is_api_key {
+        Presented::ApiKey { id, secret }
+    } else {
+        Presented::Basic { id, secret }
+    })
 }
 
 #[cfg(test)]
@@ -94,26 +102,57 @@ mod tests {
     #[test]
     fn parses_each_scheme() {
         let encoded = STANDARD.encode("id1:secret");
-        assert!(matches!(from_authorization(format!("ApiKey {encoded}").as_bytes()),
-            Ok(Presented::ApiKey { id, secret }) if id == "id1" && secret == "secret"));
-        assert!(matches!(from_authorization(format!("basic {encoded}").as_bytes()), Ok(Presented::Basic { .. })));
-        assert!(matches!(from_authorization(b"Bearer abc.def.ghi"), Ok(Presented::Bearer(t)) if t == "abc.def.ghi"));
+        assert!(
+            matches!(from_authorization(format!("ApiKey {encoded}").as_bytes()),
+            Ok(Presented::ApiKey { id, secret }) if id == "id1" && secret == "secret")
+        );
+        assert!(matches!(
+            from_authorization(format!("basic {encoded}").as_bytes()),
+            Ok(Presented::Basic { .. })
+        ));
+        assert!(
+            matches!(from_authorization(b"Bearer abc.def.ghi"), Ok(Presented::Bearer(t)) if t == "abc.def.ghi")
+        );
     }
 
     #[test]
     fn refuses_malformed_values() {
-        assert_eq!(from_authorization(b"").unwrap_err(), CredentialError::Missing);
-        assert_eq!(from_authorization(b"ApiKey !!!").unwrap_err(), CredentialError::BadBase64);
+        assert_eq!(
+            from_authorization(b"").unwrap_err(),
+            CredentialError::Missing
+        );
+        assert_eq!(
+            from_authorization(b"ApiKey !!!").unwrap_err(),
+            CredentialError::BadBase64
+        );
         let no_colon = STANDARD.encode("nocolon");
-        assert_eq!(from_authorization(format!("ApiKey {no_colon}").as_bytes()).unwrap_err(), CredentialError::NotAPair);
-        assert_eq!(from_authorization(b"Digest x").unwrap_err(), CredentialError::UnsupportedScheme);
-        assert_eq!(from_authorization(b"Bearer").unwrap_err(), CredentialError::Malformed);
-        assert_eq!(from_authorization(b"Bearer \xff\xfe").unwrap_err(), CredentialError::Malformed);
+        assert_eq!(
+            from_authorization(format!("ApiKey {no_colon}").as_bytes()).unwrap_err(),
+            CredentialError::NotAPair
+        );
+        assert_eq!(
+            from_authorization(b"Digest x").unwrap_err(),
+            CredentialError::UnsupportedScheme
+        );
+        assert_eq!(
+            from_authorization(b"Bearer").unwrap_err(),
+            CredentialError::Malformed
+        );
+        assert_eq!(
+            from_authorization(b"Bearer \xff\xfe").unwrap_err(),
+            CredentialError::Malformed
+        );
     }
 
     #[test]
     fn debug_never_shows_a_secret() {
-        let shown = format!("{:?}", Presented::ApiKey { id: "i".into(), secret: "s3cr3t".into() });
+        let shown = format!(
+            "{:?}",
+            Presented::ApiKey {
+                id: "i".into(),
+                secret: "s3cr3t".into()
+            }
+        );
         assert!(!shown.contains("s3cr3t"));
     }
 }

@@ -13,7 +13,10 @@ fn main() {
         }
     };
     fleetauth::telemetry::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("fleetauth: cannot start the runtime: {e}");

@@ -24,7 +24,10 @@ pub enum StartError {
     #[error(transparent)]
     Tokens(#[from] TokenError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Opens the configured store; the flag says whether it was created just now.
@@ -34,7 +37,9 @@ pub fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, bool), StartEr
             let (store, created) = SqliteStore::open(&settings.data_dir)?;
             Ok((Arc::new(store), created))
         }
-        StoreKind::Elasticsearch => Err(StoreError::Unavailable("the elasticsearch store is not built yet".into()).into()),
+        StoreKind::Elasticsearch => {
+            Err(StoreError::Unavailable("the elasticsearch store is not built yet".into()).into())
+        }
     }
 }
 
@@ -51,10 +56,21 @@ pub struct Services {
 impl Services {
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let (store, created) = open_store(settings)?;
-        let tokens = TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
-        let api_keys = Arc::new(ApiKeyService::new(store.clone(), clock, settings.api_key_cache_size)?);
+        let tokens =
+            TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+        let api_keys = Arc::new(ApiKeyService::new(
+            store.clone(),
+            clock,
+            settings.api_key_cache_size,
+        )?);
         let grants = Arc::new(GrantService::new(tokens.clone(), api_keys.clone()));
-        Ok(Self { store, tokens, api_keys, grants, created })
+        Ok(Self {
+            store,
+            tokens,
+            api_keys,
+            grants,
+            created,
+        })
     }
 }
 
@@ -81,11 +97,23 @@ impl Application {
             metrics: telemetry::metrics_handle(),
         };
         let router = http::router(state);
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: settings.listen, source })?;
-        Ok(Self { listener, router, addr, services })
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            addr,
+            services,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,9 +125,14 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; in-flight requests are finished first.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let refresher = self.services.tokens.spawn_key_refresher();
-        let result = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         refresher.abort();
         result
     }

@@ -10,13 +10,22 @@ use crate::tokens::{Refusal, TokenError};
 pub enum GrantError {
     /// The request is missing or has a malformed parameter or credential.
     #[error("{description}")]
-    InvalidRequest { reason: &'static str, description: String },
+    InvalidRequest {
+        reason: &'static str,
+        description: String,
+    },
     /// Client (API key) authentication failed.
     #[error("{description}")]
-    InvalidClient { reason: &'static str, description: String },
+    InvalidClient {
+        reason: &'static str,
+        description: String,
+    },
     /// The grant (refresh token, access token) is invalid, expired, revoked or reused.
     #[error("{description}")]
-    InvalidGrant { reason: &'static str, description: String },
+    InvalidGrant {
+        reason: &'static str,
+        description: String,
+    },
     /// The store could not be reached; the client may retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -40,26 +49,33 @@ impl GrantError {
     /// A short label for the authentication-failure metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::InvalidRequest { reason, .. } | Self::InvalidClient { reason, .. } | Self::InvalidGrant { reason, .. } => {
-                reason
-            }
+            Self::InvalidRequest { reason, .. }
+            | Self::InvalidClient { reason, .. }
+            | Self::InvalidGrant { reason, .. } => reason,
             Self::Unavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
     }
 
     pub fn invalid_grant(reason: &'static str, description: impl Into<String>) -> Self {
-        Self::InvalidGrant { reason, description: description.into() }
+        Self::InvalidGrant {
+            reason,
+            description: description.into(),
+        }
     }
 }
 
 impl From<CredentialError> for GrantError {
     fn from(e: CredentialError) -> Self {
         match e {
-            CredentialError::Missing | CredentialError::UnsupportedScheme => {
-                Self::InvalidClient { reason: e.reason(), description: e.to_string() }
-            }
-            _ => Self::InvalidRequest { reason: e.reason(), description: e.to_string() },
+            CredentialError::Missing | CredentialError::UnsupportedScheme => Self::InvalidClient {
+                reason: e.reason(),
+                description: e.to_string(),
+            },
+            _ => Self::InvalidRequest {
+                reason: e.reason(),
+                description: e.to_string(),
+            },
         }
     }
 }
@@ -78,7 +94,10 @@ impl From<ApiKeyError> for GrantError {
         match e {
             ApiKeyError::Store(s) => s.into(),
             // One message for every failure, so the answer does not tell which ids exist.
-            other => Self::InvalidClient { reason: other.reason(), description: "invalid API key".into() },
+            other => Self::InvalidClient {
+                reason: other.reason(),
+                description: "invalid API key".into(),
+            },
         }
     }
 }
@@ -86,11 +105,19 @@ impl From<ApiKeyError> for GrantError {
 impl From<TokenError> for GrantError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Jwt(j) => Self::InvalidGrant { reason: j.reason(), description: j.to_string() },
-            TokenError::Refused(r @ Refusal::Unenrolled) | TokenError::Refused(r @ Refusal::UnknownAgent) => {
-                Self::InvalidGrant { reason: r.reason(), description: "the token is not valid".into() }
-            }
-            TokenError::Refused(r) => Self::InvalidGrant { reason: r.reason(), description: r.to_string() },
+            TokenError::Jwt(j) => Self::InvalidGrant {
+                reason: j.reason(),
+                description: j.to_string(),
+            },
+            TokenError::Refused(r @ Refusal::Unenrolled)
+            | TokenError::Refused(r @ Refusal::UnknownAgent) => Self::InvalidGrant {
+                reason: r.reason(),
+                description: "the token is not valid".into(),
+            },
+            TokenError::Refused(r) => Self::InvalidGrant {
+                reason: r.reason(),
+                description: r.to_string(),
+            },
             TokenError::Store(s) => s.into(),
             TokenError::Keys(k) => Self::Internal(k.to_string()),
         }

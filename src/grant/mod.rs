@@ -80,8 +80,14 @@ impl GrantService {
                 (GrantKind::ApiKey, self.exchange_api_key(id, secret).await)
             }
             Presented::Bearer(token) => match refresh::parse(token) {
-                Some(parsed) => (GrantKind::RefreshToken, self.exchange_refresh(&parsed).await),
-                None => (GrantKind::AccessToken, self.exchange_access_token(token).await),
+                Some(parsed) => (
+                    GrantKind::RefreshToken,
+                    self.exchange_refresh(&parsed).await,
+                ),
+                None => (
+                    GrantKind::AccessToken,
+                    self.exchange_access_token(token).await,
+                ),
             },
         };
         match &result {
@@ -99,26 +105,47 @@ impl GrantService {
 
     async fn exchange_api_key(&self, id: &str, secret: &str) -> Result<IssuedPair, GrantError> {
         let key = self.api_keys.verify(id, secret).await?;
-        let agent_id = key.agent_id.as_deref().ok_or_else(|| GrantError::InvalidClient {
-            reason: "api_key_not_an_agent",
-            description: "the API key does not belong to an agent".into(),
-        })?;
-        let subject = Subject { agent_id, client_id: &key.id };
-        Ok(self.tokens.exchange(subject, tokens::Presented::ApiKey).await?)
+        let agent_id = key
+            .agent_id
+            .as_deref()
+            .ok_or_else(|| GrantError::InvalidClient {
+                reason: "api_key_not_an_agent",
+                description: "the API key does not belong to an agent".into(),
+            })?;
+        let subject = Subject {
+            agent_id,
+            client_id: &key.id,
+        };
+        Ok(self
+            .tokens
+            .exchange(subject, tokens::Presented::ApiKey)
+            .await?)
     }
 
-    async fn exchange_refresh(&self, parsed: &refresh::PresentedRefresh) -> Result<IssuedPair, GrantError> {
-        let subject = Subject { agent_id: &parsed.agent_id, client_id: &parsed.client_id };
+    async fn exchange_refresh(
+        &self,
+        parsed: &refresh::PresentedRefresh,
+    ) -> Result<IssuedPair, GrantError> {
+        let subject = Subject {
+            agent_id: &parsed.agent_id,
+            client_id: &parsed.client_id,
+        };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
         Ok(self.tokens.exchange(subject, presented).await?)
     }
 
     async fn exchange_access_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
         if !jwt::looks_like_jwt(token) {
-            return Err(GrantError::invalid_grant("unknown_token", "the token is neither a JWT nor a refresh token"));
+            return Err(GrantError::invalid_grant(
+                "unknown_token",
+                "the token is neither a JWT nor a refresh token",
+            ));
         }
         let claims = self.tokens.verify_access(token).await?;
-        let subject = Subject { agent_id: &claims.sub, client_id: &claims.client_id };
+        let subject = Subject {
+            agent_id: &claims.sub,
+            client_id: &claims.client_id,
+        };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
         Ok(self.tokens.exchange(subject, presented).await?)
     }
@@ -137,18 +164,31 @@ impl GrantService {
         match presented {
             Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
                 let key = self.api_keys.verify(id, secret).await?;
-                Ok(Principal { agent_id: key.agent_id, auth_method: AuthMethod::ApiKey, token_id: key.id })
+                Ok(Principal {
+                    agent_id: key.agent_id,
+                    auth_method: AuthMethod::ApiKey,
+                    token_id: key.id,
+                })
             }
             Presented::Bearer(token) if jwt::looks_like_jwt(token) => {
                 let claims = self.tokens.verify_access(token).await?;
                 self.tokens.confirm_access(&claims).await?;
-                Ok(Principal { agent_id: Some(claims.sub), auth_method: AuthMethod::Jwt, token_id: claims.jti })
+                Ok(Principal {
+                    agent_id: Some(claims.sub),
+                    auth_method: AuthMethod::Jwt,
+                    token_id: claims.jti,
+                })
             }
-            Presented::Bearer(token) if refresh::parse(token).is_some() => Err(GrantError::invalid_grant(
-                "refresh_token_on_resource",
-                "a refresh token is accepted only by token endpoints",
+            Presented::Bearer(token) if refresh::parse(token).is_some() => {
+                Err(GrantError::invalid_grant(
+                    "refresh_token_on_resource",
+                    "a refresh token is accepted only by token endpoints",
+                ))
+            }
+            Presented::Bearer(_) => Err(GrantError::invalid_grant(
+                "unknown_token",
+                "the bearer token is not valid",
             )),
-            Presented::Bearer(_) => Err(GrantError::invalid_grant("unknown_token", "the bearer token is not valid")),
         }
     }
 }

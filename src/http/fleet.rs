@@ -22,7 +22,9 @@ struct AuthenticateBody {
 /// The credential in the `Authorization` header, if any.
 pub(super) fn presented_header(headers: &HeaderMap) -> Result<Option<Presented>, GrantError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Ok(None) };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(GrantError::InvalidRequest {
             reason: "malformed_credentials",
@@ -51,12 +53,16 @@ fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<Presented>
     if !is_json(headers) {
         return Err(FleetError::UnsupportedMediaType);
     }
-    let parsed: AuthenticateBody =
-        serde_json::from_slice(body).map_err(|e| FleetError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let parsed: AuthenticateBody = serde_json::from_slice(body)
+        .map_err(|e| FleetError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(parsed.refresh_token.map(Presented::Bearer))
 }
 
-pub async fn authenticate(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, FleetError> {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FleetError> {
     if !state.settings.jwt.enabled {
         return Err(FleetError::NotFound);
     }
@@ -64,7 +70,9 @@ pub async fn authenticate(State(state): State<AppState>, headers: HeaderMap, bod
     let from_header = presented_header(&headers)?;
     let presented = match (from_header, from_body) {
         (Some(_), Some(_)) => {
-            return Err(FleetError::BadRequest("present one credential: a header or a body refresh_token".into()))
+            return Err(FleetError::BadRequest(
+                "present one credential: a header or a body refresh_token".into(),
+            ))
         }
         (Some(p), None) | (None, Some(p)) => p,
         (None, None) => return Err(GrantError::from(CredentialError::Missing).into()),
@@ -92,8 +100,12 @@ pub async fn authenticate(State(state): State<AppState>, headers: HeaderMap, bod
     Ok(response)
 }
 
-pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, FleetError> {
-    let presented = presented_header(&headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
+pub async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, FleetError> {
+    let presented =
+        presented_header(&headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
     let principal = state.grants.authenticate(&presented).await?;
     let Some(agent_id) = principal.agent_id else {
         return Err(GrantError::InvalidClient {

@@ -37,7 +37,10 @@ pub fn no_store(headers: &mut HeaderMap) {
 }
 
 async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })),
+    )
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,7 +55,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
 }

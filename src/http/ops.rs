@@ -18,7 +18,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "reason": e.to_string() })),
+            )
                 .into_response()
         }
     }
@@ -31,6 +34,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.grants.tokens().jwks()).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     response
 }

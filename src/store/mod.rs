@@ -47,7 +47,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `change` atomically with respect to every other change of this agent.
     /// Returns the record the applied change was given (the state it decided on), so
     /// the caller can re-derive what was decided.
-    async fn update_agent(&self, agent_id: &str, change: AgentChange) -> Result<Option<AgentRecord>, StoreError>;
+    async fn update_agent(
+        &self,
+        agent_id: &str,
+        change: AgentChange,
+    ) -> Result<Option<AgentRecord>, StoreError>;
 
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
 
@@ -57,16 +61,27 @@ pub trait Store: Send + Sync + 'static {
     async fn invalidate_api_key(&self, id: &str, now: UnixTime) -> Result<bool, StoreError>;
 
     /// Invalidates every key of an agent; returns how many changed.
-    async fn invalidate_agent_api_keys(&self, agent_id: &str, now: UnixTime) -> Result<usize, StoreError>;
+    async fn invalidate_agent_api_keys(
+        &self,
+        agent_id: &str,
+        now: UnixTime,
+    ) -> Result<usize, StoreError>;
 
     /// Every signing key that has not passed its `verify_until` at `now`.
     async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError>;
 
     /// Stores `key` as the signing key if no unretired key exists; returns the unretired
     /// key that signs afterwards (the existing one, or `key`).
-    async fn insert_first_signing_key(&self, key: SigningKeyRecord) -> Result<SigningKeyRecord, StoreError>;
+    async fn insert_first_signing_key(
+        &self,
+        key: SigningKeyRecord,
+    ) -> Result<SigningKeyRecord, StoreError>;
 
     /// Retires every unretired key (it verifies until `old_verify_until`) and stores
     /// `key` as the new signing key, atomically.
-    async fn rotate_signing_key(&self, key: SigningKeyRecord, old_verify_until: UnixTime) -> Result<(), StoreError>;
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        old_verify_until: UnixTime,
+    ) -> Result<(), StoreError>;
 }

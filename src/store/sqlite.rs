@@ -23,7 +23,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    AgentChange, AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, Store, StoreError, TokenPairRecord,
+    AgentChange, AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, Store, StoreError,
+    TokenPairRecord,
 };
 use crate::clock::UnixTime;
 
@@ -99,7 +100,9 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
@@ -112,8 +115,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`. The flag says whether the
     /// database was created by this call.
     pub fn open(data_dir: &Path) -> Result<(Self, bool), StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         let path = data_dir.join(DB_FILE);
         let created = !path.exists();
         let writer_conn = open_connection(&path)?;
@@ -129,8 +136,18 @@ impl SqliteStore {
             .name("fleetauth-sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
-        let inner = Inner { path, writer: tx, readers, next_reader: AtomicUsize::new(0) };
-        Ok((Self { inner: Arc::new(inner) }, created))
+        let inner = Inner {
+            path,
+            writer: tx,
+            readers,
+            next_reader: AtomicUsize::new(0),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            created,
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -139,9 +156,14 @@ impl SqliteStore {
 
     /// Runs `f` on a reader connection. Point reads take microseconds, so they run
     /// in place rather than hopping to a blocking thread.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let i = self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % self.inner.readers.len();
-        let conn = self.inner.readers[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = self.inner.readers[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn)
     }
 
@@ -177,10 +199,17 @@ fn restrict_permissions(path: &Path) {
 fn restrict_permissions(_path: &Path) {}
 
 /// Runs one job in a savepoint, so that its failure undoes only its own writes.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
     let outcome = f(conn);
-    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    let end = if outcome.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
     conn.execute_batch(end).map_err(unavailable)?;
     outcome
 }
@@ -221,7 +250,8 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
 
 // ---- row mapping ----
 
-const AGENT_COLUMNS: &str = "agent_id, active, current_jti, current_refresh_hash, current_access_expires_at, \
+const AGENT_COLUMNS: &str =
+    "agent_id, active, current_jti, current_refresh_hash, current_access_expires_at, \
      current_refresh_expires_at, pending_jti, pending_refresh_hash, pending_access_expires_at, \
      pending_refresh_expires_at, retired, updated_at";
 
@@ -252,20 +282,28 @@ fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
 
 fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"
+        ))
         .map_err(unavailable)?;
-    let found = stmt.query_row([agent_id], agent_from).optional().map_err(unavailable)?;
+    let found = stmt
+        .query_row([agent_id], agent_from)
+        .optional()
+        .map_err(unavailable)?;
     found
         .map(|(mut record, retired)| {
-            record.retired = serde_json::from_str::<Vec<RetiredRefresh>>(&retired)
-                .map_err(|e| StoreError::Corrupt(format!("agent {agent_id}: retired tokens: {e}")))?;
+            record.retired =
+                serde_json::from_str::<Vec<RetiredRefresh>>(&retired).map_err(|e| {
+                    StoreError::Corrupt(format!("agent {agent_id}: retired tokens: {e}"))
+                })?;
             Ok(record)
         })
         .transpose()
 }
 
 fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
-    let retired = serde_json::to_string(&r.retired).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let retired =
+        serde_json::to_string(&r.retired).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let (c, p) = (r.current.as_ref(), r.pending.as_ref());
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -313,15 +351,27 @@ fn signing_key_from(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     })
 }
 
-const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, private_der, created_at, retired_at, verify_until";
+const SIGNING_KEY_COLUMNS: &str =
+    "kid, algorithm, private_der, created_at, retired_at, verify_until";
 
 fn insert_signing_key(conn: &Connection, k: &SigningKeyRecord) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO signing_keys ({SIGNING_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-        params![k.kid, k.algorithm, k.private_der, k.created_at, k.retired_at, k.verify_until],
+        &format!(
+            "INSERT INTO signing_keys ({SIGNING_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ),
+        params![
+            k.kid,
+            k.algorithm,
+            k.private_der,
+            k.created_at,
+            k.retired_at,
+            k.verify_until
+        ],
     )
     .map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(format!("signing key {}", k.kid)),
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::Conflict(format!("signing key {}", k.kid))
+        }
         _ => unavailable(e),
     })?;
     Ok(())
@@ -330,16 +380,24 @@ fn insert_signing_key(conn: &Connection, k: &SigningKeyRecord) -> Result<(), Sto
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
     }
 
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |conn| {
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
-                .map_err(unavailable)?;
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| row.get(0))
-                .map_err(unavailable)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map_err(unavailable)?;
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| {
+                row.get(0)
+            })
+            .map_err(unavailable)
         })
         .await
     }
@@ -348,7 +406,11 @@ impl Store for SqliteStore {
         self.read(|conn| read_agent(conn, agent_id))
     }
 
-    async fn update_agent(&self, agent_id: &str, mut change: AgentChange) -> Result<Option<AgentRecord>, StoreError> {
+    async fn update_agent(
+        &self,
+        agent_id: &str,
+        mut change: AgentChange,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let agent_id = agent_id.to_string();
         self.write(move |conn| {
             let before = read_agent(conn, &agent_id)?;
@@ -401,7 +463,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn invalidate_agent_api_keys(&self, agent_id: &str, now: UnixTime) -> Result<usize, StoreError> {
+    async fn invalidate_agent_api_keys(
+        &self,
+        agent_id: &str,
+        now: UnixTime,
+    ) -> Result<usize, StoreError> {
         let agent_id = agent_id.to_string();
         self.write(move |conn| {
             conn.execute(
@@ -421,12 +487,17 @@ impl Store for SqliteStore {
                      WHERE verify_until IS NULL OR verify_until > ?1 ORDER BY created_at DESC, kid"
                 ))
                 .map_err(unavailable)?;
-            let rows = stmt.query_map([now], signing_key_from).map_err(unavailable)?;
+            let rows = stmt
+                .query_map([now], signing_key_from)
+                .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
     }
 
-    async fn insert_first_signing_key(&self, key: SigningKeyRecord) -> Result<SigningKeyRecord, StoreError> {
+    async fn insert_first_signing_key(
+        &self,
+        key: SigningKeyRecord,
+    ) -> Result<SigningKeyRecord, StoreError> {
         self.write(move |conn| {
             let existing = conn
                 .query_row(
@@ -450,7 +521,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rotate_signing_key(&self, key: SigningKeyRecord, old_verify_until: UnixTime) -> Result<(), StoreError> {
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        old_verify_until: UnixTime,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
                 "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 WHERE retired_at IS NULL",

@@ -76,7 +76,11 @@ impl JwtError {
 
 /// Signs `claims` with `key` into a compact JWS.
 pub fn sign(key: &SigningKey, claims: &AccessClaims) -> String {
-    let header = JoseHeader { alg: key.algorithm.as_str(), typ: ACCESS_TOKEN_TYP, kid: &key.kid };
+    let header = JoseHeader {
+        alg: key.algorithm.as_str(),
+        typ: ACCESS_TOKEN_TYP,
+        kid: &key.kid,
+    };
     // Serializing these plain structs cannot fail.
     let header = serde_json::to_vec(&header).unwrap_or_default();
     let claims = serde_json::to_vec(claims).unwrap_or_default();
@@ -100,12 +104,15 @@ pub struct Expectations<'a> {
 
 /// Checks the signature (known `kid`, its algorithm only), `typ`, `iss`, `aud` and `exp`.
 /// Does not consult the store: that is the token service's second step.
-pub fn verify(token: &str, ring: &KeyRing, expect: &Expectations<'_>) -> Result<AccessClaims, JwtError> {
+pub fn verify(
+    token: &str,
+    ring: &KeyRing,
+    expect: &Expectations<'_>,
+) -> Result<AccessClaims, JwtError> {
     let header = decode_header(token).map_err(|_| JwtError::Malformed)?;
-    let typ_ok = header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+    });
     if !typ_ok {
         return Err(JwtError::WrongType);
     }
@@ -124,13 +131,16 @@ pub fn verify(token: &str, ring: &KeyRing, expect: &Expectations<'_>) -> Result<
         Some(aud) => validation.set_audience(&[aud]),
         None => validation.validate_aud = false,
     }
-    let data = decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| match e.kind() {
-        ErrorKind::InvalidSignature => JwtError::BadSignature,
-        ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
-        ErrorKind::InvalidAudience => JwtError::WrongAudience,
-        ErrorKind::InvalidAlgorithm => JwtError::WrongAlgorithm,
-        _ => JwtError::Malformed,
-    })?;
+    let data =
+        decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::BadSignature,
+                ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+                ErrorKind::InvalidAudience => JwtError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => JwtError::WrongAlgorithm,
+                _ => JwtError::Malformed,
+            }
+        })?;
     let claims = data.claims;
     if claims.exp + expect.leeway <= expect.now {
         return Err(JwtError::Expired);

@@ -12,14 +12,15 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    RSA_PKCS1_SHA256,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters, EllipticCurveKeyType, Jwk,
-    JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, RSAKeyParameters, RSAKeyType,
-    ThumbprintHash,
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse, RSAKeyParameters, RSAKeyType, ThumbprintHash,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -59,7 +60,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
     }
 }
 
@@ -82,7 +86,12 @@ impl SigningKey {
                 .unwrap_or_default(),
             PrivateKey::Rsa(kp) => {
                 let mut signature = vec![0; kp.public_modulus_len()];
-                match kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature) {
+                match kp.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                ) {
                     Ok(()) => signature,
                     Err(_) => Vec::new(),
                 }
@@ -91,15 +100,23 @@ impl SigningKey {
     }
 
     /// Generates a new key; its `kid` is its thumbprint.
-    pub fn generate(algorithm: SigningAlgorithm, now: UnixTime) -> Result<SigningKeyRecord, KeyError> {
+    pub fn generate(
+        algorithm: SigningAlgorithm,
+        now: UnixTime,
+    ) -> Result<SigningKeyRecord, KeyError> {
         let rng = SystemRandom::new();
         let fail = |_| KeyError::Generate(algorithm.as_str());
         let private_der = match algorithm {
-            SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(fail)?.as_ref().to_vec(),
-            SigningAlgorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
                 .map_err(fail)?
                 .as_ref()
                 .to_vec(),
+            SigningAlgorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(fail)?
+                    .as_ref()
+                    .to_vec()
+            }
             SigningAlgorithm::RS256 => {
                 let kp = RsaKeyPair::generate(KeySize::Rsa2048).map_err(fail)?;
                 let der = kp.as_der().map_err(fail)?;
@@ -120,12 +137,17 @@ impl SigningKey {
 
     /// Parses a stored key and derives its public JWK and thumbprint.
     pub fn from_record(record: &SigningKeyRecord) -> Result<Self, KeyError> {
-        let unusable = |reason: &str| KeyError::Unusable { kid: record.kid.clone(), reason: reason.to_string() };
-        let algorithm = SigningAlgorithm::parse(&record.algorithm).ok_or_else(|| unusable("unknown algorithm"))?;
+        let unusable = |reason: &str| KeyError::Unusable {
+            kid: record.kid.clone(),
+            reason: reason.to_string(),
+        };
+        let algorithm = SigningAlgorithm::parse(&record.algorithm)
+            .ok_or_else(|| unusable("unknown algorithm"))?;
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let (private, params) = match algorithm {
             SigningAlgorithm::EdDSA => {
-                let kp = Ed25519KeyPair::from_pkcs8(&record.private_der).map_err(|_| unusable("bad Ed25519 key"))?;
+                let kp = Ed25519KeyPair::from_pkcs8(&record.private_der)
+                    .map_err(|_| unusable("bad Ed25519 key"))?;
                 let params = AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
                     key_type: OctetKeyPairType::OctetKeyPair,
                     curve: EllipticCurve::Ed25519,
@@ -134,8 +156,9 @@ impl SigningKey {
                 (PrivateKey::Ed(kp), params)
             }
             SigningAlgorithm::ES256 => {
-                let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &record.private_der)
-                    .map_err(|_| unusable("bad P-256 key"))?;
+                let kp =
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &record.private_der)
+                        .map_err(|_| unusable("bad P-256 key"))?;
                 // Uncompressed point: 0x04 || x || y.
                 let point = kp.public_key().as_ref();
                 if point.len() != 65 {
@@ -150,7 +173,8 @@ impl SigningKey {
                 (PrivateKey::Ec(kp), params)
             }
             SigningAlgorithm::RS256 => {
-                let kp = RsaKeyPair::from_pkcs8(&record.private_der).map_err(|_| unusable("bad RSA key"))?;
+                let kp = RsaKeyPair::from_pkcs8(&record.private_der)
+                    .map_err(|_| unusable("bad RSA key"))?;
                 let public = kp.public_key();
                 let params = AlgorithmParameters::RSA(RSAKeyParameters {
                     key_type: RSAKeyType::RSA,
@@ -160,8 +184,13 @@ impl SigningKey {
                 (PrivateKey::Rsa(kp), params)
             }
         };
-        let mut jwk = Jwk { common: CommonParameters::default(), algorithm: params };
-        let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| unusable(&e.to_string()))?;
+        let mut jwk = Jwk {
+            common: CommonParameters::default(),
+            algorithm: params,
+        };
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| unusable(&e.to_string()))?;
         jwk.common = CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
             key_algorithm: Some(match algorithm {
@@ -206,7 +235,9 @@ impl KeyRing {
             match SigningKey::from_record(record) {
                 Ok(key) => {
                     let key = Arc::new(key);
-                    let newer = signing.as_ref().is_none_or(|s| key.created_at > s.created_at);
+                    let newer = signing
+                        .as_ref()
+                        .is_none_or(|s| key.created_at > s.created_at);
                     if key.retired_at.is_none() && newer {
                         signing = Some(key.clone());
                     }
@@ -215,7 +246,10 @@ impl KeyRing {
                 Err(e) => tracing::error!(error = %e, "skipping signing key"),
             }
         }
-        Ok(Self { signing: signing.ok_or(KeyError::NoSigningKey)?, verifying })
+        Ok(Self {
+            signing: signing.ok_or(KeyError::NoSigningKey)?,
+            verifying,
+        })
     }
 
     pub fn verifying_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {
@@ -226,7 +260,9 @@ impl KeyRing {
     pub fn jwks(&self) -> JwkSet {
         let mut keys: Vec<&Arc<SigningKey>> = self.verifying.values().collect();
         keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
-        JwkSet { keys: keys.into_iter().map(|k| k.jwk.clone()).collect() }
+        JwkSet {
+            keys: keys.into_iter().map(|k| k.jwk.clone()).collect(),
+        }
     }
 }
 
@@ -236,13 +272,21 @@ mod tests {
 
     #[test]
     fn every_algorithm_generates_a_key_whose_kid_is_its_thumbprint() {
-        for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256, SigningAlgorithm::RS256] {
+        for alg in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+        ] {
             let record = SigningKey::generate(alg, 1_000).unwrap();
             let key = SigningKey::from_record(&record).unwrap();
             assert_eq!(key.kid, record.kid);
             let mut bare = key.jwk.clone();
             bare.common = CommonParameters::default();
-            assert_eq!(bare.thumbprint(ThumbprintHash::SHA256).unwrap(), key.kid, "{alg:?}");
+            assert_eq!(
+                bare.thumbprint(ThumbprintHash::SHA256).unwrap(),
+                key.kid,
+                "{alg:?}"
+            );
             assert!(!key.sign(b"message").is_empty());
         }
     }

@@ -78,7 +78,9 @@ impl TokenService {
         let issuer = match &settings.issuer {
             Some(issuer) => issuer.clone(),
             None => {
-                let id = store.meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string()).await?;
+                let id = store
+                    .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
+                    .await?;
                 format!("fleetauth:{id}")
             }
         };
@@ -123,7 +125,8 @@ impl TokenService {
         let ring = KeyRing::from_records(&self.store.signing_keys(self.clock.now()).await?)?;
         let changed = {
             let current = self.ring();
-            current.signing.kid != ring.signing.kid || current.jwks().keys.len() != ring.jwks().keys.len()
+            current.signing.kid != ring.signing.kid
+                || current.jwks().keys.len() != ring.jwks().keys.len()
         };
         if changed {
             tracing::info!(kid = %ring.signing.kid, "signing keys reloaded");
@@ -142,7 +145,9 @@ impl TokenService {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(service) = weak.upgrade() else { return };
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
                 if let Err(e) = service.reload_keys().await {
                     tracing::warn!(error = %e, "could not reload signing keys");
                 }
@@ -172,13 +177,21 @@ impl TokenService {
             access_expires_at: claims.exp,
             refresh_expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
         };
-        let issued =
-            IssuedPair { access_token, refresh_token: refresh.token, expires_in: access_ttl as u64, jti: claims.jti };
+        let issued = IssuedPair {
+            access_token,
+            refresh_token: refresh.token,
+            expires_in: access_ttl as u64,
+            jti: claims.jti,
+        };
         (issued, record)
     }
 
     /// Trades a verified credential of `subject` for a new pair (stored as pending).
-    pub async fn exchange(&self, subject: Subject<'_>, presented: Presented<'_>) -> Result<IssuedPair, TokenError> {
+    pub async fn exchange(
+        &self,
+        subject: Subject<'_>,
+        presented: Presented<'_>,
+    ) -> Result<IssuedPair, TokenError> {
         let now = self.clock.now();
         let (issued, new_pair) = self.mint(&subject, now);
         let owned = OwnedPresented::from(presented);
@@ -188,7 +201,9 @@ impl TokenService {
             .store
             .update_agent(
                 subject.agent_id,
-                Box::new(move |record| rotation::exchange(record, change_presented.borrow(), &change_pair, now).write),
+                Box::new(move |record| {
+                    rotation::exchange(record, change_presented.borrow(), &change_pair, now).write
+                }),
             )
             .await?;
         let decision = rotation::exchange(before.as_ref(), owned.borrow(), &new_pair, now);
@@ -200,7 +215,10 @@ impl TokenService {
                 Ok(issued)
             }
             Outcome::Refused(Refusal::Reused) => {
-                tracing::warn!(agent_id = subject.agent_id, "refresh token reuse detected: all tokens of the agent revoked");
+                tracing::warn!(
+                    agent_id = subject.agent_id,
+                    "refresh token reuse detected: all tokens of the agent revoked"
+                );
                 metrics::counter!("fleetauth_refresh_token_reuse_total").increment(1);
                 Err(Refusal::Reused.into())
             }
@@ -232,7 +250,10 @@ impl TokenService {
     }
 
     fn may_reload_for_unknown_kid(&self) -> bool {
-        let mut last = self.last_unknown_kid_reload.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .last_unknown_kid_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|at| at.elapsed() >= UNKNOWN_KID_RELOAD_EVERY);
         if due {
             *last = Some(Instant::now());
@@ -257,7 +278,10 @@ impl TokenService {
                 let jti = claims.jti.clone();
                 let before = self
                     .store
-                    .update_agent(&claims.sub, Box::new(move |r| rotation::confirm_access(r, &jti, now).write))
+                    .update_agent(
+                        &claims.sub,
+                        Box::new(move |r| rotation::confirm_access(r, &jti, now).write),
+                    )
                     .await?;
                 match rotation::confirm_access(before.as_ref(), &claims.jti, now).outcome {
                     Outcome::Accepted { .. } => Ok(()),
@@ -270,10 +294,15 @@ impl TokenService {
 
 /// Rotates the signing key: a new key (of the configured algorithm) signs from now on;
 /// the old ones verify until every token they signed has expired.
-pub async fn rotate_signing_key(store: &dyn Store, now: UnixTime, settings: &JwtSettings) -> Result<String, TokenError> {
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    now: UnixTime,
+    settings: &JwtSettings,
+) -> Result<String, TokenError> {
     let key = SigningKey::generate(settings.algorithm, now)?;
     let kid = key.kid.clone();
-    let verify_until = now + settings.access_ttl.as_secs() as i64 + settings.leeway.as_secs() as i64 + 1;
+    let verify_until =
+        now + settings.access_ttl.as_secs() as i64 + settings.leeway.as_secs() as i64 + 1;
     store.rotate_signing_key(key, verify_until).await?;
     Ok(kid)
 }

@@ -36,7 +36,9 @@ pub fn hash(token: &str) -> String {
 pub fn mint(agent_id: &str, client_id: &str) -> MintedRefresh {
     let mut secret = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
-    let mut token = String::with_capacity(PREFIX.len() + (agent_id.len() + client_id.len()) * 4 / 3 + 8 + SECRET_CHARS);
+    let mut token = String::with_capacity(
+        PREFIX.len() + (agent_id.len() + client_id.len()) * 4 / 3 + 8 + SECRET_CHARS,
+    );
     token.push_str(PREFIX);
     URL_SAFE_NO_PAD.encode_string(agent_id, &mut token);
     token.push('.');
@@ -55,8 +57,16 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
         return None;
     }
     URL_SAFE_NO_PAD.decode(secret).ok()?;
-    let text = |part: &str| String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?).ok().filter(|s| !s.is_empty());
-    Some(PresentedRefresh { agent_id: text(agent)?, client_id: text(client)?, hash: hash(token) })
+    let text = |part: &str| {
+        String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?)
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    Some(PresentedRefresh {
+        agent_id: text(agent)?,
+        client_id: text(client)?,
+        hash: hash(token),
+    })
 }
 
 #[cfg(test)]

@@ -60,7 +60,9 @@ impl Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Accepted; `promoted` says whether the pending pair became current.
-    Accepted { promoted: bool },
+    Accepted {
+        promoted: bool,
+    },
     Refused(Refusal),
 }
 
@@ -73,7 +75,10 @@ pub struct Decision {
 
 impl Decision {
     fn refuse(refusal: Refusal) -> Self {
-        Self { outcome: Outcome::Refused(refusal), write: None }
+        Self {
+            outcome: Outcome::Refused(refusal),
+            write: None,
+        }
     }
 }
 
@@ -111,7 +116,13 @@ fn match_access(record: &AgentRecord, jti: &str) -> Matched {
 /// Makes the pending pair current, retiring the old current pair's refresh token.
 fn promote(record: &mut AgentRecord, now: UnixTime) {
     if let Some(old) = record.current.take() {
-        record.retired.insert(0, RetiredRefresh { refresh_hash: old.refresh_hash, expires_at: old.refresh_expires_at });
+        record.retired.insert(
+            0,
+            RetiredRefresh {
+                refresh_hash: old.refresh_hash,
+                expires_at: old.refresh_expires_at,
+            },
+        );
     }
     record.current = record.pending.take();
     record.retired.retain(|r| r.expires_at > now);
@@ -120,7 +131,12 @@ fn promote(record: &mut AgentRecord, now: UnixTime) {
 
 /// Revokes every token of the agent (after reuse of a retired refresh token).
 fn revoke_all(record: &AgentRecord, now: UnixTime) -> AgentRecord {
-    AgentRecord { current: None, pending: None, updated_at: now, ..record.clone() }
+    AgentRecord {
+        current: None,
+        pending: None,
+        updated_at: now,
+        ..record.clone()
+    }
 }
 
 fn enrolled(record: Option<&AgentRecord>) -> Result<&AgentRecord, Refusal> {
@@ -147,7 +163,9 @@ pub fn exchange(
         Presented::ApiKey => Matched::Current,
         Presented::AccessToken { jti } => match_access(record, jti),
         Presented::RefreshToken { hash } => match match_refresh(record, hash) {
-            (_, Some(expires_at)) if expires_at <= now => return Decision::refuse(Refusal::Expired),
+            (_, Some(expires_at)) if expires_at <= now => {
+                return Decision::refuse(Refusal::Expired)
+            }
             (matched, _) => matched,
         },
     };
@@ -159,13 +177,19 @@ pub fn exchange(
         }
         Matched::Current => false,
         Matched::Retired => {
-            return Decision { outcome: Outcome::Refused(Refusal::Reused), write: Some(revoke_all(record, now)) }
+            return Decision {
+                outcome: Outcome::Refused(Refusal::Reused),
+                write: Some(revoke_all(record, now)),
+            }
         }
         Matched::Nothing => return Decision::refuse(Refusal::NotCurrent),
     };
     next.pending = Some(new_pair.clone());
     next.updated_at = now;
-    Decision { outcome: Outcome::Accepted { promoted }, write: Some(next) }
+    Decision {
+        outcome: Outcome::Accepted { promoted },
+        write: Some(next),
+    }
 }
 
 /// The use of an access token on a protected resource: accepted if it is the current
@@ -176,12 +200,18 @@ pub fn confirm_access(record: Option<&AgentRecord>, jti: &str, now: UnixTime) ->
         Err(refusal) => return Decision::refuse(refusal),
     };
     match match_access(record, jti) {
-        Matched::Current => Decision { outcome: Outcome::Accepted { promoted: false }, write: None },
+        Matched::Current => Decision {
+            outcome: Outcome::Accepted { promoted: false },
+            write: None,
+        },
         Matched::Pending => {
             let mut next = record.clone();
             promote(&mut next, now);
             next.updated_at = now;
-            Decision { outcome: Outcome::Accepted { promoted: true }, write: Some(next) }
+            Decision {
+                outcome: Outcome::Accepted { promoted: true },
+                write: Some(next),
+            }
         }
         Matched::Retired | Matched::Nothing => Decision::refuse(Refusal::NotCurrent),
     }
@@ -220,7 +250,10 @@ mod tests {
         let r = confirm_access(Some(&r), "jti-1", NOW).write.unwrap();
         assert_eq!(r.current, Some(pair(1)));
         let (_, r) = apply(&r, Presented::ApiKey, 2);
-        assert_eq!((r.current.clone(), r.pending.clone()), (Some(pair(1)), Some(pair(2))));
+        assert_eq!(
+            (r.current.clone(), r.pending.clone()),
+            (Some(pair(1)), Some(pair(2)))
+        );
     }
 
     #[test]
@@ -228,7 +261,10 @@ mod tests {
         let (_, r) = apply(&agent(), Presented::ApiKey, 1);
         let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
         assert_eq!(o, Outcome::Accepted { promoted: true });
-        assert_eq!((r.current.clone(), r.pending.clone()), (Some(pair(1)), Some(pair(2))));
+        assert_eq!(
+            (r.current.clone(), r.pending.clone()),
+            (Some(pair(1)), Some(pair(2)))
+        );
         let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-2" }, 3);
         assert_eq!(o, Outcome::Accepted { promoted: true });
         assert_eq!(r.retired[0].refresh_hash, "hash-1");
@@ -241,9 +277,17 @@ mod tests {
         // The answer carrying pair 2 is lost; the agent retries with its current token.
         let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 3);
         assert_eq!(o, Outcome::Accepted { promoted: false });
-        assert_eq!((r.current.clone(), r.pending.clone()), (Some(pair(1)), Some(pair(3))));
+        assert_eq!(
+            (r.current.clone(), r.pending.clone()),
+            (Some(pair(1)), Some(pair(3)))
+        );
         // The replaced pending pair is refused, without revoking anything.
-        let d = exchange(Some(&r), Presented::RefreshToken { hash: "hash-2" }, &pair(4), NOW);
+        let d = exchange(
+            Some(&r),
+            Presented::RefreshToken { hash: "hash-2" },
+            &pair(4),
+            NOW,
+        );
         assert_eq!(d.outcome, Outcome::Refused(Refusal::NotCurrent));
         assert_eq!(d.write, None);
     }
@@ -262,19 +306,40 @@ mod tests {
     fn expired_and_unknown_tokens_and_unenrolled_agents_are_refused() {
         let (_, mut r) = apply(&agent(), Presented::ApiKey, 1);
         r.pending.as_mut().unwrap().refresh_expires_at = NOW;
-        assert_eq!(apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2).0, Outcome::Refused(Refusal::Expired));
-        assert_eq!(apply(&r, Presented::RefreshToken { hash: "nope" }, 2).0, Outcome::Refused(Refusal::NotCurrent));
-        assert_eq!(apply(&r, Presented::AccessToken { jti: "nope" }, 2).0, Outcome::Refused(Refusal::NotCurrent));
+        assert_eq!(
+            apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2).0,
+            Outcome::Refused(Refusal::Expired)
+        );
+        assert_eq!(
+            apply(&r, Presented::RefreshToken { hash: "nope" }, 2).0,
+            Outcome::Refused(Refusal::NotCurrent)
+        );
+        assert_eq!(
+            apply(&r, Presented::AccessToken { jti: "nope" }, 2).0,
+            Outcome::Refused(Refusal::NotCurrent)
+        );
         r.active = false;
-        assert_eq!(apply(&r, Presented::ApiKey, 2).0, Outcome::Refused(Refusal::Unenrolled));
-        assert_eq!(exchange(None, Presented::ApiKey, &pair(1), NOW).outcome, Outcome::Refused(Refusal::UnknownAgent));
+        assert_eq!(
+            apply(&r, Presented::ApiKey, 2).0,
+            Outcome::Refused(Refusal::Unenrolled)
+        );
+        assert_eq!(
+            exchange(None, Presented::ApiKey, &pair(1), NOW).outcome,
+            Outcome::Refused(Refusal::UnknownAgent)
+        );
     }
 
     #[test]
     fn the_retired_list_is_bounded() {
         let (_, mut r) = apply(&agent(), Presented::ApiKey, 0);
         for n in 1..40 {
-            let (_, next) = apply(&r, Presented::RefreshToken { hash: &format!("hash-{}", n - 1) }, n);
+            let (_, next) = apply(
+                &r,
+                Presented::RefreshToken {
+                    hash: &format!("hash-{}", n - 1),
+                },
+                n,
+            );
             r = next;
         }
         assert_eq!(r.retired.len(), MAX_RETIRED);

@@ -18,21 +18,47 @@ async fn an_api_key_buys_a_pair_in_the_body_and_the_headers() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 1200);
-    assert_eq!(headers["x-fleet-access-token"], body["access_token"].as_str().unwrap());
-    assert_eq!(headers["x-fleet-refresh-token"], body["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        headers["x-fleet-access-token"],
+        body["access_token"].as_str().unwrap()
+    );
+    assert_eq!(
+        headers["x-fleet-refresh-token"],
+        body["refresh_token"].as_str().unwrap()
+    );
     assert_eq!(headers["x-fleet-token-expires-in"], "1200");
     // Refresh tokens carry at least 256 bits: 43 base64url characters of secret.
-    assert!(body["refresh_token"].as_str().unwrap().rsplit('.').next().unwrap().len() >= 43);
+    assert!(
+        body["refresh_token"]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .len()
+            >= 43
+    );
 
     let (header, claims) = jwt_parts(body["access_token"].as_str().unwrap());
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "EdDSA");
-    let jwks: Value = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
     assert_eq!(claims["sub"], "agent-1");
     assert_eq!(claims["client_id"], key.id.as_str());
     assert!(claims["iss"].as_str().unwrap().starts_with("fleetauth:"));
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 1200);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        1200
+    );
     assert!(claims["jti"].as_str().unwrap().len() >= 32);
 }
 
@@ -41,7 +67,8 @@ async fn basic_client_authentication_is_accepted_like_an_api_key() {
     use base64::Engine;
     let app = spawn_app().await;
     let key = app.enroll("agent-basic").await;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", key.id, key.api_key));
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", key.id, key.api_key));
 
     let pair = app.pair(&format!("Basic {basic}")).await;
 
@@ -54,12 +81,28 @@ async fn whoami_names_the_agent_for_an_api_key_and_for_a_jwt() {
     let key = app.enroll("agent-2").await;
     let pair = app.pair_with_api_key(&key).await;
 
-    let by_key: Value = app.whoami(&format!("ApiKey {}", key.encoded)).await.json().await.unwrap();
-    let by_jwt: Value = app.whoami(&format!("Bearer {}", pair.access_token)).await.json().await.unwrap();
+    let by_key: Value = app
+        .whoami(&format!("ApiKey {}", key.encoded))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by_jwt: Value = app
+        .whoami(&format!("Bearer {}", pair.access_token))
+        .await
+        .json()
+        .await
+        .unwrap();
 
-    assert_eq!(by_key, json!({ "agent_id": "agent-2", "auth_method": "api_key", "token_id": key.id }));
+    assert_eq!(
+        by_key,
+        json!({ "agent_id": "agent-2", "auth_method": "api_key", "token_id": key.id })
+    );
     let (_, claims) = jwt_parts(&pair.access_token);
-    assert_eq!(by_jwt, json!({ "agent_id": "agent-2", "auth_method": "jwt", "token_id": claims["jti"] }));
+    assert_eq!(
+        by_jwt,
+        json!({ "agent_id": "agent-2", "auth_method": "jwt", "token_id": claims["jti"] })
+    );
 }
 
 #[tokio::test]
@@ -72,7 +115,9 @@ async fn a_refresh_token_is_accepted_as_bearer_and_in_a_json_body() {
     assert_eq!(by_header.status(), 200);
     let second = pair_from(by_header).await;
 
-    let by_body = app.authenticate_with_body(json!({ "refresh_token": second.refresh_token })).await;
+    let by_body = app
+        .authenticate_with_body(json!({ "refresh_token": second.refresh_token }))
+        .await;
     assert_eq!(by_body.status(), 200);
     let third = pair_from(by_body).await;
     assert_eq!(app.whoami_status(&third.access_token).await, 200);
@@ -106,14 +151,23 @@ async fn missing_or_wrong_credentials_get_401_with_a_challenge_and_a_json_error(
     let app = spawn_app().await;
     let key = app.enroll("agent-6").await;
     use base64::Engine;
-    let wrong = base64::engine::general_purpose::STANDARD.encode(format!("{}:not-the-secret", key.id));
+    let wrong =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:not-the-secret", key.id));
 
-    let missing = app.client.post(app.url("/api/fleet/authenticate")).send().await.unwrap();
+    let missing = app
+        .client
+        .post(app.url("/api/fleet/authenticate"))
+        .send()
+        .await
+        .unwrap();
     let wrong = app.authenticate(&format!("ApiKey {wrong}")).await;
 
     for response in [missing, wrong] {
         assert_eq!(response.status(), 401);
-        assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("ApiKey"));
+        assert!(response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("ApiKey"));
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["statusCode"], 401);
         assert!(body["message"].as_str().is_some());
@@ -141,8 +195,18 @@ async fn unenrolling_stops_every_credential_at_once() {
 
     assert_eq!(app.whoami_status(&pair.access_token).await, 401);
     assert_eq!(app.refresh(&pair.refresh_token).await.status(), 401);
-    assert_eq!(app.authenticate(&format!("ApiKey {}", key.encoded)).await.status(), 401);
-    assert_eq!(app.whoami(&format!("ApiKey {}", key.encoded)).await.status(), 401);
+    assert_eq!(
+        app.authenticate(&format!("ApiKey {}", key.encoded))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.whoami(&format!("ApiKey {}", key.encoded))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -155,7 +219,12 @@ async fn an_invalidated_api_key_stops_working_at_once_even_when_cached() {
 
     app.invalidate_api_key(&key.id).await;
 
-    assert_eq!(app.authenticate(&format!("ApiKey {}", key.encoded)).await.status(), 401);
+    assert_eq!(
+        app.authenticate(&format!("ApiKey {}", key.encoded))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -173,6 +242,10 @@ async fn stateless_mode_accepts_a_signed_token_without_the_store() {
 async fn ops_endpoints_answer() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"] {
-        assert_eq!(app.client.get(app.url(path)).send().await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            app.client.get(app.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
 }

@@ -49,8 +49,14 @@ pub async fn spawn_app_on(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
     start(Settings::for_data_dir(data_dir), clock, None).await
 }
 
-async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Option<Arc<tempfile::TempDir>>) -> TestApp {
-    let app = Application::build(settings.clone(), clock.clone()).await.expect("server starts");
+async fn start(
+    settings: Settings,
+    clock: Arc<ManualClock>,
+    dir: Option<Arc<tempfile::TempDir>>,
+) -> TestApp {
+    let app = Application::build(settings.clone(), clock.clone())
+        .await
+        .expect("server starts");
     let base = format!("http://{}", app.local_addr());
     let services = fleetauth::startup::Services {
         store: app.services().store.clone(),
@@ -106,21 +112,55 @@ impl TestApp {
     /// Enrolls an agent and creates an API key for it (what `fleetauth api-key create`
     /// does).
     pub async fn enroll(&self, agent_id: &str) -> CreatedApiKey {
-        let key = self.app_services.api_keys.create("test", Some(agent_id), None).await.expect("api key");
-        agents::enroll(self.app_services.store.as_ref(), agent_id, self.app_services.tokens.now())
+        let key = self
+            .app_services
+            .api_keys
+            .create("test", Some(agent_id), None)
             .await
-            .expect("enroll");
+            .expect("api key");
+        agents::enroll(
+            self.app_services.store.as_ref(),
+            agent_id,
+            self.app_services.tokens.now(),
+        )
+        .await
+        .expect("enroll");
         key
     }
 
-    pub async fn unenroll(&self, agent_id: &str) {
-        agents::unenroll(self.app_services.store.as_ref(), agent_id, self.app_services.tokens.now())
+    /// The server's current signing key, read from its store (to forge tokens that
+    /// are correctly signed but wrong in some other way).
+    pub async fn signing_key(&self) -> fleetauth::tokens::SigningKey {
+        let records = self
+            .app_services
+            .store
+            .signing_keys(self.app_services.tokens.now())
             .await
-            .expect("unenroll");
+            .expect("keys");
+        let record = records
+            .iter()
+            .find(|r| r.retired_at.is_none())
+            .expect("a signing key");
+        fleetauth::tokens::SigningKey::from_record(record).expect("usable key")
+    }
+
+    pub async fn unenroll(&self, agent_id: &str) {
+        agents::unenroll(
+            self.app_services.store.as_ref(),
+            agent_id,
+            self.app_services.tokens.now(),
+        )
+        .await
+        .expect("unenroll");
     }
 
     pub async fn invalidate_api_key(&self, id: &str) {
-        assert!(self.app_services.api_keys.invalidate(id).await.expect("invalidate"));
+        assert!(self
+            .app_services
+            .api_keys
+            .invalidate(id)
+            .await
+            .expect("invalidate"));
     }
 
     pub async fn authenticate(&self, authorization: &str) -> reqwest::Response {
@@ -133,7 +173,12 @@ impl TestApp {
     }
 
     pub async fn authenticate_with_body(&self, body: Value) -> reqwest::Response {
-        self.client.post(self.url("/api/fleet/authenticate")).json(&body).send().await.expect("request")
+        self.client
+            .post(self.url("/api/fleet/authenticate"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn whoami(&self, authorization: &str) -> reqwest::Response {
@@ -148,7 +193,12 @@ impl TestApp {
     /// `POST /api/fleet/authenticate` that must succeed.
     pub async fn pair(&self, authorization: &str) -> Pair {
         let response = self.authenticate(authorization).await;
-        assert_eq!(response.status(), 200, "authenticate failed: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            200,
+            "authenticate failed: {}",
+            response.text().await.unwrap()
+        );
         pair_from(response).await
     }
 
@@ -161,11 +211,21 @@ impl TestApp {
     }
 
     pub async fn whoami_status(&self, access_token: &str) -> u16 {
-        self.whoami(&format!("Bearer {access_token}")).await.status().as_u16()
+        self.whoami(&format!("Bearer {access_token}"))
+            .await
+            .status()
+            .as_u16()
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.expect("request").text().await.expect("body")
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
     }
 }
 
@@ -180,8 +240,14 @@ impl Drop for TestApp {
 pub async fn pair_from(response: reqwest::Response) -> Pair {
     let body: Value = response.json().await.expect("json body");
     Pair {
-        access_token: body["access_token"].as_str().expect("access_token").to_string(),
-        refresh_token: body["refresh_token"].as_str().expect("refresh_token").to_string(),
+        access_token: body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string(),
+        refresh_token: body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_string(),
     }
 }
 
@@ -189,7 +255,12 @@ pub async fn pair_from(response: reqwest::Response) -> Pair {
 pub fn jwt_parts(token: &str) -> (Value, Value) {
     let mut parts = token.split('.');
     let decode = |part: Option<&str>| -> Value {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part.expect("JWT part")).expect("base64url")).expect("json")
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(part.expect("JWT part"))
+                .expect("base64url"),
+        )
+        .expect("json")
     };
     (decode(parts.next()), decode(parts.next()))
 }
@@ -198,7 +269,9 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
 pub fn metric_value(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
-        .find(|line| line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' '))
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
+mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
+mod process; // the binary: CLI beside a running server, settings, restart, kill -9
 mod rotation; // the rotation protocol: pending/current, lost responses, reuse, races
-

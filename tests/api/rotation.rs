@@ -9,7 +9,10 @@ use crate::helpers::{metric_value, pair_from, spawn_app, Pair};
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
-    (status, body["error"].as_str().unwrap_or_default().to_string())
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 #[tokio::test]
@@ -39,9 +42,21 @@ async fn refreshing_with_the_pending_refresh_token_promotes_it() {
 
     let third = pair_from(app.refresh(&second.refresh_token).await).await;
 
-    assert_eq!(app.whoami_status(&first.access_token).await, 401, "first is retired");
-    assert_eq!(app.whoami_status(&second.access_token).await, 200, "second is current");
-    assert_eq!(app.whoami_status(&third.access_token).await, 200, "third is pending, now promoted");
+    assert_eq!(
+        app.whoami_status(&first.access_token).await,
+        401,
+        "first is retired"
+    );
+    assert_eq!(
+        app.whoami_status(&second.access_token).await,
+        200,
+        "second is current"
+    );
+    assert_eq!(
+        app.whoami_status(&third.access_token).await,
+        200,
+        "third is pending, now promoted"
+    );
 }
 
 #[tokio::test]
@@ -59,10 +74,16 @@ async fn a_lost_response_is_recovered_by_retrying_with_the_current_refresh_token
     let retried = pair_from(retried).await;
     assert_eq!(app.whoami_status(&retried.access_token).await, 200);
     // The lost pair was replaced before use: refused, but nothing is revoked.
-    assert_eq!(error_code(app.refresh(&lost.refresh_token).await).await, (401, "invalid_grant".into()));
+    assert_eq!(
+        error_code(app.refresh(&lost.refresh_token).await).await,
+        (401, "invalid_grant".into())
+    );
     assert_eq!(app.whoami_status(&lost.access_token).await, 401);
     assert_eq!(app.whoami_status(&retried.access_token).await, 200);
-    assert_eq!(metric_value(&app.metrics().await, "fleetauth_refresh_token_reuse_total"), 0.0);
+    assert_eq!(
+        metric_value(&app.metrics().await, "fleetauth_refresh_token_reuse_total"),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -78,9 +99,20 @@ async fn reuse_of_a_retired_refresh_token_revokes_every_token_of_the_agent() {
     let replayed = app.refresh(&first.refresh_token).await;
 
     assert_eq!(error_code(replayed).await, (401, "invalid_grant".into()));
-    assert_eq!(app.whoami_status(&second.access_token).await, 401, "the live access token is revoked");
-    assert_eq!(app.refresh(&second.refresh_token).await.status(), 401, "the live refresh token is revoked");
-    assert!(metric_value(&app.metrics().await, "fleetauth_refresh_token_reuse_total") >= reuse_before + 1.0);
+    assert_eq!(
+        app.whoami_status(&second.access_token).await,
+        401,
+        "the live access token is revoked"
+    );
+    assert_eq!(
+        app.refresh(&second.refresh_token).await.status(),
+        401,
+        "the live refresh token is revoked"
+    );
+    assert!(
+        metric_value(&app.metrics().await, "fleetauth_refresh_token_reuse_total")
+            >= reuse_before + 1.0
+    );
     // The agent can start over with its API key.
     let fresh = app.pair_with_api_key(&key).await;
     assert_eq!(app.whoami_status(&fresh.access_token).await, 200);
@@ -93,7 +125,8 @@ async fn twenty_concurrent_refreshes_leave_exactly_one_usable_pair() {
     let start = app.pair_with_api_key(&key).await;
     app.whoami_status(&start.access_token).await;
 
-    let responses = futures::future::join_all((0..20).map(|_| app.refresh(&start.refresh_token))).await;
+    let responses =
+        futures::future::join_all((0..20).map(|_| app.refresh(&start.refresh_token))).await;
 
     let mut pairs: Vec<Pair> = Vec::new();
     for response in responses {
@@ -114,8 +147,14 @@ async fn twenty_concurrent_refreshes_leave_exactly_one_usable_pair() {
         }
     }
     assert_eq!(usable.len(), 1, "exactly one returned pair is usable");
-    for pair in pairs.iter().filter(|p| p.access_token != usable[0].access_token) {
-        assert_eq!(error_code(app.refresh(&pair.refresh_token).await).await, (401, "invalid_grant".into()));
+    for pair in pairs
+        .iter()
+        .filter(|p| p.access_token != usable[0].access_token)
+    {
+        assert_eq!(
+            error_code(app.refresh(&pair.refresh_token).await).await,
+            (401, "invalid_grant".into())
+        );
     }
     // No false alarm: the agent was not revoked.
     assert_eq!(app.whoami_status(&usable[0].access_token).await, 200);
@@ -132,11 +171,18 @@ async fn expired_tokens_are_refused() {
 
     app.clock.advance(20 * 60 + 31); // past exp + 30 s leeway
     assert_eq!(app.whoami_status(&pair.access_token).await, 401);
-    assert_eq!(app.refresh(&pair.refresh_token).await.status(), 200, "the refresh token lives 24 h");
+    assert_eq!(
+        app.refresh(&pair.refresh_token).await.status(),
+        200,
+        "the refresh token lives 24 h"
+    );
 
     let later = app.pair_with_api_key(&key).await;
     app.clock.advance(24 * 3600 + 1);
-    assert_eq!(error_code(app.refresh(&later.refresh_token).await).await, (401, "invalid_grant".into()));
+    assert_eq!(
+        error_code(app.refresh(&later.refresh_token).await).await,
+        (401, "invalid_grant".into())
+    );
 }
 
 #[tokio::test]
@@ -155,7 +201,10 @@ async fn issuance_is_counted_in_the_metrics() {
         r#"fleetauth_tokens_issued_total{grant="refresh_token",kind="refresh"}"#,
         r#"fleetauth_token_issue_seconds_count{grant="api_key"}"#,
     ] {
-        assert!(metric_value(&after, series) >= metric_value(&before, series) + 1.0, "{series}");
+        assert!(
+            metric_value(&after, series) >= metric_value(&before, series) + 1.0,
+            "{series}"
+        );
     }
     assert!(after.contains("fleetauth_auth_failures_total{reason="));
 }

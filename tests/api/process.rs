@@ -1,0 +1,387 @@
+//! The `fleetauth` binary as an operator runs it: `serve` in its own process, the CLI
+//! commands beside it on the same data dir, bad settings, and `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::helpers::{jwt_parts, pair_from, spawn_app_with};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
+
+/// Runs a CLI command with a clean `FLEETAUTH_*` environment.
+fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("fleetauth runs")
+}
+
+fn json_stdout(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+fn create_key(data_dir: &Path, agent: &str) -> Value {
+    json_stdout(&fleetauth(
+        &[
+            "api-key",
+            "create",
+            "--agent-id",
+            agent,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    ))
+}
+
+/// A `fleetauth serve` process on a free port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ])
+            .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("listening line");
+        let started: Value = serde_json::from_str(&line).expect("JSON line");
+        Self {
+            child,
+            base: format!("http://{}", started["listen"].as_str().unwrap()),
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post_auth(client: &reqwest::Client, base: &str, authorization: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/fleet/authenticate"))
+        .header("Authorization", authorization)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn whoami(client: &reqwest::Client, base: &str, token: &str) -> u16 {
+    let response = client
+        .get(format!("{base}/api/fleet/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[test]
+fn api_key_create_prints_the_key_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let key = create_key(dir.path(), "cli-1");
+
+    for field in ["id", "name", "agent_id", "api_key", "encoded", "expiration"] {
+        assert!(key.get(field).is_some(), "missing {field}");
+    }
+    let encoded = base64::engine::general_purpose::STANDARD
+        .decode(key["encoded"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(encoded).unwrap(),
+        format!(
+            "{}:{}",
+            key["id"].as_str().unwrap(),
+            key["api_key"].as_str().unwrap()
+        )
+    );
+    assert_eq!(key["agent_id"], "cli-1");
+    assert!(key["expiration"].is_null());
+
+    let expiring = json_stdout(&fleetauth(
+        &[
+            "api-key",
+            "create",
+            "--agent-id",
+            "cli-1",
+            "--expiration",
+            "30d",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(expiring["expiration"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn an_invalid_setting_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    for (env, setting) in [
+        (("FLEETAUTH_JWT__ACCESS_TTL", "2h"), "jwt.access_ttl"),
+        (("FLEETAUTH_JWT__ALGORITHM", "HS256"), "jwt.algorithm"),
+        (("FLEETAUTH_LISTEN", "not-an-address"), "listen"),
+        (("FLEETAUTH_STORE", "postgres"), "store"),
+        (("FLEETAUTH_JWT__LEEWAY", "soon"), "jwt.leeway"),
+    ] {
+        let output = fleetauth(&["serve", "--data-dir", dir], &[env]);
+        assert_eq!(output.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(setting), "{stderr} should name {setting}");
+    }
+}
+
+#[test]
+fn settings_layer_defaults_then_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleetauth.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\n[jwt]\naccess_ttl = \"5m\"\nleeway = \"10s\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let effective = json_stdout(&fleetauth(
+        &[
+            "--config",
+            file,
+            "config",
+            "check",
+            "--listen",
+            "127.0.0.1:3333",
+        ],
+        &[
+            ("FLEETAUTH_LISTEN", "127.0.0.1:2222"),
+            ("FLEETAUTH_JWT__ACCESS_TTL", "7m"),
+        ],
+    ));
+
+    assert_eq!(
+        effective["listen"], "127.0.0.1:3333",
+        "a flag beats the environment"
+    );
+    assert_eq!(
+        effective["jwt"]["access_ttl_secs"], 420.0,
+        "the environment beats the file"
+    );
+    assert_eq!(
+        effective["jwt"]["leeway_secs"], 10.0,
+        "the file beats the defaults"
+    );
+    assert_eq!(
+        effective["jwt"]["refresh_ttl_secs"], 86400.0,
+        "defaults fill the rest"
+    );
+}
+
+#[tokio::test]
+async fn cli_commands_act_at_once_on_a_running_server() {
+    let app = spawn_app_with(|s| s.jwt.key_poll_interval = Duration::from_millis(100)).await;
+    let data_dir = app.data_dir();
+    let dir = data_dir.to_str().unwrap();
+
+    // api-key create while the server runs: the key works immediately.
+    let key = create_key(&data_dir, "cli-2");
+    let pair = app
+        .pair(&format!("ApiKey {}", key["encoded"].as_str().unwrap()))
+        .await;
+    assert_eq!(app.whoami_status(&pair.access_token).await, 200);
+    let old_kid = jwt_parts(&pair.access_token).0["kid"].clone();
+
+    // keys rotate: new tokens are signed by the new key; the old token still verifies.
+    let rotated = json_stdout(&fleetauth(&["keys", "rotate", "--data-dir", dir], &[]));
+    let mut new_kid = old_kid.clone();
+    for _ in 0..100 {
+        let next = app
+            .pair(&format!("ApiKey {}", key["encoded"].as_str().unwrap()))
+            .await;
+        new_kid = jwt_parts(&next.access_token).0["kid"].clone();
+        if new_kid != old_kid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(new_kid, rotated["kid"]);
+    assert_eq!(
+        app.whoami_status(&pair.access_token).await,
+        200,
+        "a token of the old key still verifies"
+    );
+    let jwks: Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["kid"])
+        .collect();
+    assert!(
+        kids.contains(&&old_kid) && kids.contains(&&new_kid),
+        "{kids:?}"
+    );
+
+    // api-key invalidate: refused at once.
+    let second = create_key(&data_dir, "cli-3");
+    let second_auth = format!("ApiKey {}", second["encoded"].as_str().unwrap());
+    app.pair(&second_auth).await;
+    json_stdout(&fleetauth(
+        &[
+            "api-key",
+            "invalidate",
+            "--id",
+            second["id"].as_str().unwrap(),
+            "--data-dir",
+            dir,
+        ],
+        &[],
+    ));
+    assert_eq!(app.authenticate(&second_auth).await.status(), 401);
+
+    // agent unenroll: every credential refused at once.
+    let pair = app
+        .pair(&format!("ApiKey {}", key["encoded"].as_str().unwrap()))
+        .await;
+    app.whoami_status(&pair.access_token).await;
+    json_stdout(&fleetauth(
+        &[
+            "agent",
+            "unenroll",
+            "--agent-id",
+            "cli-2",
+            "--data-dir",
+            dir,
+        ],
+        &[],
+    ));
+    assert_eq!(app.whoami_status(&pair.access_token).await, 401);
+    assert_eq!(app.refresh(&pair.refresh_token).await.status(), 401);
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_of_the_server() {
+    let app = spawn_app_with(|_| {}).await;
+    let guard = app.dir_guard();
+    let clock = app.clock.clone();
+    let key = app.enroll("persist-1").await;
+    let current = app.pair_with_api_key(&key).await;
+    app.whoami_status(&current.access_token).await;
+    let pending = pair_from(app.refresh(&current.refresh_token).await).await;
+    let data_dir = app.data_dir();
+    app.stop().await;
+
+    let app = crate::helpers::spawn_app_on(&data_dir, clock).await;
+
+    assert_eq!(
+        app.whoami_status(&current.access_token).await,
+        200,
+        "same key and issuer after restart"
+    );
+    assert_eq!(
+        app.whoami_status(&pending.access_token).await,
+        200,
+        "the pending pair survived"
+    );
+    assert_eq!(
+        app.whoami_status(&current.access_token).await,
+        401,
+        "and its use retired the old one"
+    );
+    assert_eq!(app.refresh(&pending.refresh_token).await.status(), 200);
+    drop(guard);
+}
+
+#[tokio::test]
+async fn every_2xx_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "durable-1");
+    let client = reqwest::Client::new();
+    let server = Server::start(dir.path());
+    let first = pair_from(
+        post_auth(
+            &client,
+            &server.base,
+            &format!("ApiKey {}", key["encoded"].as_str().unwrap()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        whoami(&client, &server.base, &first.access_token).await,
+        200
+    );
+    // The last answer before the crash: a pending pair that must not be lost.
+    let response = post_auth(
+        &client,
+        &server.base,
+        &format!("Bearer {}", first.refresh_token),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let pending = pair_from(response).await;
+
+    server.kill_9();
+    let server = Server::start(dir.path());
+
+    assert_eq!(
+        whoami(&client, &server.base, &pending.access_token).await,
+        200
+    );
+    assert_eq!(
+        whoami(&client, &server.base, &first.access_token).await,
+        401,
+        "promotion retired the first pair"
+    );
+    let next = post_auth(
+        &client,
+        &server.base,
+        &format!("Bearer {}", pending.refresh_token),
+    )
+    .await;
+    assert_eq!(next.status(), 200);
+}
