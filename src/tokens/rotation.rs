@@ -12,6 +12,8 @@
 //! - Presenting a *retired* refresh token is reuse (RFC 9700 §4.14.2): every token of
 //!   the agent is revoked.
 
+use subtle::ConstantTimeEq;
+
 use crate::clock::UnixTime;
 use crate::store::{AgentRecord, RetiredRefresh, TokenPairRecord};
 
@@ -90,14 +92,19 @@ enum Matched {
     Nothing,
 }
 
+/// Refresh hashes are compared in constant time, like every secret-derived value.
+fn same_hash(stored: &str, presented: &str) -> bool {
+    stored.as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
 fn match_refresh(record: &AgentRecord, hash: &str) -> (Matched, Option<UnixTime>) {
-    if let Some(p) = record.pending.as_ref().filter(|p| p.refresh_hash == hash) {
+    if let Some(p) = record.pending.as_ref().filter(|p| same_hash(&p.refresh_hash, hash)) {
         return (Matched::Pending, Some(p.refresh_expires_at));
     }
-    if let Some(c) = record.current.as_ref().filter(|c| c.refresh_hash == hash) {
+    if let Some(c) = record.current.as_ref().filter(|c| same_hash(&c.refresh_hash, hash)) {
         return (Matched::Current, Some(c.refresh_expires_at));
     }
-    if record.retired.iter().any(|r| r.refresh_hash == hash) {
+    if record.retired.iter().any(|r| same_hash(&r.refresh_hash, hash)) {
         return (Matched::Retired, None);
     }
     (Matched::Nothing, None)
