@@ -44,6 +44,7 @@ pub fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, bool), StartEr
 }
 
 /// The services behind the HTTP API, shared by `serve` and the CLI commands.
+#[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,

@@ -123,13 +123,8 @@ impl TokenService {
     /// Re-reads the signing keys (after `keys rotate`, possibly by another process).
     pub async fn reload_keys(&self) -> Result<(), TokenError> {
         let ring = KeyRing::from_records(&self.store.signing_keys(self.clock.now()).await?)?;
-        let changed = {
-            let current = self.ring();
-            current.signing.kid != ring.signing.kid
-                || current.jwks().keys.len() != ring.jwks().keys.len()
-        };
-        if changed {
-            tracing::info!(kid = %ring.signing.kid, "signing keys reloaded");
+        if self.ring().signing.kid != ring.signing.kid {
+            tracing::info!(kid = %ring.signing.kid, "now signing with a new key");
         }
         *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())

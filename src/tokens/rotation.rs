@@ -98,13 +98,25 @@ fn same_hash(stored: &str, presented: &str) -> bool {
 }
 
 fn match_refresh(record: &AgentRecord, hash: &str) -> (Matched, Option<UnixTime>) {
-    if let Some(p) = record.pending.as_ref().filter(|p| same_hash(&p.refresh_hash, hash)) {
+    if let Some(p) = record
+        .pending
+        .as_ref()
+        .filter(|p| same_hash(&p.refresh_hash, hash))
+    {
         return (Matched::Pending, Some(p.refresh_expires_at));
     }
-    if let Some(c) = record.current.as_ref().filter(|c| same_hash(&c.refresh_hash, hash)) {
+    if let Some(c) = record
+        .current
+        .as_ref()
+        .filter(|c| same_hash(&c.refresh_hash, hash))
+    {
         return (Matched::Current, Some(c.refresh_expires_at));
     }
-    if record.retired.iter().any(|r| same_hash(&r.refresh_hash, hash)) {
+    if record
+        .retired
+        .iter()
+        .any(|r| same_hash(&r.refresh_hash, hash))
+    {
         return (Matched::Retired, None);
     }
     (Matched::Nothing, None)

@@ -58,13 +58,7 @@ async fn start(
         .await
         .expect("server starts");
     let base = format!("http://{}", app.local_addr());
-    let services = fleetauth::startup::Services {
-        store: app.services().store.clone(),
-        tokens: app.services().tokens.clone(),
-        api_keys: app.services().api_keys.clone(),
-        grants: app.services().grants.clone(),
-        created: app.services().created,
-    };
+    let services = app.services().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
