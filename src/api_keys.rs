@@ -198,6 +198,19 @@ impl ApiKeyService {
         Ok(record)
     }
 
+    /// Whether the key `id` exists and is neither invalidated nor expired, without a
+    /// secret (for tokens issued to a non-agent client, which live as long as its key).
+    pub async fn check_active(&self, id: &str) -> Result<ApiKeyRecord, ApiKeyError> {
+        let record = self.store.api_key(id).await?.ok_or(ApiKeyError::Unknown)?;
+        if record.invalidated_at.is_some() {
+            return Err(ApiKeyError::Invalidated);
+        }
+        if record.expires_at.is_some_and(|t| t <= self.clock.now()) {
+            return Err(ApiKeyError::Expired);
+        }
+        Ok(record)
+    }
+
     async fn argon2(&self, secret: String, phc: String) -> bool {
         let Ok(_permit) = self.argon2_permits.acquire().await else {
             return false;

@@ -23,8 +23,11 @@ pub struct RawSettings {
     pub max_body_bytes: usize,
     pub request_timeout: String,
     pub elasticsearch: RawElasticsearch,
+    /// The server's externally visible base URL (for absolute URLs in metadata).
+    pub public_url: Option<String>,
     pub jwt: RawJwt,
     pub api_keys: RawApiKeys,
+    pub oauth: RawOAuth,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,6 +62,13 @@ pub struct RawApiKeys {
     pub cache_size: usize,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOAuth {
+    pub client_credentials_refresh: bool,
+    pub scopes: Vec<String>,
+}
+
 impl Default for RawSettings {
     fn default() -> Self {
         Self {
@@ -67,9 +77,11 @@ impl Default for RawSettings {
             store: "embedded".into(),
             max_body_bytes: 64 * 1024,
             request_timeout: "30s".into(),
+            public_url: None,
             elasticsearch: RawElasticsearch::default(),
             jwt: RawJwt::default(),
             api_keys: RawApiKeys::default(),
+            oauth: RawOAuth::default(),
         }
     }
 }
@@ -159,8 +171,23 @@ pub struct Settings {
     pub store: StoreKind,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Base URL without a trailing slash, e.g. `https://auth.example.com`; `None`: derived
+    /// per request from the `Host` header (see `http::oauth`).
+    pub public_url: Option<String>,
     pub jwt: JwtSettings,
     pub api_key_cache_size: usize,
+    pub oauth: OAuthSettings,
+}
+
+/// The OAuth2 token endpoint's policy (SPEC §4 "OAuth2").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// Also give non-agent clients a refresh token from `client_credentials` (RFC 6749
+    /// §4.4.3 says they get none). Their token state is then kept like an agent's.
+    pub client_credentials_refresh: bool,
+    /// The scopes a client may request (RFC 6749 §3.3). Empty: any request that names
+    /// a scope is refused with `invalid_scope`.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +265,37 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Setting
         SettingsError::new(&setting, e.kind.to_string())
     })?;
     raw.validate()
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn valid_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// An absolute http(s) URL without query or fragment; returned without a trailing `/`.
+fn validate_public_url(setting: &str, value: &str) -> Result<String, SettingsError> {
+    let url = url::Url::parse(value.trim()).map_err(|e| {
+        SettingsError::new(
+            setting,
+            format!("{value:?} is not an absolute URL like https://auth.example.com ({e})"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(SettingsError::new(
+            setting,
+            format!("{value:?} must be an http or https URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(SettingsError::new(
+            setting,
+            format!("{value:?} must not have a query, a fragment or credentials"),
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 fn duration(setting: &str, value: &str) -> Result<Duration, SettingsError> {
@@ -333,6 +391,21 @@ impl RawSettings {
                 ));
             }
         }
+        let public_url = self
+            .public_url
+            .as_deref()
+            .map(|url| validate_public_url("public_url", url))
+            .transpose()?;
+        for scope in &self.oauth.scopes {
+            if !valid_scope_token(scope) {
+                return Err(SettingsError::new(
+                    "oauth.scopes",
+                    format!(
+                        "{scope:?} is not a scope token (RFC 6749 §3.3: printable ASCII, no space, '\"' or '\\')"
+                    ),
+                ));
+            }
+        }
         if self.api_keys.cache_size == 0 {
             return Err(SettingsError::new(
                 "api_keys.cache_size",
@@ -357,6 +430,11 @@ impl RawSettings {
                 key_poll_interval,
             },
             api_key_cache_size: self.api_keys.cache_size,
+            public_url,
+            oauth: OAuthSettings {
+                client_credentials_refresh: self.oauth.client_credentials_refresh,
+                scopes: self.oauth.scopes,
+            },
         })
     }
 }
@@ -383,6 +461,11 @@ impl Settings {
                 "key_poll_interval_secs": secs(self.jwt.key_poll_interval),
             },
             "api_keys": { "cache_size": self.api_key_cache_size },
+            "public_url": self.public_url,
+            "oauth": {
+                "client_credentials_refresh": self.oauth.client_credentials_refresh,
+                "scopes": self.oauth.scopes,
+            },
         })
     }
 
@@ -416,6 +499,27 @@ mod tests {
         raw.jwt.access_ttl = "2h".into();
         let err = raw.validate().unwrap_err();
         assert_eq!(err.setting, "jwt.access_ttl");
+    }
+
+    #[test]
+    fn oauth_settings_are_checked_by_name() {
+        let mut raw = RawSettings::default();
+        raw.oauth.scopes = vec!["fleet:read".into(), "bad scope".into()];
+        assert_eq!(raw.validate().unwrap_err().setting, "oauth.scopes");
+        let raw = RawSettings {
+            public_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().setting, "public_url");
+        let mut raw = RawSettings {
+            public_url: Some("https://auth.example.com/".into()),
+            ..Default::default()
+        };
+        raw.oauth.scopes = vec!["fleet:read".into()];
+        let s = raw.validate().unwrap();
+        assert_eq!(s.public_url.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(s.oauth.scopes, vec!["fleet:read".to_string()]);
+        assert!(!s.oauth.client_credentials_refresh);
     }
 
     #[test]

@@ -64,7 +64,9 @@ impl Services {
             clock,
             settings.api_key_cache_size,
         )?);
-        let grants = Arc::new(GrantService::new(tokens.clone(), api_keys.clone()));
+        let grants = Arc::new(
+            GrantService::new(tokens.clone(), api_keys.clone()).with_oauth(settings.oauth.clone()),
+        );
         Ok(Self {
             store,
             tokens,

@@ -1,5 +1,6 @@
-//! Grant-layer errors: the OAuth 2.0 error code (RFC 6749 §5.2) is decided here, once,
-//! for every front door; each HTTP family only chooses how to render it.
+//! Grant-layer errors: the OAuth 2.0 error code (RFC 6749 §5.2, plus RFC 8693's
+//! `invalid_target` and RFC 7009's `unsupported_token_type`) is decided here, once, for
+//! every front door; each HTTP family only chooses how to render it.
 
 use crate::api_keys::ApiKeyError;
 use crate::credentials::CredentialError;
@@ -26,6 +27,36 @@ pub enum GrantError {
         reason: &'static str,
         description: String,
     },
+    /// The authenticated client may not use this grant type (or act on this token).
+    #[error("{description}")]
+    UnauthorizedClient {
+        reason: &'static str,
+        description: String,
+    },
+    /// The grant type is not one this server supports.
+    #[error("{description}")]
+    UnsupportedGrantType {
+        reason: &'static str,
+        description: String,
+    },
+    /// The requested scope is malformed, unknown or exceeds what may be granted.
+    #[error("{description}")]
+    InvalidScope {
+        reason: &'static str,
+        description: String,
+    },
+    /// RFC 8693 §2.2.2: a token for the requested `resource`/`audience` cannot be issued.
+    #[error("{description}")]
+    InvalidTarget {
+        reason: &'static str,
+        description: String,
+    },
+    /// RFC 7009 §2.2.1: this kind of token cannot be revoked here.
+    #[error("{description}")]
+    UnsupportedTokenType {
+        reason: &'static str,
+        description: String,
+    },
     /// The store could not be reached; the client may retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -41,6 +72,11 @@ impl GrantError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::InvalidClient { .. } => "invalid_client",
             Self::InvalidGrant { .. } => "invalid_grant",
+            Self::UnauthorizedClient { .. } => "unauthorized_client",
+            Self::UnsupportedGrantType { .. } => "unsupported_grant_type",
+            Self::InvalidScope { .. } => "invalid_scope",
+            Self::InvalidTarget { .. } => "invalid_target",
+            Self::UnsupportedTokenType { .. } => "unsupported_token_type",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
@@ -51,7 +87,12 @@ impl GrantError {
         match self {
             Self::InvalidRequest { reason, .. }
             | Self::InvalidClient { reason, .. }
-            | Self::InvalidGrant { reason, .. } => reason,
+            | Self::InvalidGrant { reason, .. }
+            | Self::UnauthorizedClient { reason, .. }
+            | Self::UnsupportedGrantType { reason, .. }
+            | Self::InvalidScope { reason, .. }
+            | Self::InvalidTarget { reason, .. }
+            | Self::UnsupportedTokenType { reason, .. } => reason,
             Self::Unavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -62,6 +103,39 @@ impl GrantError {
             reason,
             description: description.into(),
         }
+    }
+
+    pub fn invalid_request(reason: &'static str, description: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            reason,
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_client(reason: &'static str, description: impl Into<String>) -> Self {
+        Self::InvalidClient {
+            reason,
+            description: description.into(),
+        }
+    }
+
+    pub fn invalid_scope(reason: &'static str, description: impl Into<String>) -> Self {
+        Self::InvalidScope {
+            reason,
+            description: description.into(),
+        }
+    }
+
+    pub fn unauthorized_client(reason: &'static str, description: impl Into<String>) -> Self {
+        Self::UnauthorizedClient {
+            reason,
+            description: description.into(),
+        }
+    }
+
+    /// True for failures on our side (the answer is a 5xx), false for the client's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Internal(_))
     }
 }
 

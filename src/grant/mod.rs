@@ -2,12 +2,32 @@
 //! implementation serves every front door, so rotation, reuse detection, lifetimes and
 //! metrics are written once. OAuth error codes are decided here ([`GrantError`]).
 //!
-//! - [`GrantService::exchange`]: API key (the `client_credentials` grant), access token
-//!   (token exchange) or refresh token (`refresh_token` grant) for a new pair.
+//! - [`GrantService::exchange`]: the Fleet API's grant: an API key (the
+//!   `client_credentials` grant), an access token (token exchange) or a refresh token
+//!   (`refresh_token` grant) for a new pair.
+//! - [`GrantService::token`]: the OAuth2 token endpoint (RFC 6749 §3.2), one module per
+//!   grant type ([`client_credentials`], [`refresh`], [`token_exchange`]); the rules they
+//!   apply are the Fleet API's, through the same token-service calls.
+//! - [`GrantService::introspect`] and [`GrantService::revoke`]: RFC 7662 and RFC 7009
+//!   ([`introspection`]).
 //! - [`GrantService::authenticate`]: the authentication chain for protected resources
 //!   (SPEC §2 order: service accounts, then the token service, then API keys).
+//!
+//! oxide-auth supplies the primitives and request checks: [`registrar::ApiKeyRegistrar`]
+//! and [`issuer::JwtIssuer`] implement its async `Registrar` and `Issuer` over our
+//! services, and the `client_credentials` and `refresh_token` grants run its state
+//! machines. The steps are executed here rather than by oxide-auth-async's endpoint
+//! flows, so that every refusal keeps its RFC 6749 code and its reason (see
+//! docs/architecture.md).
 
+pub mod client_credentials;
 pub mod error;
+pub mod introspection;
+pub mod issuer;
+pub mod refresh;
+pub mod registrar;
+pub mod request;
+pub mod token_exchange;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +35,14 @@ use std::time::Instant;
 pub use error::GrantError;
 
 use crate::api_keys::ApiKeyService;
+use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
-use crate::tokens::{self, jwt, refresh, IssuedPair, Subject, TokenService};
+use crate::tokens::{self, jwt, IssuedPair, Subject, TokenService};
+pub use introspection::Introspection;
+use issuer::{is_client_token, Check, Issued, JwtIssuer};
+use registrar::ApiKeyRegistrar;
+pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
+use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
 
 /// Which grant produced a pair (a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,22 +80,205 @@ pub struct Principal {
     pub token_id: String,
 }
 
+/// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
+#[derive(Clone, serde::Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+}
+
+impl TokenResponse {
+    fn new(issued: Issued, issued_token_type: Option<&'static str>) -> Self {
+        Self {
+            access_token: issued.access_token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            refresh_token: issued.refresh_token,
+            scope: issued.scope,
+            issued_token_type,
+        }
+    }
+}
+
+/// What the authorization server metadata (RFC 8414) says about the grants; the HTTP
+/// layer adds the endpoint URLs.
+#[derive(Debug, Clone)]
+pub struct GrantMetadata {
+    pub issuer: String,
+    pub grant_types: Vec<&'static str>,
+    pub client_auth_methods: Vec<&'static str>,
+    pub scopes: Vec<String>,
+    pub signing_algorithms: Vec<SigningAlgorithm>,
+}
+
 pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
+    oauth: OAuthSettings,
+    /// Recognise token exchange's subject tokens, in order (ours first).
+    subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
 }
 
 fn record_failure(e: &GrantError) {
     metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason()).increment(1);
 }
 
+/// The issuance metrics, for every front door: tokens issued by grant and kind, and the
+/// time to issue.
+fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
+    let grant = kind.as_str();
+    metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access")
+        .increment(1);
+    if refresh_token {
+        metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "refresh")
+            .increment(1);
+    }
+    metrics::histogram!("fleetauth_token_issue_seconds", "grant" => grant)
+        .record(started.elapsed().as_secs_f64());
+}
+
 impl GrantService {
     pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
-        Self { tokens, api_keys }
+        let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
+        Self {
+            tokens,
+            api_keys,
+            oauth: OAuthSettings::default(),
+            subject_validators: vec![own],
+        }
+    }
+
+    /// Sets the OAuth2 token endpoint's policy (default: no scopes, no refresh tokens
+    /// for non-agent clients).
+    pub fn with_oauth(mut self, oauth: OAuthSettings) -> Self {
+        self.oauth = oauth;
+        self
+    }
+
+    /// Adds a validator of token exchange's subject tokens, asked after ours.
+    pub fn with_subject_token_validator(
+        mut self,
+        validator: Arc<dyn SubjectTokenValidator>,
+    ) -> Self {
+        self.subject_validators.push(validator);
+        self
     }
 
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
+    }
+
+    fn registrar(&self) -> ApiKeyRegistrar<'_> {
+        ApiKeyRegistrar::new(&self.api_keys, &self.oauth.scopes)
+    }
+
+    fn issuer(&self) -> JwtIssuer<'_> {
+        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth)
+    }
+
+    /// The OAuth2 token endpoint: dispatches on `grant_type` (RFC 6749 §4.4, §6;
+    /// RFC 8693).
+    pub async fn token(&self, request: &TokenRequest) -> Result<TokenResponse, GrantError> {
+        let started = Instant::now();
+        let registrar = self.registrar();
+        let issuer = self.issuer();
+        let grant_type = match request.params.require("grant_type") {
+            Ok(grant_type) => grant_type,
+            Err(e) => {
+                record_failure(&e);
+                return Err(e);
+            }
+        };
+        let (kind, result) = match grant_type {
+            client_credentials::GRANT_TYPE => (
+                GrantKind::ApiKey,
+                client_credentials::grant(&registrar, &issuer, request)
+                    .await
+                    .map(|issued| TokenResponse::new(issued, None)),
+            ),
+            refresh::GRANT_TYPE => (
+                GrantKind::RefreshToken,
+                refresh::grant(&registrar, &issuer, request)
+                    .await
+                    .map(|issued| TokenResponse::new(issued, None)),
+            ),
+            token_exchange::GRANT_TYPE => (
+                GrantKind::AccessToken,
+                token_exchange::grant(
+                    &registrar,
+                    &issuer,
+                    &self.subject_validators,
+                    self.tokens.settings().audience.as_deref(),
+                    request,
+                )
+                .await
+                .map(|exchanged| {
+                    TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type))
+                }),
+            ),
+            other => {
+                let e = GrantError::UnsupportedGrantType {
+                    reason: "unsupported_grant_type",
+                    description: format!(
+                        "the grant_type {other:?} is not supported; supported: {}",
+                        Self::GRANT_TYPES.join(", ")
+                    ),
+                };
+                record_failure(&e);
+                return Err(e);
+            }
+        };
+        match &result {
+            Ok(response) => record_issued(kind, response.refresh_token.is_some(), started),
+            Err(e) => record_failure(e),
+        }
+        result
+    }
+
+    /// The grant types of the token endpoint.
+    pub const GRANT_TYPES: [&'static str; 3] = [
+        client_credentials::GRANT_TYPE,
+        refresh::GRANT_TYPE,
+        token_exchange::GRANT_TYPE,
+    ];
+
+    /// RFC 7662 introspection, for an authenticated client.
+    pub async fn introspect(&self, request: &TokenRequest) -> Result<Introspection, GrantError> {
+        let result =
+            introspection::introspect(&self.registrar(), &self.issuer(), &self.tokens, request)
+                .await;
+        if let Err(e) = &result {
+            record_failure(e);
+        }
+        result
+    }
+
+    /// RFC 7009 revocation, for an authenticated client.
+    pub async fn revoke(&self, request: &TokenRequest) -> Result<(), GrantError> {
+        let result =
+            introspection::revoke(&self.registrar(), &self.issuer(), &self.tokens, request).await;
+        if let Err(e) = &result {
+            record_failure(e);
+        }
+        result
+    }
+
+    /// What RFC 8414 metadata says about the grants (only what is true).
+    pub fn metadata(&self) -> GrantMetadata {
+        GrantMetadata {
+            issuer: self.tokens.issuer().to_string(),
+            grant_types: Self::GRANT_TYPES.to_vec(),
+            client_auth_methods: vec!["client_secret_basic", "client_secret_post"],
+            scopes: self.oauth.scopes.clone(),
+            signing_algorithms: self.tokens.algorithms(),
+        }
     }
 
     /// Trades a credential for a new access/refresh pair.
@@ -79,7 +288,7 @@ impl GrantService {
             Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
                 (GrantKind::ApiKey, self.exchange_api_key(id, secret).await)
             }
-            Presented::Bearer(token) => match refresh::parse(token) {
+            Presented::Bearer(token) => match tokens::refresh::parse(token) {
                 Some(parsed) => (
                     GrantKind::RefreshToken,
                     self.exchange_refresh(&parsed).await,
@@ -91,13 +300,7 @@ impl GrantService {
             },
         };
         match &result {
-            Ok(_) => {
-                let grant = kind.as_str();
-                metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access").increment(1);
-                metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "refresh").increment(1);
-                metrics::histogram!("fleetauth_token_issue_seconds", "grant" => grant)
-                    .record(started.elapsed().as_secs_f64());
-            }
+            Ok(_) => record_issued(kind, true, started),
             Err(e) => record_failure(e),
         }
         result
@@ -124,14 +327,18 @@ impl GrantService {
 
     async fn exchange_refresh(
         &self,
-        parsed: &refresh::PresentedRefresh,
+        parsed: &tokens::refresh::PresentedRefresh,
     ) -> Result<IssuedPair, GrantError> {
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
         };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
-        Ok(self.tokens.exchange(subject, presented).await?)
+        let scope = parsed.scope.as_deref();
+        Ok(self
+            .tokens
+            .exchange_scoped(subject, scope, presented)
+            .await?)
     }
 
     async fn exchange_access_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
@@ -147,7 +354,11 @@ impl GrantService {
             client_id: &claims.client_id,
         };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
-        Ok(self.tokens.exchange(subject, presented).await?)
+        let scope = claims.scope.as_deref();
+        Ok(self
+            .tokens
+            .exchange_scoped(subject, scope, presented)
+            .await?)
     }
 
     /// Says who a credential is, for protected resources. A refresh token is not
@@ -171,15 +382,17 @@ impl GrantService {
                 })
             }
             Presented::Bearer(token) if jwt::looks_like_jwt(token) => {
-                let claims = self.tokens.verify_access(token).await?;
-                self.tokens.confirm_access(&claims).await?;
+                let claims = self.issuer().validate_access(token, Check::Use).await?;
+                // A client's token for itself (RFC 9068 §2.2) is not an agent's.
+                let agent_id =
+                    (!is_client_token(&claims.sub, &claims.client_id)).then_some(claims.sub);
                 Ok(Principal {
-                    agent_id: Some(claims.sub),
+                    agent_id,
                     auth_method: AuthMethod::Jwt,
                     token_id: claims.jti,
                 })
             }
-            Presented::Bearer(token) if refresh::parse(token).is_some() => {
+            Presented::Bearer(token) if tokens::refresh::parse(token).is_some() => {
                 Err(GrantError::invalid_grant(
                     "refresh_token_on_resource",
                     "a refresh token is accepted only by token endpoints",

@@ -36,6 +36,12 @@ impl IntoResponse for FleetError {
                     GrantError::InvalidRequest { .. }
                     | GrantError::InvalidClient { .. }
                     | GrantError::InvalidGrant { .. } => StatusCode::UNAUTHORIZED,
+                    // Decided by the OAuth2 grants only; never produced for Fleet requests.
+                    GrantError::UnauthorizedClient { .. }
+                    | GrantError::UnsupportedGrantType { .. }
+                    | GrantError::InvalidScope { .. }
+                    | GrantError::InvalidTarget { .. }
+                    | GrantError::UnsupportedTokenType { .. } => StatusCode::BAD_REQUEST,
                     GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
@@ -75,6 +81,79 @@ impl IntoResponse for FleetError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// The challenge sent with `invalid_client` from the OAuth2 API (RFC 6749 §5.2).
+const OAUTH_CHALLENGE: &str = "Basic realm=\"fleetauth\"";
+
+/// An error of the OAuth2 API: RFC 6749 §5.2 JSON, `{"error", "error_description"}`.
+#[derive(Debug)]
+pub enum OAuthError {
+    Grant(GrantError),
+    /// The request body could not be read (too large, cut short): its status and why.
+    Body(StatusCode, String),
+}
+
+impl From<GrantError> for OAuthError {
+    fn from(e: GrantError) -> Self {
+        Self::Grant(e)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let (status, code, description) = match &self {
+            Self::Grant(e) => {
+                let status = match e {
+                    GrantError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+                    GrantError::InvalidRequest { .. }
+                    | GrantError::InvalidGrant { .. }
+                    | GrantError::UnauthorizedClient { .. }
+                    | GrantError::UnsupportedGrantType { .. }
+                    | GrantError::InvalidScope { .. }
+                    | GrantError::InvalidTarget { .. }
+                    | GrantError::UnsupportedTokenType { .. } => StatusCode::BAD_REQUEST,
+                    GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                if status.is_server_error() {
+                    tracing::error!(error = %e, "oauth request failed");
+                } else {
+                    tracing::debug!(
+                        reason = e.reason(),
+                        code = e.oauth_code(),
+                        "oauth request refused"
+                    );
+                }
+                let description = match e {
+                    GrantError::Internal(_) => "internal error".to_string(),
+                    GrantError::Unavailable(_) => {
+                        "the store is temporarily unavailable".to_string()
+                    }
+                    other => other.to_string(),
+                };
+                (status, e.oauth_code(), description)
+            }
+            Self::Body(status, why) => (*status, "invalid_request", why.clone()),
+        };
+        let mut response = (
+            status,
+            Json(json!({ "error": code, "error_description": description })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(OAUTH_CHALLENGE),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        super::no_store(headers);
         response
     }
 }

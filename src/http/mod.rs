@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod fleet;
+pub mod oauth;
 pub mod ops;
 
 use std::sync::Arc;
@@ -48,6 +49,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))

@@ -256,6 +256,18 @@ impl KeyRing {
         self.verifying.get(kid)
     }
 
+    /// The algorithms of the signing key and of every key that still verifies, the
+    /// signing key's first (for RFC 8414 metadata).
+    pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
+        let mut algorithms = vec![self.signing.algorithm];
+        for key in self.verifying.values() {
+            if !algorithms.contains(&key.algorithm) {
+                algorithms.push(key.algorithm);
+            }
+        }
+        algorithms
+    }
+
     /// The public keys that may still verify a live token (RFC 7517 JWK Set).
     pub fn jwks(&self) -> JwkSet {
         let mut keys: Vec<&Arc<SigningKey>> = self.verifying.values().collect();

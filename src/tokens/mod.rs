@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::JwtSettings;
-use crate::store::{Store, StoreError, TokenPairRecord};
+use crate::config::{JwtSettings, SigningAlgorithm};
+use crate::store::{AgentRecord, Store, StoreError, TokenPairRecord};
 pub use jwt::{AccessClaims, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use rotation::{Outcome, Presented, Refusal};
@@ -45,8 +45,19 @@ pub struct IssuedPair {
     pub jti: String,
 }
 
+/// A freshly issued access token without a refresh token and without stored state
+/// (a non-agent client's `client_credentials` token; see `grant::issuer`).
+#[derive(Debug, Clone)]
+pub struct IssuedAccess {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub jti: String,
+}
+
 /// Who an access token was issued to.
 pub struct Subject<'a> {
+    /// The `sub` claim and the key of the token state: the agent id, or the client id
+    /// for a non-agent client (RFC 9068 §2.2).
     pub agent_id: &'a str,
     pub client_id: &'a str,
 }
@@ -150,8 +161,14 @@ impl TokenService {
         })
     }
 
-    /// Mints a pair for `subject` with the current signing key.
-    fn mint(&self, subject: &Subject<'_>, now: UnixTime) -> (IssuedPair, TokenPairRecord) {
+    /// Signs an access token for `subject` with the current signing key; `scope` (if
+    /// any) becomes its `scope` claim.
+    fn mint_access(
+        &self,
+        subject: &Subject<'_>,
+        scope: Option<&str>,
+        now: UnixTime,
+    ) -> IssuedAccess {
         let ring = self.ring();
         let access_ttl = self.settings.access_ttl.as_secs() as i64;
         let claims = AccessClaims {
@@ -162,23 +179,43 @@ impl TokenService {
             exp: now + access_ttl,
             client_id: subject.client_id.to_string(),
             aud: self.settings.audience.clone(),
-            scope: None,
+            scope: scope.filter(|s| !s.is_empty()).map(str::to_string),
         };
-        let access_token = jwt::sign(&ring.signing, &claims);
-        let refresh = refresh::mint(subject.agent_id, subject.client_id);
+        IssuedAccess {
+            access_token: jwt::sign(&ring.signing, &claims),
+            expires_in: access_ttl as u64,
+            jti: claims.jti,
+        }
+    }
+
+    /// Mints a pair for `subject` with the current signing key.
+    fn mint(
+        &self,
+        subject: &Subject<'_>,
+        scope: Option<&str>,
+        now: UnixTime,
+    ) -> (IssuedPair, TokenPairRecord) {
+        let access = self.mint_access(subject, scope, now);
+        let refresh = refresh::mint(subject.agent_id, subject.client_id, scope);
         let record = TokenPairRecord {
-            jti: claims.jti.clone(),
+            jti: access.jti.clone(),
             refresh_hash: refresh.hash,
-            access_expires_at: claims.exp,
+            access_expires_at: now + access.expires_in as i64,
             refresh_expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
         };
         let issued = IssuedPair {
-            access_token,
+            access_token: access.access_token,
             refresh_token: refresh.token,
-            expires_in: access_ttl as u64,
-            jti: claims.jti,
+            expires_in: access.expires_in,
+            jti: access.jti,
         };
         (issued, record)
+    }
+
+    /// An access token alone, recorded nowhere: it is valid by its signature and
+    /// claims until it expires (the caller decides who may have one).
+    pub fn issue_access_only(&self, subject: Subject<'_>, scope: Option<&str>) -> IssuedAccess {
+        self.mint_access(&subject, scope, self.clock.now())
     }
 
     /// Trades a verified credential of `subject` for a new pair (stored as pending).
@@ -187,8 +224,18 @@ impl TokenService {
         subject: Subject<'_>,
         presented: Presented<'_>,
     ) -> Result<IssuedPair, TokenError> {
+        self.exchange_scoped(subject, None, presented).await
+    }
+
+    /// [`exchange`](Self::exchange), for a pair that carries an OAuth2 `scope`.
+    pub async fn exchange_scoped(
+        &self,
+        subject: Subject<'_>,
+        scope: Option<&str>,
+        presented: Presented<'_>,
+    ) -> Result<IssuedPair, TokenError> {
         let now = self.clock.now();
-        let (issued, new_pair) = self.mint(&subject, now);
+        let (issued, new_pair) = self.mint(&subject, scope, now);
         let owned = OwnedPresented::from(presented);
         let change_pair = new_pair.clone();
         let change_presented = owned.clone();
@@ -284,6 +331,101 @@ impl TokenService {
                 }
             }
         }
+    }
+
+    /// [`confirm_access`](Self::confirm_access) without its side effect: says whether
+    /// the token is the current or pending pair's, and promotes nothing. For readers
+    /// that are not the agent (introspection), whose look must not count as a use.
+    pub async fn check_access(&self, claims: &AccessClaims) -> Result<(), TokenError> {
+        if self.settings.stateless {
+            return Ok(());
+        }
+        let record = self.store.agent(&claims.sub).await?;
+        match rotation::confirm_access(record.as_ref(), &claims.jti, self.clock.now()).outcome {
+            Outcome::Accepted { .. } => Ok(()),
+            Outcome::Refused(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// A read-only look at a refresh token: its expiry if it would be accepted now
+    /// (current or pending, not expired, agent enrolled), else `None`.
+    pub async fn inspect_refresh(
+        &self,
+        presented: &refresh::PresentedRefresh,
+    ) -> Result<Option<UnixTime>, TokenError> {
+        let record = self.store.agent(&presented.agent_id).await?;
+        Ok(rotation::inspect_refresh(
+            record.as_ref(),
+            &presented.hash,
+            self.clock.now(),
+        ))
+    }
+
+    /// Creates an empty, active token-state record for `subject` if there is none (a
+    /// non-agent client whose pairs are kept like an agent's). An existing record is
+    /// left alone, so an unenrolled subject stays unenrolled.
+    pub async fn ensure_subject(&self, subject: &str) -> Result<(), TokenError> {
+        if self.store.agent(subject).await?.is_some() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let id = subject.to_string();
+        self.store
+            .update_agent(
+                subject,
+                Box::new(move |record| match record {
+                    Some(_) => None,
+                    None => Some(AgentRecord::enrolled(&id, now)),
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes the family of a refresh token (every token of its agent), RFC 7009.
+    /// Returns whether anything was revoked.
+    pub async fn revoke_refresh(
+        &self,
+        presented: &refresh::PresentedRefresh,
+    ) -> Result<bool, TokenError> {
+        let now = self.clock.now();
+        let hash = presented.hash.clone();
+        let before = self
+            .store
+            .update_agent(
+                &presented.agent_id,
+                Box::new(move |r| rotation::revoke_refresh(r, &hash, now)),
+            )
+            .await?;
+        let revoked = rotation::revoke_refresh(before.as_ref(), &presented.hash, now).is_some();
+        if revoked {
+            tracing::info!(agent_id = %presented.agent_id, "refresh token revoked: all tokens of the subject revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes the pair of a verified access token at once. Returns whether anything
+    /// was revoked.
+    pub async fn revoke_access(&self, claims: &AccessClaims) -> Result<bool, TokenError> {
+        let now = self.clock.now();
+        let jti = claims.jti.clone();
+        let before = self
+            .store
+            .update_agent(
+                &claims.sub,
+                Box::new(move |r| rotation::revoke_access(r, &jti, now)),
+            )
+            .await?;
+        let revoked = rotation::revoke_access(before.as_ref(), &claims.jti, now).is_some();
+        if revoked {
+            tracing::info!(agent_id = %claims.sub, "access token revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// The algorithms of the keys that sign or still verify, the signing one first.
+    pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
+        self.ring().algorithms()
     }
 }
 

@@ -3,6 +3,11 @@
 //! find the agent's record by key (no search, no index on hashes), the client id says
 //! whom to issue the next pair to, and the 256 random bits are the secret. Only the
 //! SHA-256 of the whole token is stored, so neither id can be altered unnoticed.
+//!
+//! A pair issued with an OAuth2 `scope` (RFC 6749 §3.3) carries it in a fourth part,
+//! before the secret: `fr1.` agent `.` client `.` base64url(scope) `.` secret, so that a
+//! refresh can grant exactly the original scope (RFC 6749 §6) without storing it.
+//! Unscoped tokens (every Fleet token) keep the three-part form.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -25,6 +30,8 @@ pub struct MintedRefresh {
 pub struct PresentedRefresh {
     pub agent_id: String,
     pub client_id: String,
+    /// The scope the pair was issued with, if any.
+    pub scope: Option<String>,
     pub hash: String,
 }
 
@@ -33,17 +40,21 @@ pub fn hash(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
-pub fn mint(agent_id: &str, client_id: &str) -> MintedRefresh {
+pub fn mint(agent_id: &str, client_id: &str, scope: Option<&str>) -> MintedRefresh {
     let mut secret = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
-    let mut token = String::with_capacity(
-        PREFIX.len() + (agent_id.len() + client_id.len()) * 4 / 3 + 8 + SECRET_CHARS,
-    );
+    let scope = scope.filter(|s| !s.is_empty());
+    let ids_len = agent_id.len() + client_id.len() + scope.map_or(0, str::len);
+    let mut token = String::with_capacity(PREFIX.len() + ids_len * 4 / 3 + 12 + SECRET_CHARS);
     token.push_str(PREFIX);
     URL_SAFE_NO_PAD.encode_string(agent_id, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(client_id, &mut token);
     token.push('.');
+    if let Some(scope) = scope {
+        URL_SAFE_NO_PAD.encode_string(scope, &mut token);
+        token.push('.');
+    }
     URL_SAFE_NO_PAD.encode_string(secret, &mut token);
     let hash = hash(&token);
     MintedRefresh { token, hash }
@@ -51,9 +62,13 @@ pub fn mint(agent_id: &str, client_id: &str) -> MintedRefresh {
 
 /// Parses a presented token; `None` if it cannot be one of ours.
 pub fn parse(token: &str) -> Option<PresentedRefresh> {
-    let mut parts = token.strip_prefix(PREFIX)?.split('.');
-    let (agent, client, secret) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || secret.len() != SECRET_CHARS {
+    let parts: Vec<&str> = token.strip_prefix(PREFIX)?.split('.').collect();
+    let (agent, client, scope, secret) = match parts.as_slice() {
+        [agent, client, secret] => (*agent, *client, None, *secret),
+        [agent, client, scope, secret] => (*agent, *client, Some(*scope), *secret),
+        _ => return None,
+    };
+    if secret.len() != SECRET_CHARS {
         return None;
     }
     URL_SAFE_NO_PAD.decode(secret).ok()?;
@@ -62,9 +77,14 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
             .ok()
             .filter(|s| !s.is_empty())
     };
+    let scope = match scope {
+        Some(part) => Some(text(part)?),
+        None => None,
+    };
     Some(PresentedRefresh {
         agent_id: text(agent)?,
         client_id: text(client)?,
+        scope,
         hash: hash(token),
     })
 }
@@ -75,12 +95,27 @@ mod tests {
 
     #[test]
     fn a_minted_token_parses_back_to_its_agent_and_hash() {
-        let minted = mint("agent-7", "key-1");
+        let minted = mint("agent-7", "key-1", None);
         let parsed = parse(&minted.token).unwrap();
         assert_eq!(parsed.agent_id, "agent-7");
+        assert_eq!(parsed.scope, None);
         assert_eq!(parsed.client_id, "key-1");
         assert_eq!(parsed.hash, minted.hash);
-        assert_ne!(mint("agent-7", "key-1").token, minted.token);
+        assert_ne!(mint("agent-7", "key-1", None).token, minted.token);
+    }
+
+    #[test]
+    fn a_scoped_token_carries_its_scope_under_the_hash() {
+        let minted = mint("agent-7", "key-1", Some("fleet:read fleet:write"));
+        let parsed = parse(&minted.token).unwrap();
+        assert_eq!(parsed.scope.as_deref(), Some("fleet:read fleet:write"));
+        assert_eq!(
+            (parsed.agent_id.as_str(), parsed.client_id.as_str()),
+            ("agent-7", "key-1")
+        );
+        assert_eq!(parsed.hash, minted.hash);
+        // An empty scope is no scope: the three-part form.
+        assert_eq!(mint("a", "k", Some("")).token.matches('.').count(), 3);
     }
 
     #[test]
@@ -95,6 +130,8 @@ mod tests {
             format!("fr1..YQ.{secret}"),
             format!("YQ.YQ.{secret}"),
             format!("fr1.YQ.YQ.{secret}.x"),
+            format!("fr1.YQ.YQ..{secret}"),
+            format!("fr1.YQ.YQ.YQ.YQ.{secret}"),
         ] {
             assert!(parse(&bad).is_none(), "{bad:?}");
         }

@@ -236,6 +236,60 @@ pub fn confirm_access(record: Option<&AgentRecord>, jti: &str, now: UnixTime) ->
     }
 }
 
+/// A read-only look at a refresh token (for introspection): its expiry, if it is the
+/// current or the pending pair's and has not expired. A retired token is reported as
+/// not valid like an unknown one: looking is not a use, so it is not a reuse either.
+pub fn inspect_refresh(
+    record: Option<&AgentRecord>,
+    hash: &str,
+    now: UnixTime,
+) -> Option<UnixTime> {
+    let record = enrolled(record).ok()?;
+    match match_refresh(record, hash) {
+        (Matched::Current | Matched::Pending, Some(expires_at)) if expires_at > now => {
+            Some(expires_at)
+        }
+        _ => None,
+    }
+}
+
+/// Revocation of a refresh token (RFC 7009 §2.1): when it is one of the agent's
+/// (current, pending or retired), the whole family goes: every token of the agent.
+/// Returns the record to write, `None` when there is nothing to revoke.
+pub fn revoke_refresh(
+    record: Option<&AgentRecord>,
+    hash: &str,
+    now: UnixTime,
+) -> Option<AgentRecord> {
+    let record = record?;
+    let has_pairs = record.current.is_some() || record.pending.is_some();
+    match match_refresh(record, hash).0 {
+        Matched::Nothing => None,
+        _ if !has_pairs => None,
+        _ => Some(revoke_all(record, now)),
+    }
+}
+
+/// Revocation of an access token: its pair (and so the refresh token issued with it,
+/// as RFC 7009 §2.1 allows) stops working at once; the agent's other pair is kept.
+/// The pair is dropped, not retired, so a later use of its refresh token is refused
+/// without being taken for theft. `None` when the token is not current or pending.
+pub fn revoke_access(
+    record: Option<&AgentRecord>,
+    jti: &str,
+    now: UnixTime,
+) -> Option<AgentRecord> {
+    let record = record?;
+    let mut next = record.clone();
+    match match_access(record, jti) {
+        Matched::Pending => next.pending = None,
+        Matched::Current => next.current = None,
+        Matched::Retired | Matched::Nothing => return None,
+    }
+    next.updated_at = now;
+    Some(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +416,59 @@ mod tests {
             r = next;
         }
         assert_eq!(r.retired.len(), MAX_RETIRED);
+    }
+
+    #[test]
+    fn inspecting_a_refresh_token_changes_nothing_and_never_counts_as_reuse() {
+        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
+        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-2" }, 3);
+        // hash-1 is retired, hash-2 current, hash-3 pending.
+        assert_eq!(inspect_refresh(Some(&r), "hash-1", NOW), None);
+        assert_eq!(inspect_refresh(Some(&r), "hash-2", NOW), Some(NOW + 86400));
+        assert_eq!(inspect_refresh(Some(&r), "hash-3", NOW), Some(NOW + 86400));
+        assert_eq!(inspect_refresh(Some(&r), "hash-3", NOW + 86400), None);
+        assert_eq!(inspect_refresh(None, "hash-3", NOW), None);
+    }
+
+    #[test]
+    fn revoking_a_refresh_token_revokes_the_family_and_unknown_ones_change_nothing() {
+        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
+        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        assert_eq!(revoke_refresh(Some(&r), "nope", NOW), None);
+        let revoked = revoke_refresh(Some(&r), "hash-1", NOW).unwrap();
+        assert_eq!((revoked.current, revoked.pending), (None, None));
+        assert!(revoked.active, "revocation is not unenrollment");
+        let revoked = revoke_refresh(Some(&r), "hash-2", NOW).unwrap();
+        assert_eq!(
+            revoke_refresh(Some(&revoked), "hash-2", NOW),
+            None,
+            "already revoked"
+        );
+    }
+
+    #[test]
+    fn revoking_an_access_token_drops_only_its_pair() {
+        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
+        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        // jti-1 current, jti-2 pending.
+        let without_pending = revoke_access(Some(&r), "jti-2", NOW).unwrap();
+        assert_eq!(
+            (without_pending.current, without_pending.pending),
+            (Some(pair(1)), None)
+        );
+        let without_current = revoke_access(Some(&r), "jti-1", NOW).unwrap();
+        assert_eq!(
+            (
+                without_current.current.clone(),
+                without_current.pending.clone()
+            ),
+            (None, Some(pair(2)))
+        );
+        assert!(without_current
+            .retired
+            .iter()
+            .all(|t| t.refresh_hash != "hash-1"));
+        assert_eq!(revoke_access(Some(&r), "jti-9", NOW), None);
     }
 }

@@ -122,6 +122,39 @@ impl TestApp {
         key
     }
 
+    /// Creates an API key that belongs to no agent: a plain OAuth2 client (as
+    /// `POST /_security/api_key` would).
+    pub async fn client_key(&self, name: &str) -> CreatedApiKey {
+        self.app_services
+            .api_keys
+            .create(name, None, None)
+            .await
+            .expect("api key")
+    }
+
+    /// Posts a form to an OAuth2 endpoint, with an optional `Authorization` header.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        request.send().await.expect("request")
+    }
+
     /// The server's current signing key, read from its store (to forge tokens that
     /// are correctly signed but wrong in some other way).
     pub async fn signing_key(&self) -> fleetauth::tokens::SigningKey {
@@ -269,4 +302,26 @@ pub fn metric_value(metrics: &str, name_and_labels: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+pub fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `Authorization: Basic` for an API key as an OAuth2 client.
+pub fn basic(key: &CreatedApiKey) -> String {
+    let raw = format!("{}:{}", form_encode(&key.id), form_encode(&key.api_key));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }

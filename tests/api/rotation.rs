@@ -79,11 +79,11 @@ async fn a_lost_response_is_recovered_by_retrying_with_the_current_refresh_token
         (401, "invalid_grant".into())
     );
     assert_eq!(app.whoami_status(&lost.access_token).await, 401);
+    // No false alarm: nothing was revoked. (The reuse counter is process-wide and other
+    // tests of this binary trigger reuse on purpose, concurrently, so its value cannot
+    // be asserted here; it is counted only where the agent's tokens are revoked.)
     assert_eq!(app.whoami_status(&retried.access_token).await, 200);
-    assert_eq!(
-        metric_value(&app.metrics().await, "fleetauth_refresh_token_reuse_total"),
-        0.0
-    );
+    assert_eq!(app.refresh(&retried.refresh_token).await.status(), 200);
 }
 
 #[tokio::test]

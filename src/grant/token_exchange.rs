@@ -1,0 +1,221 @@
+//! The token-exchange grant (RFC 8693): a `subject_token` buys new tokens for its
+//! subject. Today the subject token is one of our own access tokens
+//! (`subject_token_type` `urn:ietf:params:oauth:token-type:access_token` or `...:jwt`);
+//! trading it follows the rotation rules of SPEC §3 (it must be the current or pending
+//! pair's, and a pending pair is promoted), exactly as `POST /api/fleet/authenticate`
+//! with a JWT.
+//!
+//! Subject tokens are recognised by a chain of [`SubjectTokenValidator`]s, ours first
+//! ([`OwnAccessTokens`]). A validator answers `Ok(None)` for a token it does not know,
+//! so the next one is asked: external JWTs validated by a Vault-style JWT role plug in
+//! as one more validator (`GrantService::with_subject_token_validator`) and one more
+//! [`SubjectToken`] variant, sharing everything else here.
+//!
+//! Errors follow RFC 8693 §2.2.2: an invalid or unacceptable `subject_token` is
+//! `invalid_request` (not `invalid_grant`); so are an `actor_token` (delegation is not
+//! supported) and a `requested_token_type` we cannot issue; a `resource` or an
+//! `audience` we cannot issue for is `invalid_target`. Client authentication is optional
+//! (§2.1), but presented credentials must be valid.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::issuer::{Issued, JwtIssuer};
+use super::registrar::ApiKeyRegistrar;
+use super::request::{parse_scope, scope_text, TokenRequest};
+use super::GrantError;
+use crate::tokens::{jwt, AccessClaims, JwtError, TokenError, TokenService};
+
+/// The grant type this module answers.
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 §3 token type identifiers.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// How the client said its subject token should be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectTokenType {
+    AccessToken,
+    Jwt,
+}
+
+impl SubjectTokenType {
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            ACCESS_TOKEN_TYPE => Some(Self::AccessToken),
+            JWT_TOKEN_TYPE => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
+/// A subject token a validator accepted.
+pub enum SubjectToken {
+    /// One of our access tokens; signature and claims are verified. Whether it is still
+    /// its subject's current or pending token is decided when it is traded, atomically.
+    AccessToken(AccessClaims),
+}
+
+/// Recognises and validates subject tokens of one kind.
+#[async_trait]
+pub trait SubjectTokenValidator: Send + Sync {
+    /// `Ok(None)`: not a token of this kind, ask the next validator; `Err`: it is one,
+    /// and it is refused.
+    async fn validate(
+        &self,
+        token: &str,
+        token_type: SubjectTokenType,
+    ) -> Result<Option<SubjectToken>, GrantError>;
+}
+
+/// Our own access tokens.
+pub struct OwnAccessTokens {
+    tokens: Arc<TokenService>,
+}
+
+impl OwnAccessTokens {
+    pub fn new(tokens: Arc<TokenService>) -> Self {
+        Self { tokens }
+    }
+}
+
+#[async_trait]
+impl SubjectTokenValidator for OwnAccessTokens {
+    async fn validate(
+        &self,
+        token: &str,
+        _token_type: SubjectTokenType,
+    ) -> Result<Option<SubjectToken>, GrantError> {
+        if !jwt::looks_like_jwt(token) {
+            return Ok(None);
+        }
+        match self.tokens.verify_access(token).await {
+            Ok(claims) => Ok(Some(SubjectToken::AccessToken(claims))),
+            // Not one of ours (another issuer, key or type): perhaps the next validator's.
+            Err(TokenError::Jwt(
+                JwtError::UnknownKey
+                | JwtError::WrongIssuer
+                | JwtError::WrongType
+                | JwtError::Malformed,
+            )) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Token exchange's answer: the tokens and the type of the issued token.
+pub struct Exchanged {
+    pub issued: Issued,
+    pub issued_token_type: &'static str,
+}
+
+pub(super) async fn grant(
+    registrar: &ApiKeyRegistrar<'_>,
+    issuer: &JwtIssuer<'_>,
+    validators: &[Arc<dyn SubjectTokenValidator>],
+    audience: Option<&str>,
+    request: &TokenRequest,
+) -> Result<Exchanged, GrantError> {
+    if let Some(client) = request.client()? {
+        registrar.authenticate(&client.id, &client.secret).await?;
+    }
+    let params = &request.params;
+    if params.get("actor_token").is_some() || params.get("actor_token_type").is_some() {
+        return Err(GrantError::invalid_request(
+            "actor_token",
+            "delegation is not supported: actor_token must not be sent",
+        ));
+    }
+    let issued_token_type = match params.get("requested_token_type") {
+        None | Some(ACCESS_TOKEN_TYPE) => ACCESS_TOKEN_TYPE,
+        Some(JWT_TOKEN_TYPE) => JWT_TOKEN_TYPE,
+        Some(other) => {
+            return Err(GrantError::invalid_request(
+                "requested_token_type",
+                format!("cannot issue a token of type {other:?}; this server issues {ACCESS_TOKEN_TYPE} (a JWT)"),
+            ))
+        }
+    };
+    if params.get("resource").is_some() {
+        return Err(GrantError::InvalidTarget {
+            reason: "resource",
+            description: "tokens for other resources cannot be issued here".into(),
+        });
+    }
+    if let Some(requested) = params.get("audience") {
+        if Some(requested) != audience {
+            return Err(GrantError::InvalidTarget {
+                reason: "audience",
+                description: format!("tokens for the audience {requested:?} cannot be issued here"),
+            });
+        }
+    }
+    let token = params.require("subject_token")?;
+    let token_type = params.require("subject_token_type")?;
+    let token_type = SubjectTokenType::parse(token_type).ok_or_else(|| {
+        GrantError::invalid_request(
+            "subject_token_type",
+            format!("subject_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"),
+        )
+    })?;
+    let requested_scope = request.scope()?;
+
+    let mut subject = None;
+    for validator in validators {
+        if let Some(found) = validator
+            .validate(token, token_type)
+            .await
+            .map_err(subject_token_error)?
+        {
+            subject = Some(found);
+            break;
+        }
+    }
+    let Some(subject) = subject else {
+        return Err(GrantError::invalid_request(
+            "unknown_subject_token",
+            "the subject_token is not valid",
+        ));
+    };
+    let issued = match subject {
+        SubjectToken::AccessToken(claims) => {
+            // RFC 8693 §2.1 / RFC 6749 §3.3: at most the subject token's scope.
+            let held = claims.scope.as_deref().map(parse_scope).transpose()?;
+            let scope = match (&requested_scope, &held) {
+                (None, _) => claims.scope.clone(),
+                (Some(requested), Some(held)) if requested <= held => scope_text(requested),
+                (Some(requested), _) if scope_text(requested).is_none() => None,
+                (Some(_), _) => {
+                    return Err(GrantError::invalid_scope(
+                        "scope_exceeds_subject_token",
+                        "the requested scope exceeds the subject_token's scope",
+                    ))
+                }
+            };
+            issuer
+                .exchange_access(&claims, scope.as_deref())
+                .await
+                .map_err(subject_token_error)?
+        }
+    };
+    Ok(Exchanged {
+        issued,
+        issued_token_type,
+    })
+}
+
+/// RFC 8693 §2.2.2: a subject token that is invalid "for any reason" is
+/// `invalid_request`; server-side failures stay what they are.
+fn subject_token_error(error: GrantError) -> GrantError {
+    match error {
+        GrantError::InvalidGrant {
+            reason,
+            description,
+        } => GrantError::InvalidRequest {
+            reason,
+            description: format!("the subject_token is not valid: {description}"),
+        },
+        other => other,
+    }
+}
