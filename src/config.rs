@@ -30,7 +30,7 @@ pub struct RawSettings {
     pub oauth: RawOAuth,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawElasticsearch {
     pub url: Option<String>,
@@ -39,6 +39,37 @@ pub struct RawElasticsearch {
     pub api_key: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub index_prefix: String,
+    /// Bound on each request to the cluster.
+    pub timeout: String,
+}
+
+impl Default for RawElasticsearch {
+    fn default() -> Self {
+        Self {
+            url: None,
+            username: None,
+            password: None,
+            api_key: None,
+            ca_cert: None,
+            index_prefix: String::new(),
+            timeout: "5s".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RawElasticsearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("RawElasticsearch")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("api_key", &redacted(&self.api_key))
+            .field("ca_cert", &self.ca_cert)
+            .field("index_prefix", &self.index_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,12 +194,120 @@ impl SigningAlgorithm {
     }
 }
 
+/// A secret setting (password, API key): kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The clear value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How fleetauth authenticates to Elasticsearch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EsAuth {
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// `id:key`, or the base64 `encoded` form Elasticsearch returns.
+    ApiKey(Secret),
+}
+
+/// The Elasticsearch backend's settings (present when `store = "elasticsearch"`).
+#[derive(Clone)]
+pub struct ElasticsearchSettings {
+    /// The cluster's base URL, without credentials (those are in `auth`).
+    pub url: url::Url,
+    pub auth: EsAuth,
+    /// PEM of the CA that signed the cluster's certificate, read from `elasticsearch.ca_cert`.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Prepended to every index name: `<prefix>.fleet-agents`, `<prefix>.fleetauth-*`.
+    pub index_prefix: String,
+    /// Bound on each request to the cluster; past it the store reports "unavailable".
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ElasticsearchSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElasticsearchSettings")
+            .field("url", &self.url.as_str())
+            .field("auth", &self.auth)
+            .field(
+                "ca_cert_pem",
+                &self
+                    .ca_cert_pem
+                    .as_ref()
+                    .map(|pem| format!("<{} bytes>", pem.len())),
+            )
+            .field("index_prefix", &self.index_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ElasticsearchSettings {
+    /// As JSON for `fleetauth config check`: which credentials, never their values.
+    pub fn describe(&self) -> serde_json::Value {
+        let auth = match &self.auth {
+            EsAuth::None => serde_json::json!({ "kind": "none" }),
+            EsAuth::Basic { username, .. } => {
+                serde_json::json!({ "kind": "basic", "username": username })
+            }
+            EsAuth::ApiKey(_) => serde_json::json!({ "kind": "api_key" }),
+        };
+        serde_json::json!({
+            "url": self.url.as_str(),
+            "auth": auth,
+            "ca_cert": self.ca_cert_pem.is_some(),
+            "index_prefix": self.index_prefix,
+            "timeout_secs": self.timeout.as_secs_f64(),
+        })
+    }
+
+    /// Settings for a cluster at `url` with defaults for everything else (tests).
+    pub fn for_url(url: &str) -> Result<Self, SettingsError> {
+        RawElasticsearch {
+            url: Some(url.to_string()),
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+/// `url` without its user-info, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable url>".into(),
+    }
+}
+
 /// Checked settings, passed down to every layer that needs them.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: StoreKind,
+    /// `Some` exactly when `store` is [`StoreKind::Elasticsearch`].
+    pub elasticsearch: Option<ElasticsearchSettings>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// Base URL without a trailing slash, e.g. `https://auth.example.com`; `None`: derived
@@ -325,18 +464,10 @@ impl RawSettings {
                 ))
             }
         };
-        if store == StoreKind::Elasticsearch {
-            if self.elasticsearch.url.is_none() {
-                return Err(SettingsError::new(
-                    "elasticsearch.url",
-                    "required when store = \"elasticsearch\"",
-                ));
-            }
-            return Err(SettingsError::new(
-                "store",
-                "the elasticsearch backend is not available in this build yet; use \"embedded\"",
-            ));
-        }
+        let elasticsearch = match store {
+            StoreKind::Embedded => None,
+            StoreKind::Elasticsearch => Some(self.elasticsearch.validate()?),
+        };
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::new(
                 "max_body_bytes",
@@ -416,6 +547,7 @@ impl RawSettings {
             listen,
             data_dir: self.data_dir,
             store,
+            elasticsearch,
             max_body_bytes: self.max_body_bytes,
             request_timeout,
             jwt: JwtSettings {
@@ -437,6 +569,157 @@ impl RawSettings {
             },
         })
     }
+}
+
+/// The longest index prefix accepted (index names are limited to 255 bytes).
+const MAX_INDEX_PREFIX_LEN: usize = 100;
+
+impl RawElasticsearch {
+    pub fn validate(&self) -> Result<ElasticsearchSettings, SettingsError> {
+        let raw_url = self.url.as_deref().ok_or_else(|| {
+            SettingsError::new(
+                "elasticsearch.url",
+                "required when store = \"elasticsearch\"",
+            )
+        })?;
+        let mut url = url::Url::parse(raw_url.trim()).map_err(|e| {
+            SettingsError::new(
+                "elasticsearch.url",
+                format!("{:?} is not a URL ({e})", redact_url(raw_url)),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(SettingsError::new(
+                "elasticsearch.url",
+                format!(
+                    "{:?} is not an http(s) URL like https://localhost:9200",
+                    redact_url(raw_url)
+                ),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(SettingsError::new(
+                "elasticsearch.url",
+                "must not have a query or a fragment",
+            ));
+        }
+        // Credentials in the URL (https://user:pass@host) count as username/password.
+        let url_user = match url.username() {
+            "" => None,
+            user => Some((
+                decode_userinfo(user),
+                url.password().map(decode_userinfo).unwrap_or_default(),
+            )),
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let username = self.username.clone().filter(|u| !u.is_empty());
+        let auth = match (url_user, username, &self.password, &self.api_key) {
+            (Some(_), Some(_), _, _) => {
+                return Err(SettingsError::new(
+                    "elasticsearch.username",
+                    "given both in elasticsearch.url and on its own; give it once",
+                ))
+            }
+            (Some(_), None, _, Some(_)) | (None, Some(_), _, Some(_)) => {
+                return Err(SettingsError::new(
+                    "elasticsearch.api_key",
+                    "give either an API key or a username and password, not both",
+                ))
+            }
+            (Some((username, password)), None, None, None) => EsAuth::Basic {
+                username,
+                password: Secret(password),
+            },
+            (Some(_), None, Some(_), None) => {
+                return Err(SettingsError::new(
+                    "elasticsearch.password",
+                    "given both in elasticsearch.url and on its own; give it once",
+                ))
+            }
+            (None, Some(username), Some(password), None) => EsAuth::Basic {
+                username,
+                password: Secret(password.clone()),
+            },
+            (None, Some(_), None, None) => {
+                return Err(SettingsError::new(
+                    "elasticsearch.password",
+                    "required with elasticsearch.username",
+                ))
+            }
+            (None, None, Some(_), _) => {
+                return Err(SettingsError::new(
+                    "elasticsearch.username",
+                    "required with elasticsearch.password",
+                ))
+            }
+            (None, None, None, Some(key)) => {
+                let key = key.trim();
+                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(SettingsError::new(
+                        "elasticsearch.api_key",
+                        "must be \"id:key\" or the base64 encoded form, without spaces",
+                    ));
+                }
+                EsAuth::ApiKey(Secret(key.to_string()))
+            }
+            (None, None, None, None) => EsAuth::None,
+        };
+        let ca_cert_pem = match &self.ca_cert {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    SettingsError::new(
+                        "elasticsearch.ca_cert",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(SettingsError::new(
+                        "elasticsearch.ca_cert",
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                Some(pem)
+            }
+        };
+        let prefix = &self.index_prefix;
+        if prefix.len() > MAX_INDEX_PREFIX_LEN
+            || prefix.starts_with(['-', '_', '+'])
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return Err(SettingsError::new(
+                "elasticsearch.index_prefix",
+                format!(
+                    "{prefix:?} must be at most {MAX_INDEX_PREFIX_LEN} characters of a-z 0-9 . _ - \
+                     and not start with - _ +"
+                ),
+            ));
+        }
+        let timeout = duration("elasticsearch.timeout", &self.timeout)?;
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(120) {
+            return Err(SettingsError::new(
+                "elasticsearch.timeout",
+                "must be between 100ms and 2m",
+            ));
+        }
+        Ok(ElasticsearchSettings {
+            url,
+            auth,
+            ca_cert_pem,
+            index_prefix: prefix.clone(),
+            timeout,
+        })
+    }
+}
+
+/// URL user-info is percent-encoded.
+fn decode_userinfo(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl Settings {
@@ -466,6 +749,7 @@ impl Settings {
                 "client_credentials_refresh": self.oauth.client_credentials_refresh,
                 "scopes": self.oauth.scopes,
             },
+            "elasticsearch": self.elasticsearch.as_ref().map(ElasticsearchSettings::describe),
         })
     }
 
@@ -527,5 +811,126 @@ mod tests {
         let mut raw = RawSettings::default();
         raw.jwt.algorithm = "HS256".into();
         assert_eq!(raw.validate().unwrap_err().setting, "jwt.algorithm");
+    }
+
+    fn elasticsearch(
+        configure: impl FnOnce(&mut RawElasticsearch),
+    ) -> Result<Settings, SettingsError> {
+        let mut raw = RawSettings {
+            store: "elasticsearch".into(),
+            ..Default::default()
+        };
+        raw.elasticsearch.url = Some("https://es.example:9200".into());
+        configure(&mut raw.elasticsearch);
+        raw.validate()
+    }
+
+    #[test]
+    fn the_elasticsearch_store_needs_a_url_and_gets_typed_settings() {
+        assert_eq!(
+            elasticsearch(|es| es.url = None).unwrap_err().setting,
+            "elasticsearch.url"
+        );
+        let s = elasticsearch(|_| {}).unwrap();
+        let es = s.elasticsearch.expect("elasticsearch settings");
+        assert_eq!(es.url.as_str(), "https://es.example:9200/");
+        assert_eq!(es.auth, EsAuth::None);
+        assert_eq!(es.index_prefix, "");
+        assert_eq!(es.timeout, Duration::from_secs(5));
+        assert!(RawSettings::default()
+            .validate()
+            .unwrap()
+            .elasticsearch
+            .is_none());
+    }
+
+    #[test]
+    fn bad_elasticsearch_values_are_refused_by_name() {
+        let refused =
+            |configure: fn(&mut RawElasticsearch)| elasticsearch(configure).unwrap_err().setting;
+        assert_eq!(
+            refused(|es| es.url = Some("not a url".into())),
+            "elasticsearch.url"
+        );
+        assert_eq!(
+            refused(|es| es.url = Some("ftp://es:21".into())),
+            "elasticsearch.url"
+        );
+        assert_eq!(
+            refused(|es| es.username = Some("u".into())),
+            "elasticsearch.password"
+        );
+        assert_eq!(
+            refused(|es| es.password = Some("p".into())),
+            "elasticsearch.username"
+        );
+        assert_eq!(
+            refused(|es| {
+                es.username = Some("u".into());
+                es.password = Some("p".into());
+                es.api_key = Some("id:key".into());
+            }),
+            "elasticsearch.api_key"
+        );
+        assert_eq!(
+            refused(|es| es.index_prefix = "Prod".into()),
+            "elasticsearch.index_prefix"
+        );
+        assert_eq!(
+            refused(|es| es.index_prefix = "_x".into()),
+            "elasticsearch.index_prefix"
+        );
+        assert_eq!(
+            refused(|es| es.timeout = "0s".into()),
+            "elasticsearch.timeout"
+        );
+        assert_eq!(
+            refused(|es| es.timeout = "soon".into()),
+            "elasticsearch.timeout"
+        );
+        assert_eq!(
+            refused(|es| es.ca_cert = Some("/nonexistent/ca.pem".into())),
+            "elasticsearch.ca_cert"
+        );
+    }
+
+    #[test]
+    fn elasticsearch_credentials_never_show_in_debug_or_describe() {
+        let s = elasticsearch(|es| es.url = Some("http://elastic:s3cr%3At@localhost:9200".into()))
+            .unwrap();
+        let es = s.elasticsearch.as_ref().unwrap();
+        assert_eq!(
+            es.auth,
+            EsAuth::Basic {
+                username: "elastic".into(),
+                password: Secret::new("s3cr:t")
+            },
+            "credentials in the URL are taken out of it"
+        );
+        assert_eq!(es.url.as_str(), "http://localhost:9200/");
+        let shown = format!("{s:?} {}", s.describe());
+        assert!(!shown.contains("s3cr"), "{shown}");
+        let api_key = elasticsearch(|es| es.api_key = Some("id:very-secret".into())).unwrap();
+        let shown = format!("{api_key:?} {}", api_key.describe());
+        assert!(
+            !shown.contains("very-secret") && shown.contains("api_key"),
+            "{shown}"
+        );
+        let raw = RawElasticsearch {
+            url: Some("http://u:pw-in-url@h:9200".into()),
+            password: Some("plain-pw".into()),
+            ..Default::default()
+        };
+        let shown = format!("{raw:?}");
+        assert!(
+            !shown.contains("pw-in-url") && !shown.contains("plain-pw"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_index_prefix_is_validated_and_kept() {
+        let s = elasticsearch(|es| es.index_prefix = "prod-eu.1".into()).unwrap();
+        assert_eq!(s.elasticsearch.unwrap().index_prefix, "prod-eu.1");
     }
 }

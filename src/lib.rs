@@ -11,6 +11,7 @@
 //!    -> tokens, api_keys, agents   token formats, keys, rotation rules, key hashing
 //!     -> store      the Store trait and its records
 //!      -> store::sqlite   the embedded backend (group commit, WAL)
+//!      -> store::elasticsearch   the distributed backend (real-time GETs, compare-and-set)
 //! ```
 //!
 //! [`startup`] assembles the pieces; [`cli`] is the command line; [`telemetry`] holds

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
 use crate::grant::GrantService;
 use crate::http::{self, AppState};
+use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -23,6 +24,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    #[error("{0}")]
+    Settings(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -30,16 +33,37 @@ pub enum StartError {
     },
 }
 
-/// Opens the configured store; the flag says whether it was created just now.
-pub fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, bool), StartError> {
-    match settings.store {
-        StoreKind::Embedded => {
+/// Opens the configured store; the flag says whether it was created just now. This is
+/// the one place that chooses a backend.
+pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, bool), StartError> {
+    match (settings.store, &settings.elasticsearch) {
+        (StoreKind::Embedded, _) => {
             let (store, created) = SqliteStore::open(&settings.data_dir)?;
             Ok((Arc::new(store), created))
         }
-        StoreKind::Elasticsearch => {
-            Err(StoreError::Unavailable("the elasticsearch store is not built yet".into()).into())
+        (StoreKind::Elasticsearch, Some(es)) => {
+            let (store, created) = ElasticsearchStore::open(es).await?;
+            Ok((Arc::new(store), created))
         }
+        (StoreKind::Elasticsearch, None) => Err(StartError::Settings(
+            "store = \"elasticsearch\" needs the elasticsearch settings".into(),
+        )),
+    }
+}
+
+/// Where the configured store lives, for messages (no credentials).
+pub fn store_location(settings: &Settings) -> String {
+    match (settings.store, &settings.elasticsearch) {
+        (StoreKind::Elasticsearch, Some(es)) if es.index_prefix.is_empty() => {
+            format!("Elasticsearch at {}", es.url)
+        }
+        (StoreKind::Elasticsearch, Some(es)) => {
+            format!(
+                "Elasticsearch at {} (index prefix {:?})",
+                es.url, es.index_prefix
+            )
+        }
+        _ => settings.data_dir.display().to_string(),
     }
 }
 
@@ -56,7 +80,7 @@ pub struct Services {
 
 impl Services {
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let (store, created) = open_store(settings)?;
+        let (store, created) = open_store(settings).await?;
         let tokens =
             TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
         let api_keys = Arc::new(ApiKeyService::new(
@@ -91,7 +115,7 @@ impl Application {
         if services.created {
             eprintln!(
                 "fleetauth: created a new store in {}. Enroll an agent with: fleetauth api-key create --agent-id <ID>",
-                settings.data_dir.display()
+                store_location(&settings)
             );
         }
         let state = AppState {

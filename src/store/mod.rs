@@ -1,12 +1,13 @@
 //! The `Store` trait: everything fleetauth persists, behind one interface that every
-//! backend implements (`sqlite` embedded, Elasticsearch later) and that one conformance
-//! suite (`tests/store_conformance.rs`) checks. No backend crate is imported here, and
-//! nothing here knows about HTTP or OAuth.
+//! backend implements (`sqlite` embedded, `elasticsearch` distributed) and that one
+//! conformance suite (`tests/api/store_conformance.rs`) checks. No backend crate is
+//! imported here, and nothing here knows about HTTP or OAuth.
 //!
 //! Concurrency lives inside each backend: [`Store::update_agent`] applies a pure change
 //! function atomically (a transaction in SQLite; compare-and-set with retries in a
 //! distributed backend), so the rotation rules are written once, above the store.
 
+pub mod elasticsearch;
 pub mod model;
 pub mod sqlite;
 

@@ -1,6 +1,7 @@
 //! `spawn_app()`: a real fleetauth server on an ephemeral loopback port, with its own
 //! SQLite store in a temporary directory and a clock the test can move. Tests talk to
-//! it over HTTP, as a client would.
+//! it over HTTP, as a client would. `spawn_app_for(settings, ..)` starts one on any
+//! store (several servers may share one).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,9 +45,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, Arc::new(ManualClock::starting_now()), Some(dir)).await
 }
 
-/// Starts a server on an existing data dir (e.g. after a restart).
+/// Starts a server on an existing data dir (e.g. after a restart, or a second server
+/// sharing the store).
 pub async fn spawn_app_on(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
     start(Settings::for_data_dir(data_dir), clock, None).await
+}
+
+/// Starts a server with these settings (e.g. one of several sharing an Elasticsearch
+/// stand-in).
+pub async fn spawn_app_for(settings: Settings, clock: Arc<ManualClock>) -> TestApp {
+    start(settings, clock, None).await
 }
 
 async fn start(

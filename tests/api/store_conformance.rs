@@ -1,0 +1,701 @@
+//! The store conformance suite (SPEC §5): the same cases against every backend.
+//!
+//! Each case is an async fn taking a [`Fixture`], one shared store that the case can
+//! open several times (each `open()` is another instance of fleetauth on the same
+//! store: another SQLite connection set on the same file, another client of the same
+//! cluster). The `conformance!` macro runs every case against:
+//!
+//! - `sqlite`: the embedded store in a temporary data dir;
+//! - `es_standin`: the Elasticsearch store against the in-process stand-in
+//!   (`es_standin.rs`; not a real cluster);
+//! - a real Elasticsearch cluster, when `FLEETAUTH_TEST_ES_URL` is set (e.g.
+//!   `http://elastic:changeme@localhost:9200`): one test runs every case in turn, each
+//!   under a fresh index prefix that is deleted afterwards. Without the variable that
+//!   test prints one line saying it did not run.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use fleetauth::clock::{ManualClock, UnixTime};
+use fleetauth::config::{ElasticsearchSettings, Settings, StoreKind};
+use fleetauth::startup::open_store;
+use fleetauth::store::elasticsearch::mappings::Indices;
+use fleetauth::store::{
+    AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, Store, StoreError, TokenPairRecord,
+};
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::es_standin::EsStandIn;
+use crate::helpers::{pair_from, spawn_app, spawn_app_for, spawn_app_on, Pair};
+
+/// One store shared by everything a case opens.
+pub struct Fixture {
+    pub settings: Settings,
+    _dir: tempfile::TempDir,
+    _standin: Option<EsStandIn>,
+}
+
+impl Fixture {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            settings: Settings::for_data_dir(dir.path()),
+            _dir: dir,
+            _standin: None,
+        }
+    }
+
+    pub async fn es_standin() -> Self {
+        let standin = EsStandIn::start().await;
+        let es = ElasticsearchSettings::for_url(&standin.url()).expect("stand-in settings");
+        let mut fixture = Self::elasticsearch(es);
+        fixture._standin = Some(standin);
+        fixture
+    }
+
+    /// A fresh index prefix on the cluster at `url`.
+    pub fn real_elasticsearch(url: &str) -> Self {
+        let mut es =
+            ElasticsearchSettings::for_url(url).expect("FLEETAUTH_TEST_ES_URL is a usable URL");
+        es.index_prefix = format!("fleetauth-test-{}", uuid::Uuid::new_v4().simple());
+        es.timeout = std::time::Duration::from_secs(30);
+        Self::elasticsearch(es)
+    }
+
+    fn elasticsearch(es: ElasticsearchSettings) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings::for_data_dir(dir.path());
+        settings.store = StoreKind::Elasticsearch;
+        settings.elasticsearch = Some(es);
+        Self {
+            settings,
+            _dir: dir,
+            _standin: None,
+        }
+    }
+
+    /// Another instance on the shared store.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        open_store(&self.settings).await.expect("the store opens").0
+    }
+
+    /// Deletes the indices of a real-cluster fixture (best effort).
+    async fn delete_real_indices(&self, url: &str) {
+        use elasticsearch::http::transport::Transport;
+        use elasticsearch::indices::IndicesDeleteParts;
+        let Some(es) = &self.settings.elasticsearch else {
+            return;
+        };
+        let indices = Indices::new(&es.index_prefix);
+        let names = [
+            indices.agents.as_str(),
+            &indices.api_keys,
+            &indices.signing_keys,
+            &indices.meta,
+        ];
+        let Ok(transport) = Transport::single_node(url) else {
+            return;
+        };
+        let client = elasticsearch::Elasticsearch::new(transport);
+        let _ = client
+            .indices()
+            .delete(IndicesDeleteParts::Index(&names))
+            .send()
+            .await;
+    }
+}
+
+fn real_es_url() -> Option<String> {
+    std::env::var("FLEETAUTH_TEST_ES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::Fixture::sqlite().await).await;
+                }
+            )*
+        }
+
+        mod es_standin {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::Fixture::es_standin().await).await;
+                }
+            )*
+        }
+
+        /// Every case against a real cluster, if one is configured.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn real_elasticsearch_cluster() {
+            let Some(url) = real_es_url() else {
+                // Written past the test harness's capture, so that it is seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "store conformance: FLEETAUTH_TEST_ES_URL is not set, the real-Elasticsearch suite did NOT run"
+                );
+                return;
+            };
+            $(
+                let fixture = Fixture::real_elasticsearch(&url);
+                let _ = writeln!(std::io::stderr(), "store conformance on {}: {}", fleetauth::config::redact_url(&url), stringify!($case));
+                $case(&fixture).await;
+                fixture.delete_real_indices(&url).await;
+            )*
+        }
+    };
+}
+
+conformance!(
+    meta_values_are_kept_for_the_life_of_the_store,
+    agent_records_round_trip_and_are_seen_by_every_instance,
+    update_agent_loses_no_concurrent_change,
+    api_keys_round_trip_and_are_invalidated_once,
+    invalidating_an_agents_keys_finds_keys_created_just_before,
+    the_first_signing_key_race_has_one_winner,
+    rotation_retires_the_signing_key_and_keeps_it_verifying,
+    odd_record_ids_are_distinct_records,
+    two_servers_on_one_store_racing_refreshes_leave_one_usable_pair,
+);
+
+/// The usual way to run two servers on one embedded store: the second started on the
+/// first's data dir. Each serves what the other issued.
+#[tokio::test]
+async fn a_server_started_on_another_servers_data_dir_shares_its_store() {
+    let one = spawn_app().await;
+    let _keep_dir = one.dir_guard();
+    let two = spawn_app_on(&one.data_dir(), one.clock.clone()).await;
+    assert_eq!(two.settings.data_dir, one.settings.data_dir);
+    let key = one.enroll("neighbour").await;
+
+    let pair = two.pair_with_api_key(&key).await;
+
+    assert_eq!(one.whoami_status(&pair.access_token).await, 200);
+    let next = pair_from(one.refresh(&pair.refresh_token).await).await;
+    assert_eq!(two.whoami_status(&next.access_token).await, 200);
+    one.stop().await;
+    two.stop().await;
+}
+
+// ---- records ----
+
+const T0: UnixTime = 1_700_000_000;
+
+fn token_pair(n: u32) -> TokenPairRecord {
+    TokenPairRecord {
+        jti: format!("jti-{n}"),
+        refresh_hash: format!("{n:064x}"),
+        access_expires_at: T0 + 1200,
+        refresh_expires_at: T0 + 86_400,
+    }
+}
+
+fn api_key(id: &str, agent_id: Option<&str>) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.to_string(),
+        name: format!("key {id}"),
+        agent_id: agent_id.map(str::to_string),
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+        created_at: T0,
+        expires_at: Some(T0 + 3600),
+        invalidated_at: None,
+    }
+}
+
+fn signing_key(kid: &str, created_at: UnixTime) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.to_string(),
+        algorithm: "EdDSA".to_string(),
+        private_der: kid.bytes().chain([0, 1, 2, 255]).collect(),
+        created_at,
+        retired_at: None,
+        verify_until: None,
+    }
+}
+
+fn kids(keys: &[SigningKeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.kid.as_str()).collect()
+}
+
+// ---- cases ----
+
+async fn meta_values_are_kept_for_the_life_of_the_store(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+
+    assert_eq!(
+        a.meta_get_or_insert("deployment_id", "first")
+            .await
+            .unwrap(),
+        "first"
+    );
+    assert_eq!(
+        b.meta_get_or_insert("deployment_id", "second")
+            .await
+            .unwrap(),
+        "first"
+    );
+
+    let raced = join_all((0..8).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .meta_get_or_insert("raced", &format!("value-{i}"))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert!(
+        raced.iter().all(|v| v == &raced[0]),
+        "one value wins the race: {raced:?}"
+    );
+    assert_eq!(
+        a.meta_get_or_insert("raced", "late").await.unwrap(),
+        raced[0]
+    );
+}
+
+async fn agent_records_round_trip_and_are_seen_by_every_instance(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    assert_eq!(a.agent("agent-1").await.unwrap(), None);
+    let full = AgentRecord {
+        agent_id: "agent-1".into(),
+        active: true,
+        current: Some(token_pair(1)),
+        pending: Some(token_pair(2)),
+        retired: vec![
+            RetiredRefresh {
+                refresh_hash: format!("{:064x}", 9),
+                expires_at: T0 + 10,
+            },
+            RetiredRefresh {
+                refresh_hash: format!("{:064x}", 8),
+                expires_at: T0 + 5,
+            },
+        ],
+        updated_at: T0,
+    };
+
+    let write = full.clone();
+    let before = a
+        .update_agent("agent-1", Box::new(move |_| Some(write.clone())))
+        .await
+        .unwrap();
+
+    assert_eq!(before, None, "the change was given the absent record");
+    assert_eq!(
+        b.agent("agent-1").await.unwrap(),
+        Some(full.clone()),
+        "another instance reads it at once"
+    );
+
+    // A change that returns None writes nothing and reports what it saw.
+    assert_eq!(
+        b.update_agent("agent-1", Box::new(|_| None)).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(a.agent("agent-1").await.unwrap(), Some(full.clone()));
+
+    let before = b
+        .update_agent(
+            "agent-1",
+            Box::new(|r| {
+                r.map(|r| AgentRecord {
+                    active: false,
+                    current: None,
+                    pending: None,
+                    ..r.clone()
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, Some(full.clone()));
+    let after = a.agent("agent-1").await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        AgentRecord {
+            active: false,
+            current: None,
+            pending: None,
+            ..full
+        }
+    );
+
+    // The smallest record round-trips too.
+    let enrolled = AgentRecord::enrolled("agent-2", T0);
+    let write = enrolled.clone();
+    a.update_agent("agent-2", Box::new(move |_| Some(write.clone())))
+        .await
+        .unwrap();
+    assert_eq!(b.agent("agent-2").await.unwrap(), Some(enrolled));
+}
+
+/// 50 increments through the change closure, from 5 instances at once: none is lost,
+/// and each applied change was given a different state (no two winners).
+async fn update_agent_loses_no_concurrent_change(fx: &Fixture) {
+    const INSTANCES: usize = 5;
+    const CHANGES: i64 = 50;
+    let mut stores = Vec::new();
+    for _ in 0..INSTANCES {
+        stores.push(fx.open().await);
+    }
+    stores[0]
+        .update_agent(
+            "counter",
+            Box::new(|_| Some(AgentRecord::enrolled("counter", 0))),
+        )
+        .await
+        .unwrap();
+
+    let tasks = (0..CHANGES).map(|i| {
+        let store = stores[i as usize % INSTANCES].clone();
+        tokio::spawn(async move {
+            store
+                .update_agent(
+                    "counter",
+                    Box::new(|r| {
+                        r.map(|r| AgentRecord {
+                            updated_at: r.updated_at + 1,
+                            ..r.clone()
+                        })
+                    }),
+                )
+                .await
+        })
+    });
+    let results = join_all(tasks).await;
+
+    let mut seen: Vec<i64> = results
+        .into_iter()
+        .map(|joined| {
+            joined
+                .expect("task")
+                .expect("every change is applied")
+                .expect("the record exists")
+                .updated_at
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..CHANGES).collect::<Vec<_>>(),
+        "each change decided on a distinct state"
+    );
+    assert_eq!(
+        stores[1]
+            .agent("counter")
+            .await
+            .unwrap()
+            .unwrap()
+            .updated_at,
+        CHANGES
+    );
+}
+
+async fn api_keys_round_trip_and_are_invalidated_once(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+
+    a.insert_api_key(api_key("k1", Some("agent-1")))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        b.api_key("k1").await.unwrap(),
+        Some(api_key("k1", Some("agent-1")))
+    );
+    assert_eq!(a.api_key("missing").await.unwrap(), None);
+    let duplicate = b.insert_api_key(api_key("k1", None)).await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+    assert_eq!(
+        a.api_key("k1").await.unwrap(),
+        Some(api_key("k1", Some("agent-1"))),
+        "not overwritten"
+    );
+
+    assert!(a.invalidate_api_key("k1", T0 + 1).await.unwrap());
+    assert!(
+        !b.invalidate_api_key("k1", T0 + 2).await.unwrap(),
+        "already invalidated"
+    );
+    assert!(!b.invalidate_api_key("missing", T0 + 2).await.unwrap());
+    assert_eq!(
+        b.api_key("k1").await.unwrap().unwrap().invalidated_at,
+        Some(T0 + 1)
+    );
+
+    let keyless = ApiKeyRecord {
+        expires_at: None,
+        ..api_key("k2", None)
+    };
+    a.insert_api_key(keyless.clone()).await.unwrap();
+    assert_eq!(b.api_key("k2").await.unwrap(), Some(keyless));
+}
+
+/// Unenrolling invalidates every key of the agent, including one created by another
+/// instance just before (a search that missed it would leave a live key).
+async fn invalidating_an_agents_keys_finds_keys_created_just_before(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    for id in ["a1", "a2", "a3"] {
+        a.insert_api_key(api_key(id, Some("agent-a")))
+            .await
+            .unwrap();
+    }
+    a.insert_api_key(api_key("other", Some("agent-b")))
+        .await
+        .unwrap();
+    a.insert_api_key(api_key("none", None)).await.unwrap();
+    assert!(a.invalidate_api_key("a3", T0 + 1).await.unwrap());
+
+    assert_eq!(
+        b.invalidate_agent_api_keys("agent-a", T0 + 5)
+            .await
+            .unwrap(),
+        2
+    );
+
+    for id in ["a1", "a2"] {
+        assert_eq!(
+            a.api_key(id).await.unwrap().unwrap().invalidated_at,
+            Some(T0 + 5),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        a.api_key("a3").await.unwrap().unwrap().invalidated_at,
+        Some(T0 + 1),
+        "kept its first invalidation"
+    );
+    assert_eq!(
+        a.api_key("other").await.unwrap().unwrap().invalidated_at,
+        None
+    );
+    assert_eq!(
+        a.api_key("none").await.unwrap().unwrap().invalidated_at,
+        None
+    );
+    assert_eq!(
+        a.invalidate_agent_api_keys("agent-a", T0 + 6)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.invalidate_agent_api_keys("nobody", T0 + 6).await.unwrap(),
+        0
+    );
+
+    // A key created right after is found by the next unenrollment.
+    b.insert_api_key(api_key("a4", Some("agent-a")))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.invalidate_agent_api_keys("agent-a", T0 + 7)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn the_first_signing_key_race_has_one_winner(fx: &Fixture) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(fx.open().await);
+    }
+
+    let winners = join_all((0..12).map(|i| {
+        let store = stores[i % stores.len()].clone();
+        async move {
+            store
+                .insert_first_signing_key(signing_key(&format!("kid-{i}"), T0 + i as i64))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+
+    assert!(
+        winners.iter().all(|k| k == &winners[0]),
+        "every instance signs with the same key"
+    );
+    let keys = stores[0].signing_keys(T0 + 100).await.unwrap();
+    assert_eq!(
+        keys,
+        vec![winners[0].clone()],
+        "exactly one key, stored as returned (private key included)"
+    );
+    assert_eq!(keys[0].retired_at, None);
+    // Later starts keep it.
+    assert_eq!(
+        stores[3]
+            .insert_first_signing_key(signing_key("late", T0 + 50))
+            .await
+            .unwrap(),
+        winners[0]
+    );
+}
+
+async fn rotation_retires_the_signing_key_and_keeps_it_verifying(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    assert_eq!(a.signing_keys(T0).await.unwrap(), vec![]);
+    a.insert_first_signing_key(signing_key("k1", T0))
+        .await
+        .unwrap();
+
+    b.rotate_signing_key(signing_key("k2", T0 + 10), T0 + 110)
+        .await
+        .unwrap();
+
+    let keys = a.signing_keys(T0 + 10).await.unwrap();
+    assert_eq!(kids(&keys), ["k2", "k1"], "newest first");
+    assert_eq!(
+        (keys[0].retired_at, keys[0].verify_until),
+        (None, None),
+        "k2 signs"
+    );
+    assert_eq!(
+        (keys[1].retired_at, keys[1].verify_until),
+        (Some(T0 + 10), Some(T0 + 110)),
+        "k1 verifies"
+    );
+    assert_eq!(
+        a.insert_first_signing_key(signing_key("k3", T0 + 20))
+            .await
+            .unwrap()
+            .kid,
+        "k2"
+    );
+    assert_eq!(kids(&b.signing_keys(T0 + 109).await.unwrap()), ["k2", "k1"]);
+    assert_eq!(
+        kids(&b.signing_keys(T0 + 110).await.unwrap()),
+        ["k2"],
+        "k1 has passed verify_until"
+    );
+
+    let before = a.signing_keys(T0 + 30).await.unwrap();
+    let duplicate = a
+        .rotate_signing_key(signing_key("k2", T0 + 30), T0 + 130)
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+    let after = a.signing_keys(T0 + 30).await.unwrap();
+    assert_eq!(after, before, "a refused rotation changes nothing");
+
+    // Two instances rotating at once: afterwards exactly one key signs.
+    let (x, y) = tokio::join!(
+        a.rotate_signing_key(signing_key("k4", T0 + 40), T0 + 140),
+        b.rotate_signing_key(signing_key("k5", T0 + 41), T0 + 141)
+    );
+    x.unwrap();
+    y.unwrap();
+    let keys = b.signing_keys(T0 + 41).await.unwrap();
+    let signing: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(signing.len(), 1, "one signing key: {:?}", kids(&keys));
+    assert!(keys.iter().any(|k| k.kid == "k2" && k.retired_at.is_some()));
+}
+
+async fn odd_record_ids_are_distinct_records(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    let ids = [
+        ".",
+        "..",
+        "%2E",
+        "%2E%2E",
+        "a/b",
+        "a?b=c",
+        "ü-agent",
+        "_underscore",
+        &"x".repeat(128),
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let record = AgentRecord {
+            updated_at: i as i64,
+            ..AgentRecord::enrolled(id, 0)
+        };
+        a.update_agent(id, Box::new(move |_| Some(record.clone())))
+            .await
+            .unwrap();
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let record = b
+            .agent(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id:?} was stored"));
+        assert_eq!(
+            (record.agent_id.as_str(), record.updated_at),
+            (*id, i as i64)
+        );
+    }
+    let too_long = "y".repeat(600);
+    assert_eq!(a.agent(&too_long).await.unwrap(), None);
+    assert_eq!(a.agent("").await.unwrap(), None);
+    assert_eq!(a.api_key("..").await.unwrap(), None);
+    assert!(!a.invalidate_api_key("..", T0).await.unwrap());
+}
+
+/// SPEC §3 across servers: two instances share the store; concurrent refreshes with one
+/// refresh token, spread over both, leave exactly one usable pair and no 5xx.
+async fn two_servers_on_one_store_racing_refreshes_leave_one_usable_pair(fx: &Fixture) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let one = spawn_app_for(fx.settings.clone(), clock.clone()).await;
+    let two = spawn_app_for(fx.settings.clone(), clock.clone()).await;
+    let servers = [&one, &two];
+    let key = one.enroll("shared-agent").await;
+    let start = one.pair_with_api_key(&key).await;
+    assert_eq!(
+        two.whoami_status(&start.access_token).await,
+        200,
+        "the other server accepts and promotes it"
+    );
+
+    let responses = join_all((0..20).map(|i| servers[i % 2].refresh(&start.refresh_token))).await;
+
+    let mut pairs: Vec<Pair> = Vec::new();
+    for response in responses {
+        let status = response.status().as_u16();
+        assert!(status < 500, "no answer may be a 5xx: {status}");
+        if status == 200 {
+            pairs.push(pair_from(response).await);
+        }
+    }
+    assert!(!pairs.is_empty());
+    let mut usable = Vec::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        if servers[i % 2].whoami_status(&pair.access_token).await == 200 {
+            usable.push(pair.clone());
+        }
+    }
+    assert_eq!(usable.len(), 1, "exactly one returned pair is usable");
+    for pair in pairs
+        .iter()
+        .filter(|p| p.access_token != usable[0].access_token)
+    {
+        for server in servers {
+            let refused = server.refresh(&pair.refresh_token).await;
+            assert_eq!(refused.status(), 401);
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_grant");
+        }
+    }
+    assert_eq!(
+        one.whoami_status(&usable[0].access_token).await,
+        200,
+        "no false alarm revoked the agent"
+    );
+    assert_eq!(two.refresh(&usable[0].refresh_token).await.status(), 200);
+    one.stop().await;
+    two.stop().await;
+}
