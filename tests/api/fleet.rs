@@ -42,15 +42,7 @@ async fn an_api_key_buys_a_pair_in_the_body_and_the_headers() {
     let (header, claims) = jwt_parts(body["access_token"].as_str().unwrap());
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "EdDSA");
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
     assert_eq!(claims["sub"], "agent-1");
     assert_eq!(claims["client_id"], key.id.as_str());

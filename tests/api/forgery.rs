@@ -56,15 +56,7 @@ async fn alg_none_is_refused() {
 async fn hs256_signed_with_the_public_key_is_refused() {
     let app = spawn_app().await;
     let (_, mut header, claims) = genuine(&app, "f2").await;
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     let public_x = URL_SAFE_NO_PAD
         .decode(jwks["keys"][0]["x"].as_str().unwrap())
         .unwrap();

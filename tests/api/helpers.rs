@@ -252,6 +252,17 @@ impl TestApp {
             .as_u16()
     }
 
+    /// `GET path`, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        response.json().await.expect("a JSON body")
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

@@ -1092,14 +1092,8 @@ async fn metadata_names_the_endpoints_with_absolute_urls() {
     let pair = app.pair_with_api_key(&key).await;
 
     let metadata: Value = app
-        .client
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
 
     let (_, claims) = jwt_parts(&pair.access_token);
     assert_eq!(
@@ -1146,14 +1140,8 @@ async fn metadata_names_the_endpoints_with_absolute_urls() {
     let configured =
         spawn_app_with(|s| s.public_url = Some("https://auth.example.com".into())).await;
     let metadata: Value = configured
-        .client
-        .get(configured.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(
         metadata["token_endpoint"],
         "https://auth.example.com/oauth/token"

@@ -246,15 +246,7 @@ async fn cli_commands_act_at_once_on_a_running_server() {
         200,
         "a token of the old key still verifies"
     );
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     let kids: Vec<&Value> = jwks["keys"]
         .as_array()
         .unwrap()
