@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api_keys::ApiKeyService;
@@ -157,7 +158,13 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let refresher = self.services.tokens.spawn_key_refresher();
-        let result = axum::serve(self.listener, self.router)
+        // Small token responses should leave at once, not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();
