@@ -23,8 +23,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    AgentChange, AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, Store, StoreError,
-    TokenPairRecord,
+    AgentChange, AgentRecord, ApiKeyRecord, DocumentChange, DocumentWrite, RetiredRefresh,
+    SigningKeyRecord, Store, StoreError, TokenPairRecord,
 };
 use crate::clock::UnixTime;
 
@@ -72,7 +72,16 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     retired_at   INTEGER,
     verify_until INTEGER
 );
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS documents (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    json       TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (kind, name)
+);
+CREATE INDEX IF NOT EXISTS documents_by_expiry ON documents (expires_at)
+    WHERE expires_at IS NOT NULL;
+PRAGMA user_version = 2;
 ";
 
 /// A write run by the writer thread inside the batch transaction; it returns what to
@@ -377,6 +386,15 @@ fn insert_signing_key(conn: &Connection, k: &SigningKeyRecord) -> Result<(), Sto
     Ok(())
 }
 
+fn read_document(conn: &Connection, kind: &str, name: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT json FROM documents WHERE kind = ?1 AND name = ?2")
+        .map_err(unavailable)?;
+    stmt.query_row([kind, name], |row| row.get(0))
+        .optional()
+        .map_err(unavailable)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -535,5 +553,265 @@ impl Store for SqliteStore {
             insert_signing_key(conn, &key)
         })
         .await
+    }
+
+    async fn document(&self, kind: &str, name: &str) -> Result<Option<String>, StoreError> {
+        self.read(|conn| read_document(conn, kind, name))
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        name: &str,
+        json: &str,
+        expires_at: Option<UnixTime>,
+    ) -> Result<(), StoreError> {
+        let (kind, name, json) = (kind.to_string(), name.to_string(), json.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO documents (kind, name, json, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, name, json, expires_at],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_document(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.write(move |conn| {
+            let deleted = conn
+                .execute(
+                    "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
+                    params![kind, name],
+                )
+                .map_err(unavailable)?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn document_names(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM documents WHERE kind = ?1 ORDER BY name")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([kind], |row| row.get(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<String>, _>>()
+                .map_err(unavailable)
+        })
+    }
+
+    async fn update_document(
+        &self,
+        kind: &str,
+        name: &str,
+        mut change: DocumentChange,
+    ) -> Result<Option<String>, StoreError> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.write(move |conn| {
+            let before = read_document(conn, &kind, &name)?;
+            match change(before.as_deref()) {
+                DocumentWrite::Keep => {}
+                DocumentWrite::Put(json) => {
+                    // Keeps the expiry of an existing document.
+                    conn.execute(
+                        "INSERT INTO documents (kind, name, json, expires_at) VALUES (?1, ?2, ?3, NULL) \
+                         ON CONFLICT (kind, name) DO UPDATE SET json = excluded.json",
+                        params![kind, name, json],
+                    )
+                    .map_err(unavailable)?;
+                }
+                DocumentWrite::Delete => {
+                    conn.execute(
+                        "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
+                        params![kind, name],
+                    )
+                    .map_err(unavailable)?;
+                }
+            }
+            Ok(before)
+        })
+        .await
+    }
+
+    async fn delete_expired_documents(&self, now: UnixTime) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM documents WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document API's semantics (what every backend must do).
+
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn open() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, created) = SqliteStore::open(dir.path()).unwrap();
+        assert!(created);
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn documents_are_kept_by_kind_and_name() {
+        let (store, _dir) = open();
+        assert_eq!(store.document("role", "a").await.unwrap(), None);
+        store
+            .put_document("role", "b", r#"{"x":1}"#, None)
+            .await
+            .unwrap();
+        store
+            .put_document("role", "a", r#"{"x":2}"#, None)
+            .await
+            .unwrap();
+        store
+            .put_document("other", "a", r#"{"x":3}"#, None)
+            .await
+            .unwrap();
+        // Replacing keeps one document.
+        store
+            .put_document("role", "a", r#"{"x":4}"#, None)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store.document("role", "a").await.unwrap().as_deref(),
+            Some(r#"{"x":4}"#)
+        );
+        assert_eq!(store.document_names("role").await.unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            store.document_names("none").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(store.delete_document("role", "a").await.unwrap());
+        assert!(!store.delete_document("role", "a").await.unwrap());
+        assert_eq!(store.document("role", "a").await.unwrap(), None);
+        assert_eq!(
+            store.document("other", "a").await.unwrap().as_deref(),
+            Some(r#"{"x":3}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn update_document_sees_the_current_text_and_can_put_keep_or_delete() {
+        let (store, _dir) = open();
+        let before = store
+            .update_document(
+                "c",
+                "n",
+                Box::new(|old| {
+                    assert_eq!(old, None);
+                    DocumentWrite::Put("1".into())
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(before, None);
+        let before = store
+            .update_document("c", "n", Box::new(|_| DocumentWrite::Keep))
+            .await
+            .unwrap();
+        assert_eq!(before.as_deref(), Some("1"));
+        let before = store
+            .update_document("c", "n", Box::new(|_| DocumentWrite::Delete))
+            .await
+            .unwrap();
+        assert_eq!(before.as_deref(), Some("1"));
+        assert_eq!(store.document("c", "n").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_updates_of_one_document_never_interleave() {
+        let (store, _dir) = open();
+        store.put_document("counter", "n", "0", None).await.unwrap();
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .update_document(
+                            "counter",
+                            "n",
+                            Box::new(|old| {
+                                let n: u64 = old.unwrap().parse().unwrap();
+                                DocumentWrite::Put((n + 1).to_string())
+                            }),
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap().unwrap().parse::<u64>().unwrap());
+        }
+        seen.sort_unstable();
+        // Each change saw a different value: no lost update.
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        assert_eq!(
+            store.document("counter", "n").await.unwrap().as_deref(),
+            Some("50")
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_documents_are_purged_and_updates_keep_the_expiry() {
+        let (store, _dir) = open();
+        store
+            .put_document("t", "old", "{}", Some(100))
+            .await
+            .unwrap();
+        store
+            .put_document("t", "new", "{}", Some(200))
+            .await
+            .unwrap();
+        store
+            .put_document("t", "forever", "{}", None)
+            .await
+            .unwrap();
+        store
+            .update_document(
+                "t",
+                "old",
+                Box::new(|_| DocumentWrite::Put("{\"u\":1}".into())),
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(store.delete_expired_documents(100).await.unwrap(), 1);
+        assert_eq!(
+            store.document_names("t").await.unwrap(),
+            vec!["forever", "new"]
+        );
+        assert_eq!(store.delete_expired_documents(1_000).await.unwrap(), 1);
+        assert_eq!(store.document_names("t").await.unwrap(), vec!["forever"]);
+    }
+
+    #[tokio::test]
+    async fn documents_survive_reopening() {
+        let (store, dir) = open();
+        store.put_document("k", "n", "{}", None).await.unwrap();
+        drop(store);
+        let (again, created) = SqliteStore::open(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(
+            again.document("k", "n").await.unwrap().as_deref(),
+            Some("{}")
+        );
     }
 }
