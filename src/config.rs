@@ -28,6 +28,7 @@ pub struct RawSettings {
     pub jwt: RawJwt,
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
+    pub vault: RawVault,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -93,6 +94,41 @@ pub struct RawApiKeys {
     pub cache_size: usize,
 }
 
+/// The Vault-compatible JWT auth method (`/v1/auth/jwt/...`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawVault {
+    pub admin_token: Option<String>,
+    pub http_timeout: String,
+    pub jwks_min_refresh_interval: String,
+    pub jwks_max_age: String,
+}
+
+impl std::fmt::Debug for RawVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawVault")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("http_timeout", &self.http_timeout)
+            .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .finish()
+    }
+}
+
+impl Default for RawVault {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            http_timeout: "10s".into(),
+            jwks_min_refresh_interval: "30s".into(),
+            jwks_max_age: "1h".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOAuth {
@@ -113,6 +149,7 @@ impl Default for RawSettings {
             jwt: RawJwt::default(),
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
+            vault: RawVault::default(),
         }
     }
 }
@@ -316,6 +353,84 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub api_key_cache_size: usize,
     pub oauth: OAuthSettings,
+    pub vault: VaultSettings,
+}
+
+/// The Vault-compatible JWT auth method (SPEC §4 "Vault-compatible JWT auth method").
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// The token (`X-Vault-Token` or `Authorization: Bearer`) that may read and write
+    /// the auth method's config and roles. `None`: nobody may (403). Interim: replaced
+    /// by the `elastic` superuser once it exists (issue 4).
+    pub admin_token: Option<Secret>,
+    /// Timeout of each OIDC discovery or JWKS request.
+    pub http_timeout: Duration,
+    /// A token signed by an unknown `kid` makes the server fetch the provider's JWKS
+    /// again at most this often, so a flood of unknown kids cannot hammer it.
+    pub jwks_min_refresh_interval: Duration,
+    /// Keys fetched longer ago than this are fetched again before use (so a key the
+    /// provider has removed stops validating).
+    pub jwks_max_age: Duration,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        RawVault::default()
+            .validate()
+            .expect("built-in defaults are valid")
+    }
+}
+
+/// The shortest admin token accepted.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+impl RawVault {
+    fn validate(self) -> Result<VaultSettings, SettingsError> {
+        let admin_token = match self.admin_token {
+            None => None,
+            Some(token) => {
+                if token.chars().count() < MIN_ADMIN_TOKEN_LEN
+                    || !token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(SettingsError::new(
+                        "vault.admin_token",
+                        format!("must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters without spaces (leave it out to disable the config and role APIs)"),
+                    ));
+                }
+                Some(Secret(token))
+            }
+        };
+        let http_timeout = duration("vault.http_timeout", &self.http_timeout)?;
+        if http_timeout < Duration::from_millis(100) || http_timeout > Duration::from_secs(120) {
+            return Err(SettingsError::new(
+                "vault.http_timeout",
+                "must be between 100ms and 2m",
+            ));
+        }
+        let jwks_min_refresh_interval = duration(
+            "vault.jwks_min_refresh_interval",
+            &self.jwks_min_refresh_interval,
+        )?;
+        if jwks_min_refresh_interval < Duration::from_secs(1) {
+            return Err(SettingsError::new(
+                "vault.jwks_min_refresh_interval",
+                "must be at least 1s",
+            ));
+        }
+        let jwks_max_age = duration("vault.jwks_max_age", &self.jwks_max_age)?;
+        if jwks_max_age < jwks_min_refresh_interval {
+            return Err(SettingsError::new(
+                "vault.jwks_max_age",
+                "must not be shorter than vault.jwks_min_refresh_interval",
+            ));
+        }
+        Ok(VaultSettings {
+            admin_token,
+            http_timeout,
+            jwks_min_refresh_interval,
+            jwks_max_age,
+        })
+    }
 }
 
 /// The OAuth2 token endpoint's policy (SPEC §4 "OAuth2").
@@ -333,6 +448,8 @@ pub struct OAuthSettings {
 pub struct JwtSettings {
     pub enabled: bool,
     pub access_ttl: Duration,
+    /// No access token lives longer (the Vault JWT auth method's roles are capped by it).
+    pub max_access_ttl: Duration,
     pub refresh_ttl: Duration,
     /// `None`: derived from the deployment id kept in the store.
     pub issuer: Option<String>,
@@ -537,6 +654,7 @@ impl RawSettings {
                 ));
             }
         }
+        let vault = self.vault.validate()?;
         if self.api_keys.cache_size == 0 {
             return Err(SettingsError::new(
                 "api_keys.cache_size",
@@ -553,6 +671,7 @@ impl RawSettings {
             jwt: JwtSettings {
                 enabled: jwt.enabled,
                 access_ttl,
+                max_access_ttl,
                 refresh_ttl,
                 issuer: jwt.issuer.clone(),
                 audience: jwt.audience.clone(),
@@ -567,6 +686,7 @@ impl RawSettings {
                 client_credentials_refresh: self.oauth.client_credentials_refresh,
                 scopes: self.oauth.scopes,
             },
+            vault,
         })
     }
 }
@@ -735,6 +855,7 @@ impl Settings {
             "jwt": {
                 "enabled": self.jwt.enabled,
                 "access_ttl_secs": secs(self.jwt.access_ttl),
+                "max_access_ttl_secs": secs(self.jwt.max_access_ttl),
                 "refresh_ttl_secs": secs(self.jwt.refresh_ttl),
                 "issuer": self.jwt.issuer,
                 "audience": self.jwt.audience,
@@ -750,6 +871,12 @@ impl Settings {
                 "scopes": self.oauth.scopes,
             },
             "elasticsearch": self.elasticsearch.as_ref().map(ElasticsearchSettings::describe),
+            "vault": {
+                "admin_token": if self.vault.admin_token.is_some() { "[set]" } else { "[unset]" },
+                "http_timeout_secs": secs(self.vault.http_timeout),
+                "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
+                "jwks_max_age_secs": secs(self.vault.jwks_max_age),
+            },
         })
     }
 
@@ -804,6 +931,33 @@ mod tests {
         assert_eq!(s.public_url.as_deref(), Some("https://auth.example.com"));
         assert_eq!(s.oauth.scopes, vec!["fleet:read".to_string()]);
         assert!(!s.oauth.client_credentials_refresh);
+    }
+
+    #[test]
+    fn vault_settings_are_checked_by_name_and_the_admin_token_is_never_printed() {
+        let mut raw = RawSettings::default();
+        raw.vault.admin_token = Some("short".into());
+        assert_eq!(raw.validate().unwrap_err().setting, "vault.admin_token");
+        let mut raw = RawSettings::default();
+        raw.vault.jwks_min_refresh_interval = "0s".into();
+        assert_eq!(
+            raw.validate().unwrap_err().setting,
+            "vault.jwks_min_refresh_interval"
+        );
+        let mut raw = RawSettings::default();
+        raw.vault.http_timeout = "soon".into();
+        assert_eq!(raw.validate().unwrap_err().setting, "vault.http_timeout");
+        let mut raw = RawSettings::default();
+        raw.vault.admin_token = Some("a-long-enough-admin-token".into());
+        assert!(!format!("{raw:?}").contains("a-long-enough"));
+        let s = raw.validate().unwrap();
+        assert_eq!(
+            s.vault.admin_token.as_ref().map(Secret::expose),
+            Some("a-long-enough-admin-token")
+        );
+        assert!(!format!("{s:?}").contains("a-long-enough"));
+        assert!(!s.describe().to_string().contains("a-long-enough"));
+        assert_eq!(s.jwt.max_access_ttl, Duration::from_secs(3600));
     }
 
     #[test]

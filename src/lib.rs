@@ -8,6 +8,7 @@
 //! http        axum frontends, one module per API family; status codes decided here
 //!  -> credentials   what the caller presented (Authorization header), parsed only
 //!   -> grant        flows: credential -> pair, credential -> principal; OAuth errors
+//!    -> vault       the Vault-compatible JWT auth method: config, roles, external JWTs
 //!    -> tokens, api_keys, agents   token formats, keys, rotation rules, key hashing
 //!     -> store      the Store trait and its records
 //!      -> store::sqlite   the embedded backend (group commit, WAL)
@@ -29,3 +30,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod vault;

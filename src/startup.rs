@@ -18,6 +18,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use crate::tokens::{TokenError, TokenService};
+use crate::vault::JwtAuth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -32,6 +33,16 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Makes aws-lc-rs the process's rustls crypto provider (idempotent). reqwest builds
+/// its default TLS config from the process provider and panics without one; the OIDC
+/// discovery client of `vault::keys` names its provider itself, but any other client
+/// (`reqwest::Client::new()`) needs this. Called by [`Services::start`], so every
+/// command and every in-process server has it.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Opens the configured store; the flag says whether it was created just now. This is
@@ -75,28 +86,40 @@ pub struct Services {
     pub tokens: Arc<TokenService>,
     pub api_keys: Arc<ApiKeyService>,
     pub grants: Arc<GrantService>,
+    /// The Vault-compatible JWT auth method.
+    pub jwt_auth: Arc<JwtAuth>,
     /// True when this start created the store.
     pub created: bool,
 }
 
 impl Services {
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        install_crypto_provider();
         let (store, created) = open_store(settings).await?;
         let tokens =
             TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
         let api_keys = Arc::new(ApiKeyService::new(
             store.clone(),
-            clock,
+            clock.clone(),
             settings.api_key_cache_size,
         )?);
+        let jwt_auth = Arc::new(JwtAuth::new(
+            store.clone(),
+            clock,
+            settings.vault.clone(),
+            &settings.jwt,
+        ));
         let grants = Arc::new(
-            GrantService::new(tokens.clone(), api_keys.clone()).with_oauth(settings.oauth.clone()),
+            GrantService::new(tokens.clone(), api_keys.clone())
+                .with_oauth(settings.oauth.clone())
+                .with_jwt_auth(jwt_auth.clone()),
         );
         Ok(Self {
             store,
             tokens,
             api_keys,
             grants,
+            jwt_auth,
             created,
         })
     }
@@ -121,6 +144,7 @@ impl Application {
         }
         let state = AppState {
             grants: services.grants.clone(),
+            vault: services.jwt_auth.clone(),
             settings: Arc::new(settings.clone()),
             metrics: telemetry::metrics_handle(),
         };
@@ -158,16 +182,22 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let refresher = self.services.tokens.spawn_key_refresher();
+        let purger = self.services.tokens.spawn_purger();
         // Small token responses should leave at once, not wait for Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        let result = axum::serve(listener, self.router)
+        // With connection info: the Vault JWT auth method checks callers' addresses.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         refresher.abort();
+        purger.abort();
         result
     }
 }

@@ -192,6 +192,10 @@ impl From<TokenError> for GrantError {
                 reason: r.reason(),
                 description: r.to_string(),
             },
+            TokenError::UsesExhausted => Self::InvalidGrant {
+                reason: "uses_exhausted",
+                description: e.to_string(),
+            },
             TokenError::Store(s) => s.into(),
             TokenError::Keys(k) => Self::Internal(k.to_string()),
         }

@@ -50,6 +50,10 @@ pub struct Introspection {
     /// `access_token` or `refresh_token` (an extension, as ORY Hydra answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_use: Option<&'static str>,
+    /// The Vault JWT auth role that admitted the subject, for a token obtained with an
+    /// external JWT (an extension: such a subject is not an agent, whatever its `sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_role: Option<String>,
 }
 
 impl Introspection {
@@ -109,6 +113,7 @@ pub(super) async fn introspect(
             iss: Some(claims.iss),
             jti: Some(claims.jti),
             token_use: Some("access_token"),
+            vault_role: claims.vault_role,
         }),
         Err(e) if e.is_server_error() => Err(e),
         Err(_) => Ok(Introspection::inactive()),
@@ -151,6 +156,18 @@ pub(super) async fn revoke(
         Err(TokenError::Jwt(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    if claims.is_external() {
+        // Nobody's to revoke (an external subject is not a client); valid or not, it
+        // is not revocable alone.
+        return match issuer.confirm(&claims, Check::Look).await {
+            Ok(()) => Err(GrantError::UnsupportedTokenType {
+                reason: "external_subject_token",
+                description: "a token of the JWT auth method is checked by its signature (and its use counter) and cannot be revoked alone; it expires with its exp".into(),
+            }),
+            Err(e) if e.is_server_error() => Err(e),
+            Err(_) => Ok(()),
+        };
+    }
     if !caller.owns(&claims.sub, &claims.client_id) {
         return match issuer.confirm(&claims, Check::Look).await {
             Ok(()) => Err(not_yours()),

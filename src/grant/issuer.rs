@@ -9,6 +9,9 @@
 //!   `sub` = `client_id` = the key id (RFC 9068 §2.2), stored nowhere: it is valid by its
 //!   signature and claims while the client's API key is valid. Many instances of one
 //!   client may each hold a token, as standard clients expect;
+//! - a subject admitted by the Vault JWT auth method (an external JWT; `vault_role`
+//!   claim): an access token alone, issued by `external_jwt`, valid by its signature
+//!   and claims plus, when use-limited, its use counter; it cannot be exchanged;
 //! - a non-agent client with `oauth.client_credentials_refresh = true`: a pair, kept in
 //!   a token-state record of its own (keyed by its client id, like an agent's), so that
 //!   refresh, rotation and reuse detection work as for agents. Each client then has at
@@ -105,6 +108,10 @@ impl<'a> JwtIssuer<'a> {
         }
     }
 
+    pub fn tokens(&self) -> &'a TokenService {
+        self.tokens
+    }
+
     /// The reason behind the last failure reported through the `Issuer` trait.
     pub fn take_failure(&mut self) -> Option<GrantError> {
         self.failure.take()
@@ -174,6 +181,12 @@ impl<'a> JwtIssuer<'a> {
         claims: &AccessClaims,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
+        if claims.is_external() {
+            return Err(GrantError::invalid_grant(
+                "external_subject",
+                "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
+            ));
+        }
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
@@ -211,8 +224,17 @@ impl<'a> JwtIssuer<'a> {
         Ok(claims)
     }
 
-    /// The store half of [`validate_access`](Self::validate_access).
+    /// The store half of [`validate_access`](Self::validate_access). A token of the
+    /// JWT auth method is stateless but for its use counter: a use takes one use, a look
+    /// only checks that one is left.
     pub async fn confirm(&self, claims: &AccessClaims, check: Check) -> Result<(), GrantError> {
+        if claims.is_external() {
+            match check {
+                Check::Use => self.tokens.use_external(claims).await?,
+                Check::Look => self.tokens.check_external(claims).await?,
+            };
+            return Ok(());
+        }
         if !self.stateful(&claims.sub, &claims.client_id) {
             return self.check_client_key(&claims.client_id).await;
         }

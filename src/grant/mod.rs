@@ -12,6 +12,8 @@
 //!   ([`introspection`]).
 //! - [`GrantService::authenticate`]: the authentication chain for protected resources
 //!   (SPEC §2 order: service accounts, then the token service, then API keys).
+//! - [`GrantService::jwt_login`]: the Vault-compatible JWT auth method's login
+//!   ([`external_jwt`]); the same checks back token exchange of external JWTs.
 //!
 //! oxide-auth supplies the primitives and request checks: [`registrar::ApiKeyRegistrar`]
 //! and [`issuer::JwtIssuer`] implement its async `Registrar` and `Issuer` over our
@@ -22,6 +24,7 @@
 
 pub mod client_credentials;
 pub mod error;
+pub mod external_jwt;
 pub mod introspection;
 pub mod issuer;
 pub mod refresh;
@@ -29,6 +32,7 @@ pub mod registrar;
 pub mod request;
 pub mod token_exchange;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +41,10 @@ pub use error::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
-use crate::tokens::{self, jwt, IssuedPair, Subject, TokenService};
+use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
+use crate::vault::{JwtAuth, LoginAttempt};
+use external_jwt::ExternalJwts;
+pub use external_jwt::{LoggedIn, LoginError};
 pub use introspection::Introspection;
 use issuer::{is_client_token, Check, Issued, JwtIssuer};
 use registrar::ApiKeyRegistrar;
@@ -50,6 +57,8 @@ pub enum GrantKind {
     ApiKey,
     AccessToken,
     RefreshToken,
+    /// An external JWT (Vault JWT auth login, or token exchange of one).
+    ExternalJwt,
 }
 
 impl GrantKind {
@@ -58,6 +67,7 @@ impl GrantKind {
             Self::ApiKey => "api_key",
             Self::AccessToken => "access_token",
             Self::RefreshToken => "refresh_token",
+            Self::ExternalJwt => "external_jwt",
         }
     }
 }
@@ -124,6 +134,17 @@ pub struct GrantService {
     oauth: OAuthSettings,
     /// Recognise token exchange's subject tokens, in order (ours first).
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
+    /// The Vault-compatible JWT auth method, when wired in.
+    jwt_auth: Option<Arc<JwtAuth>>,
+}
+
+/// A verified access token looked up by its holder (Vault's `lookup-self`), which
+/// counts as a use.
+#[derive(Debug, Clone)]
+pub struct TokenLookup {
+    pub claims: AccessClaims,
+    /// Uses left after this one, for a use-limited token.
+    pub uses_left: Option<u32>,
 }
 
 fn record_failure(e: &GrantError) {
@@ -152,7 +173,17 @@ impl GrantService {
             api_keys,
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
+            jwt_auth: None,
         }
+    }
+
+    /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
+    /// external JWTs in token exchange (asked after ours).
+    pub fn with_jwt_auth(mut self, auth: Arc<JwtAuth>) -> Self {
+        self.subject_validators
+            .push(Arc::new(ExternalJwts::new(auth.clone())));
+        self.jwt_auth = Some(auth);
+        self
     }
 
     /// Sets the OAuth2 token endpoint's policy (default: no scopes, no refresh tokens
@@ -196,33 +227,29 @@ impl GrantService {
                 return Err(e);
             }
         };
-        let (kind, result) = match grant_type {
-            client_credentials::GRANT_TYPE => (
-                GrantKind::ApiKey,
+        let result = match grant_type {
+            client_credentials::GRANT_TYPE => {
                 client_credentials::grant(&registrar, &issuer, request)
                     .await
-                    .map(|issued| TokenResponse::new(issued, None)),
-            ),
-            refresh::GRANT_TYPE => (
-                GrantKind::RefreshToken,
-                refresh::grant(&registrar, &issuer, request)
-                    .await
-                    .map(|issued| TokenResponse::new(issued, None)),
-            ),
-            token_exchange::GRANT_TYPE => (
-                GrantKind::AccessToken,
-                token_exchange::grant(
-                    &registrar,
-                    &issuer,
-                    &self.subject_validators,
-                    self.tokens.settings().audience.as_deref(),
-                    request,
-                )
+                    .map(|issued| (GrantKind::ApiKey, TokenResponse::new(issued, None)))
+            }
+            refresh::GRANT_TYPE => refresh::grant(&registrar, &issuer, request)
                 .await
-                .map(|exchanged| {
-                    TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type))
-                }),
-            ),
+                .map(|issued| (GrantKind::RefreshToken, TokenResponse::new(issued, None))),
+            token_exchange::GRANT_TYPE => token_exchange::grant(
+                &registrar,
+                &issuer,
+                &self.subject_validators,
+                self.tokens.settings().audience.as_deref(),
+                request,
+            )
+            .await
+            .map(|exchanged| {
+                (
+                    exchanged.kind,
+                    TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type)),
+                )
+            }),
             other => {
                 let e = GrantError::UnsupportedGrantType {
                     reason: "unsupported_grant_type",
@@ -235,9 +262,69 @@ impl GrantService {
                 return Err(e);
             }
         };
+        let result = result.map(|(kind, response)| {
+            record_issued(kind, response.refresh_token.is_some(), started);
+            response
+        });
+        if let Err(e) = &result {
+            record_failure(e);
+        }
+        result
+    }
+
+    /// `POST /v1/auth/jwt/login`: an external JWT, checked by a role of the JWT auth
+    /// method, for an access token of this server.
+    pub async fn jwt_login(
+        &self,
+        role: Option<&str>,
+        jwt: &str,
+        remote_addr: Option<IpAddr>,
+    ) -> Result<LoggedIn, LoginError> {
+        let started = Instant::now();
+        let result = match &self.jwt_auth {
+            Some(auth) => {
+                let attempt = LoginAttempt {
+                    role,
+                    jwt,
+                    remote_addr,
+                };
+                external_jwt::login(auth, &self.tokens, attempt).await
+            }
+            None => Err(LoginError::Refused(crate::vault::VaultError::invalid(
+                "not_configured",
+                "could not load configuration",
+            ))),
+        };
         match &result {
-            Ok(response) => record_issued(kind, response.refresh_token.is_some(), started),
-            Err(e) => record_failure(e),
+            Ok(_) => record_issued(GrantKind::ExternalJwt, false, started),
+            Err(e) => metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason())
+                .increment(1),
+        }
+        result
+    }
+
+    /// A protected resource's view of one of our access tokens, presented by its
+    /// holder: validated as by [`authenticate`](Self::authenticate) (a use: it promotes
+    /// a pending pair, and takes one use of a use-limited token).
+    pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
+        let result = async {
+            let claims = self.issuer().validate_access(token, Check::Use).await?;
+            let uses_left = match claims.max_uses {
+                // The use just taken is counted; a look says what is left.
+                Some(_) => self
+                    .tokens
+                    .check_external(&claims)
+                    .await
+                    .ok()
+                    .flatten()
+                    .or(Some(0)),
+                None => None,
+            };
+            Ok(TokenLookup { claims, uses_left })
+        }
+        .await;
+        if let Err(e) = &result {
+            record_failure(e);
         }
         result
     }
@@ -349,6 +436,12 @@ impl GrantService {
             ));
         }
         let claims = self.tokens.verify_access(token).await?;
+        if claims.is_external() {
+            return Err(GrantError::invalid_grant(
+                "external_subject",
+                "a token from the JWT auth method does not belong to an agent",
+            ));
+        }
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
@@ -383,9 +476,11 @@ impl GrantService {
             }
             Presented::Bearer(token) if jwt::looks_like_jwt(token) => {
                 let claims = self.issuer().validate_access(token, Check::Use).await?;
-                // A client's token for itself (RFC 9068 §2.2) is not an agent's.
-                let agent_id =
-                    (!is_client_token(&claims.sub, &claims.client_id)).then_some(claims.sub);
+                // A client's token for itself (RFC 9068 §2.2) is not an agent's, nor is
+                // the token of a subject admitted by the JWT auth method.
+                let agent =
+                    !is_client_token(&claims.sub, &claims.client_id) && !claims.is_external();
+                let agent_id = agent.then_some(claims.sub);
                 Ok(Principal {
                     agent_id,
                     auth_method: AuthMethod::Jwt,

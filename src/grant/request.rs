@@ -4,6 +4,7 @@
 //! the syntax of `scope` (§3.3) are decided here, so every grant applies the same rules.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use oxide_auth::primitives::scope::Scope;
 
@@ -85,6 +86,8 @@ pub struct TokenRequest {
     pub params: Params,
     /// Credentials from the `Authorization` header (Basic or ApiKey), if any.
     pub header_client: Option<ClientCredentials>,
+    /// The caller's address (for the `bound_cidrs` of a JWT auth role).
+    pub remote_addr: Option<IpAddr>,
 }
 
 impl TokenRequest {
@@ -168,6 +171,7 @@ mod tests {
                 secret: "s".into(),
                 method: ClientAuthMethod::Basic,
             }),
+            remote_addr: None,
         }
     }
 

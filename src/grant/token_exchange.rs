@@ -1,31 +1,36 @@
 //! The token-exchange grant (RFC 8693): a `subject_token` buys new tokens for its
-//! subject. Today the subject token is one of our own access tokens
-//! (`subject_token_type` `urn:ietf:params:oauth:token-type:access_token` or `...:jwt`);
-//! trading it follows the rotation rules of SPEC §3 (it must be the current or pending
-//! pair's, and a pending pair is promoted), exactly as `POST /api/fleet/authenticate`
-//! with a JWT.
+//! subject. The subject token is one of our own access tokens, or an external JWT
+//! admitted by the Vault-compatible JWT auth method (`subject_token_type`
+//! `urn:ietf:params:oauth:token-type:access_token` or `...:jwt`). Trading one of ours
+//! follows the rotation rules of SPEC §3 (it must be the current or pending pair's, and
+//! a pending pair is promoted), exactly as `POST /api/fleet/authenticate` with a JWT.
+//! Trading an external JWT is a login (`POST /v1/auth/jwt/login`) through the same
+//! validation: the role is named by the `audience` parameter, else the auth method's
+//! `default_role`; the caller's address is checked against the role's `bound_cidrs`.
 //!
 //! Subject tokens are recognised by a chain of [`SubjectTokenValidator`]s, ours first
-//! ([`OwnAccessTokens`]). A validator answers `Ok(None)` for a token it does not know,
-//! so the next one is asked: external JWTs validated by a Vault-style JWT role plug in
-//! as one more validator (`GrantService::with_subject_token_validator`) and one more
-//! [`SubjectToken`] variant, sharing everything else here.
+//! ([`OwnAccessTokens`]), then external JWTs (`super::external_jwt::ExternalJwts`). A
+//! validator answers `Ok(None)` for a token it does not know, so the next one is asked.
 //!
 //! Errors follow RFC 8693 §2.2.2: an invalid or unacceptable `subject_token` is
 //! `invalid_request` (not `invalid_grant`); so are an `actor_token` (delegation is not
-//! supported) and a `requested_token_type` we cannot issue; a `resource` or an
-//! `audience` we cannot issue for is `invalid_target`. Client authentication is optional
-//! (§2.1), but presented credentials must be valid.
+//! supported) and a `requested_token_type` we cannot issue; a `resource`, an
+//! `audience` we cannot issue for (our own token) or that names no JWT auth role (an
+//! external JWT) is `invalid_target`. Client authentication is optional (§2.1), but
+//! presented credentials must be valid.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::external_jwt;
 use super::issuer::{Issued, JwtIssuer};
 use super::registrar::ApiKeyRegistrar;
 use super::request::{parse_scope, scope_text, TokenRequest};
-use super::GrantError;
+use super::{GrantError, GrantKind};
 use crate::tokens::{jwt, AccessClaims, JwtError, TokenError, TokenService};
+use crate::vault::Admitted;
 
 /// The grant type this module answers.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -55,6 +60,17 @@ pub enum SubjectToken {
     /// One of our access tokens; signature and claims are verified. Whether it is still
     /// its subject's current or pending token is decided when it is traded, atomically.
     AccessToken(AccessClaims),
+    /// An external JWT, admitted by a role of the Vault JWT auth method.
+    External(Admitted),
+}
+
+/// What else of the request a validator may need.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectContext<'a> {
+    /// The `audience` parameter.
+    pub audience: Option<&'a str>,
+    /// The caller's address.
+    pub remote_addr: Option<IpAddr>,
 }
 
 /// Recognises and validates subject tokens of one kind.
@@ -66,6 +82,7 @@ pub trait SubjectTokenValidator: Send + Sync {
         &self,
         token: &str,
         token_type: SubjectTokenType,
+        context: SubjectContext<'_>,
     ) -> Result<Option<SubjectToken>, GrantError>;
 }
 
@@ -86,6 +103,7 @@ impl SubjectTokenValidator for OwnAccessTokens {
         &self,
         token: &str,
         _token_type: SubjectTokenType,
+        _context: SubjectContext<'_>,
     ) -> Result<Option<SubjectToken>, GrantError> {
         if !jwt::looks_like_jwt(token) {
             return Ok(None);
@@ -108,6 +126,8 @@ impl SubjectTokenValidator for OwnAccessTokens {
 pub struct Exchanged {
     pub issued: Issued,
     pub issued_token_type: &'static str,
+    /// What was traded (a metrics label).
+    pub kind: GrantKind,
 }
 
 pub(super) async fn grant(
@@ -143,14 +163,7 @@ pub(super) async fn grant(
             description: "tokens for other resources cannot be issued here".into(),
         });
     }
-    if let Some(requested) = params.get("audience") {
-        if Some(requested) != audience {
-            return Err(GrantError::InvalidTarget {
-                reason: "audience",
-                description: format!("tokens for the audience {requested:?} cannot be issued here"),
-            });
-        }
-    }
+    let requested_audience = params.get("audience");
     let token = params.require("subject_token")?;
     let token_type = params.require("subject_token_type")?;
     let token_type = SubjectTokenType::parse(token_type).ok_or_else(|| {
@@ -161,10 +174,14 @@ pub(super) async fn grant(
     })?;
     let requested_scope = request.scope()?;
 
+    let context = SubjectContext {
+        audience: requested_audience,
+        remote_addr: request.remote_addr,
+    };
     let mut subject = None;
     for validator in validators {
         if let Some(found) = validator
-            .validate(token, token_type)
+            .validate(token, token_type, context)
             .await
             .map_err(subject_token_error)?
         {
@@ -178,8 +195,18 @@ pub(super) async fn grant(
             "the subject_token is not valid",
         ));
     };
-    let issued = match subject {
+    let (issued, kind) = match subject {
         SubjectToken::AccessToken(claims) => {
+            if let Some(requested) = requested_audience {
+                if Some(requested) != audience {
+                    return Err(GrantError::InvalidTarget {
+                        reason: "audience",
+                        description: format!(
+                            "tokens for the audience {requested:?} cannot be issued here"
+                        ),
+                    });
+                }
+            }
             // RFC 8693 §2.1 / RFC 6749 §3.3: at most the subject token's scope.
             let held = claims.scope.as_deref().map(parse_scope).transpose()?;
             let scope = match (&requested_scope, &held) {
@@ -193,15 +220,46 @@ pub(super) async fn grant(
                     ))
                 }
             };
-            issuer
+            let issued = issuer
                 .exchange_access(&claims, scope.as_deref())
                 .await
-                .map_err(subject_token_error)?
+                .map_err(subject_token_error)?;
+            (issued, GrantKind::AccessToken)
+        }
+        SubjectToken::External(admitted) => {
+            // At most the role's policies (the scope of a login's token).
+            let held = admitted.scope();
+            let scope = match &requested_scope {
+                None => held,
+                Some(requested) => {
+                    let held_scope = held.as_deref().map(parse_scope).transpose()?;
+                    match (scope_text(requested), held_scope) {
+                        (None, _) => None,
+                        (Some(text), Some(held)) if requested <= &held => Some(text),
+                        _ => {
+                            return Err(GrantError::invalid_scope(
+                                "scope_exceeds_subject_token",
+                                "the requested scope exceeds the role's policies",
+                            ))
+                        }
+                    }
+                }
+            };
+            let access = external_jwt::issue(issuer.tokens(), &admitted, scope.as_deref()).await?;
+            let issued = Issued {
+                access_token: access.access_token,
+                expires_in: access.expires_in,
+                refresh_token: None,
+                scope,
+                jti: access.jti,
+            };
+            (issued, GrantKind::ExternalJwt)
         }
     };
     Ok(Exchanged {
         issued,
         issued_token_type,
+        kind,
     })
 }
 

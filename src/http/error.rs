@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::grant::GrantError;
+use crate::grant::{GrantError, LoginError};
+use crate::store::StoreError;
+use crate::vault::VaultError;
 
 /// Challenges sent with a 401 from the Fleet API.
 const FLEET_CHALLENGE: &str =
@@ -150,6 +152,126 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static(OAUTH_CHALLENGE),
             );
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        super::no_store(headers);
+        response
+    }
+}
+
+/// An error of the Vault-compatible API (`/v1/...`): Vault's `{"errors": [...]}` with
+/// Vault's statuses: 400 for bad input, an unknown role or a JWT that does not pass; 403
+/// `permission denied` for a missing or wrong token and for a caller outside a role's
+/// `bound_cidrs`; 404 for unknown paths and absent entries; 405 for unsupported
+/// operations. Never a 5xx for bad input.
+#[derive(Debug)]
+pub enum VaultApiError {
+    Vault(VaultError),
+    /// A grant-layer failure: a token presented to `lookup-self` that is not valid (403),
+    /// or a store failure while issuing.
+    Grant(GrantError),
+    BadRequest(String),
+    /// An absent entry: 404 with an empty `errors`, as Vault answers.
+    NotFound,
+    /// A path no handler serves.
+    NoHandler(String),
+    UnsupportedOperation,
+    /// The request body could not be read (too large, cut short): its status and why.
+    Body(StatusCode, String),
+}
+
+impl From<VaultError> for VaultApiError {
+    fn from(e: VaultError) -> Self {
+        Self::Vault(e)
+    }
+}
+
+impl From<GrantError> for VaultApiError {
+    fn from(e: GrantError) -> Self {
+        Self::Grant(e)
+    }
+}
+
+impl From<LoginError> for VaultApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Refused(e) => Self::Vault(e),
+            LoginError::Grant(e) => Self::Grant(e),
+        }
+    }
+}
+
+const PERMISSION_DENIED: &str = "permission denied";
+
+fn store_status(e: &StoreError) -> (StatusCode, String) {
+    match e {
+        StoreError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is temporarily unavailable".into(),
+        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+    }
+}
+
+impl IntoResponse for VaultApiError {
+    fn into_response(self) -> Response {
+        let (status, errors): (StatusCode, Vec<String>) = match &self {
+            Self::Vault(e) => {
+                let (status, message) = match e {
+                    VaultError::Invalid { message, .. } => {
+                        (StatusCode::BAD_REQUEST, message.clone())
+                    }
+                    VaultError::PermissionDenied => {
+                        (StatusCode::FORBIDDEN, PERMISSION_DENIED.into())
+                    }
+                    VaultError::KeysUnavailable(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    }
+                    VaultError::Store(s) => store_status(s),
+                };
+                if status.is_server_error() {
+                    tracing::error!(error = %e, "vault request failed");
+                } else {
+                    tracing::debug!(reason = e.reason(), "vault request refused");
+                }
+                (status, vec![message])
+            }
+            Self::Grant(e) => {
+                let (status, message) = match e {
+                    GrantError::Unavailable(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is temporarily unavailable".to_string(),
+                    ),
+                    GrantError::Internal(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+                    }
+                    // A token that is not valid: Vault says no more than this.
+                    _ => (StatusCode::FORBIDDEN, PERMISSION_DENIED.into()),
+                };
+                if status.is_server_error() {
+                    tracing::error!(error = %e, "vault request failed");
+                } else {
+                    tracing::debug!(reason = e.reason(), "vault request refused");
+                }
+                (status, vec![message])
+            }
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, vec![m.clone()]),
+            Self::NotFound => (StatusCode::NOT_FOUND, Vec::new()),
+            Self::NoHandler(path) => (
+                StatusCode::NOT_FOUND,
+                vec![format!(
+                    "no handler for route {path:?}. route entry not found."
+                )],
+            ),
+            Self::UnsupportedOperation => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                vec!["unsupported operation".into()],
+            ),
+            Self::Body(status, why) => (*status, vec![why.clone()]),
+        };
+        let mut response = (status, Json(json!({ "errors": errors }))).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

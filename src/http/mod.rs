@@ -6,9 +6,14 @@ pub mod error;
 pub mod fleet;
 pub mod oauth;
 pub mod ops;
+pub mod vault;
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -22,13 +27,34 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::grant::GrantService;
+use crate::vault::JwtAuth;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub grants: Arc<GrantService>,
+    /// The Vault-compatible JWT auth method's config and roles.
+    pub vault: Arc<JwtAuth>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
+}
+
+/// The caller's address (the TCP peer; `X-Forwarded-For` is not trusted), when the
+/// server was started with connection info (`startup` does).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip().to_canonical()),
+        ))
+    }
 }
 
 /// Marks a response as carrying tokens: never to be cached (RFC 6749 §5.1).
@@ -60,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(vault::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))

@@ -25,7 +25,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::OAuthError;
-use super::{no_store, AppState};
+use super::{no_store, AppState, RemoteAddr};
 use crate::credentials::{self, Presented};
 use crate::grant::{ClientAuthMethod, ClientCredentials, GrantError, Params, TokenRequest};
 
@@ -33,10 +33,12 @@ const FORM: &str = "application/x-www-form-urlencoded";
 
 pub async fn token(
     State(state): State<AppState>,
+    RemoteAddr(remote_addr): RemoteAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let request = parse_request(&headers, body)?;
+    let mut request = parse_request(&headers, body)?;
+    request.remote_addr = remote_addr;
     let answer = state.grants.token(&request).await?;
     let mut response = Json(answer).into_response();
     no_store(response.headers_mut());
@@ -137,6 +139,7 @@ fn parse_request(
     Ok(TokenRequest {
         params: Params::from_pairs(parse_form(&body)?)?,
         header_client: header_client(headers)?,
+        remote_addr: None,
     })
 }
 

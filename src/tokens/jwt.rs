@@ -28,6 +28,27 @@ pub struct AccessClaims {
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// RFC 9068 §2.2.3.1 `groups`: the groups of a subject admitted by the Vault JWT
+    /// auth method (its role's `groups_claim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// Private claim: the Vault JWT auth role that admitted a subject holding an
+    /// external JWT. Such a subject is neither an agent nor a client: its token is valid
+    /// by its signature and claims (plus its use counter, below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_role: Option<String>,
+    /// Private claim: the token may be used this many times; its remaining uses are
+    /// counted in the store under its `jti`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+}
+
+impl AccessClaims {
+    /// Whether the subject was admitted by the Vault JWT auth method (an external JWT)
+    /// rather than being an agent or a client.
+    pub fn is_external(&self) -> bool {
+        self.vault_role.is_some()
+    }
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,12 @@
 //! The token service: mints access/refresh pairs, verifies access tokens, and applies
 //! the rotation protocol through the store. Token formats are decided here
 //! ([`jwt`], [`refresh`]), the rotation rules in [`rotation`], keys in [`keys`].
+//!
+//! Subjects admitted by the Vault JWT auth method (external JWTs) get an access token
+//! alone ([`TokenService::issue_external`]): valid by its signature and claims, like a
+//! non-agent client's, except that a use-limited one (`max_uses` claim) has a counter
+//! in the store, keyed by its `jti`, that every use decrements atomically
+//! ([`TokenService::use_external`]).
 
 pub mod jwt;
 pub mod keys;
@@ -14,7 +20,7 @@ use jsonwebtoken::jwk::JwkSet;
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::{JwtSettings, SigningAlgorithm};
-use crate::store::{AgentRecord, Store, StoreError, TokenPairRecord};
+use crate::store::{AgentRecord, DocumentWrite, Store, StoreError, TokenPairRecord};
 pub use jwt::{AccessClaims, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use rotation::{Outcome, Presented, Refusal};
@@ -23,6 +29,10 @@ pub use rotation::{Outcome, Presented, Refusal};
 const DEPLOYMENT_ID: &str = "deployment_id";
 /// Reloading keys because of an unknown `kid` happens at most this often.
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_millis(250);
+/// The store document kind of use counters (name: the token's `jti`).
+const USE_COUNTERS: &str = "token_uses";
+/// How often expired documents (use counters of expired tokens) are removed.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -34,6 +44,31 @@ pub enum TokenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("the token has been used as many times as it may be")]
+    UsesExhausted,
+}
+
+/// What a subject admitted by the Vault JWT auth method is given (see
+/// [`TokenService::issue_external`]).
+#[derive(Debug, Clone)]
+pub struct ExternalAccess<'a> {
+    /// `sub`: the value of the role's `user_claim`.
+    pub subject: &'a str,
+    /// `client_id`: what the token was issued through (the role).
+    pub client_id: &'a str,
+    pub vault_role: &'a str,
+    pub scope: Option<&'a str>,
+    pub groups: &'a [String],
+    /// Capped at `jwt.max_access_ttl`.
+    pub lifetime: Duration,
+    /// 0: unlimited.
+    pub max_uses: u32,
+}
+
+/// The stored state of a use-limited token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UseCounter {
+    remaining: u32,
 }
 
 /// A freshly issued pair, as handed to the client.
@@ -169,21 +204,38 @@ impl TokenService {
         scope: Option<&str>,
         now: UnixTime,
     ) -> IssuedAccess {
-        let ring = self.ring();
-        let access_ttl = self.settings.access_ttl.as_secs() as i64;
-        let claims = AccessClaims {
+        let claims = self.access_claims(subject, scope, self.settings.access_ttl, now);
+        self.sign_access(claims)
+    }
+
+    /// The claims of a new access token living `ttl`.
+    fn access_claims(
+        &self,
+        subject: &Subject<'_>,
+        scope: Option<&str>,
+        ttl: Duration,
+        now: UnixTime,
+    ) -> AccessClaims {
+        AccessClaims {
             iss: self.issuer.clone(),
             sub: subject.agent_id.to_string(),
             jti: uuid::Uuid::new_v4().to_string(),
             iat: now,
-            exp: now + access_ttl,
+            exp: now + ttl.as_secs() as i64,
             client_id: subject.client_id.to_string(),
             aud: self.settings.audience.clone(),
             scope: scope.filter(|s| !s.is_empty()).map(str::to_string),
-        };
+            groups: None,
+            vault_role: None,
+            max_uses: None,
+        }
+    }
+
+    fn sign_access(&self, claims: AccessClaims) -> IssuedAccess {
+        let ring = self.ring();
         IssuedAccess {
             access_token: jwt::sign(&ring.signing, &claims),
-            expires_in: access_ttl as u64,
+            expires_in: (claims.exp - claims.iat).max(0) as u64,
             jti: claims.jti,
         }
     }
@@ -216,6 +268,110 @@ impl TokenService {
     /// claims until it expires (the caller decides who may have one).
     pub fn issue_access_only(&self, subject: Subject<'_>, scope: Option<&str>) -> IssuedAccess {
         self.mint_access(&subject, scope, self.clock.now())
+    }
+
+    /// An access token for a subject admitted by the Vault JWT auth method: stored
+    /// nowhere unless it is use-limited, in which case its use counter is durable before
+    /// this returns. Its lifetime is `access.lifetime`, at most `jwt.max_access_ttl`
+    /// and at least one second.
+    pub async fn issue_external(
+        &self,
+        access: ExternalAccess<'_>,
+    ) -> Result<IssuedAccess, TokenError> {
+        let now = self.clock.now();
+        let lifetime = access
+            .lifetime
+            .min(self.settings.max_access_ttl)
+            .max(Duration::from_secs(1));
+        let subject = Subject {
+            agent_id: access.subject,
+            client_id: access.client_id,
+        };
+        let mut claims = self.access_claims(&subject, access.scope, lifetime, now);
+        claims.vault_role = Some(access.vault_role.to_string());
+        claims.groups = (!access.groups.is_empty()).then(|| access.groups.to_vec());
+        if access.max_uses > 0 {
+            claims.max_uses = Some(access.max_uses);
+            let counter = serde_json::to_string(&UseCounter {
+                remaining: access.max_uses,
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Kept until the token cannot be accepted any more, then purged.
+            let expires_at = claims.exp + self.settings.leeway.as_secs() as i64 + 1;
+            self.store
+                .put_document(USE_COUNTERS, &claims.jti, &counter, Some(expires_at))
+                .await?;
+        }
+        Ok(self.sign_access(claims))
+    }
+
+    /// A use of a verified external-subject token: for a use-limited one, takes one use
+    /// from its counter atomically (the last use removes the counter) and refuses it
+    /// once none is left. Returns the uses left after this one (`None`: unlimited).
+    /// Applies in stateless mode too: the limit is the role's explicit demand.
+    pub async fn use_external(&self, claims: &AccessClaims) -> Result<Option<u32>, TokenError> {
+        if claims.max_uses.is_none() {
+            return Ok(None);
+        }
+        let before = self
+            .store
+            .update_document(
+                USE_COUNTERS,
+                &claims.jti,
+                Box::new(|text| match text.and_then(parse_counter) {
+                    Some(counter) if counter.remaining > 1 => DocumentWrite::Put(
+                        serde_json::to_string(&UseCounter {
+                            remaining: counter.remaining - 1,
+                        })
+                        .unwrap_or_default(),
+                    ),
+                    Some(_) => DocumentWrite::Delete,
+                    None => DocumentWrite::Keep,
+                }),
+            )
+            .await?;
+        match before.as_deref().and_then(parse_counter) {
+            Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining - 1)),
+            _ => Err(TokenError::UsesExhausted),
+        }
+    }
+
+    /// [`use_external`](Self::use_external) without its side effect (introspection):
+    /// the uses left, or a refusal when none is.
+    pub async fn check_external(&self, claims: &AccessClaims) -> Result<Option<u32>, TokenError> {
+        if claims.max_uses.is_none() {
+            return Ok(None);
+        }
+        let text = self.store.document(USE_COUNTERS, &claims.jti).await?;
+        match text.as_deref().and_then(parse_counter) {
+            Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining)),
+            _ => Err(TokenError::UsesExhausted),
+        }
+    }
+
+    /// Removes, every few minutes for as long as the service lives, the store's expired
+    /// documents (the use counters of tokens that have expired).
+    pub fn spawn_purger(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                match service
+                    .store
+                    .delete_expired_documents(service.clock.now())
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "expired documents removed"),
+                    Err(e) => tracing::warn!(error = %e, "could not remove expired documents"),
+                }
+            }
+        })
     }
 
     /// Trades a verified credential of `subject` for a new pair (stored as pending).
@@ -427,6 +583,10 @@ impl TokenService {
     pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
         self.ring().algorithms()
     }
+}
+
+fn parse_counter(text: &str) -> Option<UseCounter> {
+    serde_json::from_str(text).ok()
 }
 
 /// Rotates the signing key: a new key (of the configured algorithm) signs from now on;

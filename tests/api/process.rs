@@ -332,6 +332,8 @@ async fn state_survives_a_restart_of_the_server() {
 async fn every_2xx_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "durable-1");
+    // reqwest's rustls backend needs the process crypto provider (spawn_app installs it).
+    fleetauth::startup::install_crypto_provider();
     let client = reqwest::Client::new();
     let server = Server::start(dir.path());
     let first = pair_from(

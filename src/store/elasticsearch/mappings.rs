@@ -8,6 +8,7 @@
 //! | `<prefix>.fleetauth-api-keys`      | key id      | API key                     |
 //! | `<prefix>.fleetauth-signing-keys`  | `ring`      | the whole key ring (1 doc)  |
 //! | `<prefix>.fleetauth-meta`          | meta key    | deployment-wide value       |
+//! | `<prefix>.fleetauth-documents`     | `kind:name` | small JSON document (Vault config, roles, use counters) |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
 //! `.fleet-agents` (SPEC §5) and `index_prefix = "prod"` gives `prod.fleet-agents`.
@@ -35,6 +36,7 @@ pub struct Indices {
     pub api_keys: String,
     pub signing_keys: String,
     pub meta: String,
+    pub documents: String,
 }
 
 impl Indices {
@@ -44,16 +46,18 @@ impl Indices {
             api_keys: format!("{prefix}.fleetauth-api-keys"),
             signing_keys: format!("{prefix}.fleetauth-signing-keys"),
             meta: format!("{prefix}.fleetauth-meta"),
+            documents: format!("{prefix}.fleetauth-documents"),
         }
     }
 
     /// Every index with its creation body (settings and mappings).
-    pub fn definitions(&self) -> [(&str, Value); 4] {
+    pub fn definitions(&self) -> [(&str, Value); 5] {
         [
             (&self.agents, index_body(agents_properties())),
             (&self.api_keys, index_body(api_keys_properties())),
             (&self.signing_keys, index_body(signing_keys_properties())),
             (&self.meta, index_body(meta_properties())),
+            (&self.documents, index_body(documents_properties())),
         ]
     }
 }
@@ -137,6 +141,17 @@ fn signing_keys_properties() -> Value {
 
 fn meta_properties() -> Value {
     json!({ "key": keyword(), "value": stored_only() })
+}
+
+fn documents_properties() -> Value {
+    json!({
+        "id": keyword(),
+        "kind": keyword(),
+        "name": keyword(),
+        // Opaque to the store and possibly long: kept, never indexed.
+        "json": { "type": "text", "index": false },
+        "expires_at": long()
+    })
 }
 
 // ---- documents ----
@@ -346,6 +361,27 @@ impl TryFrom<&SigningKeyDoc> for SigningKeyRecord {
 pub struct MetaDoc {
     pub key: String,
     pub value: String,
+}
+
+/// A small JSON document of the generic document API (`Store::document` and friends).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentDoc {
+    /// The document id again, as a sortable field for paging through listings.
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub json: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixTime>,
+}
+
+impl DocumentDoc {
+    /// The document id of `kind`/`name`. Kinds are fixed identifiers without `:`, so
+    /// the id is unambiguous.
+    pub fn id_of(kind: &str, name: &str) -> String {
+        format!("{kind}:{name}")
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,161 @@
+//! External JWTs admitted by the Vault-compatible JWT auth method ([`crate::vault`]):
+//! the login grant of `POST /v1/auth/jwt/login`, and the token-exchange validator
+//! ([`ExternalJwts`]) that lets `/oauth/token` trade the same JWTs through the same
+//! checks.
+//!
+//! What the subject gets: an access token of this server ([`issue`]), `sub` = the
+//! role's `user_claim` value, `client_id` = `auth/jwt/role/<role>` (also after a token
+//! exchange by an authenticated client: the token is the subject's, obtained through
+//! the role), `scope` = the role's policies,
+//! `groups` = the `groups_claim` values, and the private claims `vault_role` and, for a
+//! use-limited role, `max_uses`. No refresh token: the subject logs in again with a
+//! fresh external JWT. The token is valid by its signature and claims (it is neither an
+//! agent's nor a client's, so no store record backs it), except that a use-limited one
+//! has a use counter in the store (see `tokens::TokenService::use_external`).
+//!
+//! External subjects share the `sub` namespace with agents (a JWT's `user_claim` may
+//! hold any string): fleetauth never takes them for agents (it checks the `vault_role`
+//! claim first everywhere), and resource servers tell them apart by the same claim, by
+//! the `client_id`, or by the `vault_role` member of introspection.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::token_exchange::{
+    SubjectContext, SubjectToken, SubjectTokenType, SubjectTokenValidator,
+};
+use super::GrantError;
+use crate::tokens::{jwt, ExternalAccess, IssuedAccess, TokenService};
+use crate::vault::{Admitted, JwtAuth, LoginAttempt, VaultError};
+
+/// The `client_id` of tokens issued by a login through `role`.
+pub fn role_client_id(role: &str) -> String {
+    format!("auth/jwt/role/{role}")
+}
+
+/// Why a login failed: the auth method refused it (Vault's error, with Vault's
+/// statuses), or issuing the token failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Refused(#[from] VaultError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+}
+
+impl LoginError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Refused(e) => e.reason(),
+            Self::Grant(e) => e.reason(),
+        }
+    }
+}
+
+/// A successful login: the token and whom it was issued to.
+pub struct LoggedIn {
+    pub access: IssuedAccess,
+    pub admitted: Admitted,
+}
+
+/// Issues the access token of an admitted subject (a login, or a token exchange).
+pub async fn issue(
+    tokens: &TokenService,
+    admitted: &Admitted,
+    scope: Option<&str>,
+) -> Result<IssuedAccess, GrantError> {
+    let client_id = role_client_id(&admitted.role);
+    Ok(tokens
+        .issue_external(ExternalAccess {
+            subject: &admitted.subject,
+            client_id: &client_id,
+            vault_role: &admitted.role,
+            scope,
+            groups: &admitted.groups,
+            lifetime: admitted.lifetime,
+            max_uses: admitted.num_uses,
+        })
+        .await?)
+}
+
+/// `POST /v1/auth/jwt/login`.
+pub(super) async fn login(
+    auth: &JwtAuth,
+    tokens: &TokenService,
+    attempt: LoginAttempt<'_>,
+) -> Result<LoggedIn, LoginError> {
+    let admitted = auth.login(attempt).await?;
+    let access = issue(tokens, &admitted, admitted.scope().as_deref()).await?;
+    tracing::debug!(role = %admitted.role, "jwt auth login");
+    Ok(LoggedIn { access, admitted })
+}
+
+/// Token exchange's validator of external JWTs: asked after ours, so it sees only JWTs
+/// that are not our access tokens. When the auth method is not configured it knows
+/// no token.
+pub struct ExternalJwts {
+    auth: Arc<JwtAuth>,
+}
+
+impl ExternalJwts {
+    pub fn new(auth: Arc<JwtAuth>) -> Self {
+        Self { auth }
+    }
+}
+
+#[async_trait]
+impl SubjectTokenValidator for ExternalJwts {
+    async fn validate(
+        &self,
+        token: &str,
+        _token_type: SubjectTokenType,
+        context: SubjectContext<'_>,
+    ) -> Result<Option<SubjectToken>, GrantError> {
+        if !jwt::looks_like_jwt(token) {
+            return Ok(None);
+        }
+        let attempt = LoginAttempt {
+            role: context.audience,
+            jwt: token,
+            remote_addr: context.remote_addr,
+        };
+        match self.auth.login(attempt).await {
+            Ok(admitted) => Ok(Some(SubjectToken::External(admitted))),
+            Err(VaultError::Invalid {
+                reason: "not_configured",
+                ..
+            }) => Ok(None),
+            Err(e) => Err(exchange_error(e)),
+        }
+    }
+}
+
+/// The auth method's refusals in RFC 8693 terms: a role the `audience` does not name is
+/// `invalid_target`; a refused JWT (or caller address) makes the subject token invalid
+/// (`invalid_grant`, which token exchange reports as `invalid_request`).
+fn exchange_error(error: VaultError) -> GrantError {
+    match error {
+        VaultError::Invalid {
+            reason: reason @ ("unknown_role" | "invalid_role_name"),
+            message,
+        } => GrantError::InvalidTarget {
+            reason,
+            description: format!("the audience names no JWT auth role: {message}"),
+        },
+        VaultError::Invalid {
+            reason: "missing_role",
+            ..
+        } => GrantError::invalid_request(
+            "missing_role",
+            "the subject_token is an external JWT: name its JWT auth role in the audience parameter (or configure default_role)",
+        ),
+        VaultError::Invalid { reason, message } => GrantError::invalid_grant(reason, message),
+        VaultError::PermissionDenied => GrantError::invalid_grant(
+            "permission_denied",
+            "the role does not accept requests from this address (bound_cidrs)",
+        ),
+        VaultError::KeysUnavailable(why) => GrantError::Unavailable(why),
+        VaultError::Store(e) => e.into(),
+    }
+}
