@@ -383,6 +383,38 @@ fn report(scenarios: &[Scenario]) {
             }
         }
     }
+    let each_baseline: Vec<String> = baselines.iter().map(|b| format!("{b:.0}")).collect();
+    for s in scenarios.iter().filter(|s| !s.name.starts_with("baseline")) {
+        let ratios: Vec<String> = baselines
+            .iter()
+            .map(|b| format!("{:.1}%", 100.0 * s.rate() / b))
+            .collect();
+        println!(
+            "- {}: {} of the baseline runs' req/s ({})",
+            s.name,
+            ratios.join(", "),
+            each_baseline.join(", ")
+        );
+    }
+    // CPU per request is far less sensitive to other load than req/s: it bounds the
+    // ratio a CPU-bound machine could reach.
+    let cpu_per_request =
+        |s: &Scenario| (s.usage.server + s.usage.client) * 1e6 / s.outcome.sent.max(1) as f64;
+    let baseline_cpu = scenarios
+        .iter()
+        .filter(|s| s.name.starts_with("baseline"))
+        .map(cpu_per_request)
+        .sum::<f64>()
+        / baselines.len().max(1) as f64;
+    for s in scenarios.iter().filter(|s| !s.name.starts_with("baseline")) {
+        println!(
+            "- {}: {:.0} µs of CPU per request (server + load generator) vs {baseline_cpu:.0} µs for the baseline: \
+             on a CPU-bound machine at most {:.1}% of the baseline's req/s",
+            s.name,
+            cpu_per_request(s),
+            100.0 * baseline_cpu / cpu_per_request(s)
+        );
+    }
     if let Some(refresh) = scenarios.iter().find(|s| s.name == "refresh") {
         let ratio = refresh.rate() / baseline;
         let p99_ms = refresh.outcome.latency.value_at_quantile(0.99) as f64 / 1000.0;
