@@ -34,6 +34,8 @@ pub const DB_FILE: &str = "fleetauth.db";
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the checkpointer moves the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS agents (
     pending_refresh_hash       TEXT,
     pending_access_expires_at  INTEGER,
     pending_refresh_expires_at INTEGER,
-    retired                    TEXT NOT NULL,
+    retired                    BLOB NOT NULL,
     updated_at                 INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -98,6 +100,8 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
+    /// Dropped with the store, which ends the checkpointer thread.
+    _stop_checkpoints: mpsc::Sender<()>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -140,14 +144,27 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(&path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Checkpoints are the checkpointer's job, not the commits'.
+        writer_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(unavailable)?;
+        let checkpointer = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let (stop_checkpoints, stopped) = mpsc::channel::<()>();
+        let spawn_failed =
+            |e: std::io::Error| StoreError::Unavailable(format!("cannot start a thread: {e}"));
         std::thread::Builder::new()
             .name("fleetauth-sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+            .map_err(spawn_failed)?;
+        std::thread::Builder::new()
+            .name("fleetauth-sqlite-checkpointer".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(spawn_failed)?;
         let inner = Inner {
             path,
             writer: tx,
+            _stop_checkpoints: stop_checkpoints,
             readers,
             next_reader: AtomicUsize::new(0),
         };
@@ -212,15 +229,30 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
-    let outcome = f(conn);
-    let end = if outcome.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
+    let run = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .map_err(unavailable)
     };
-    conn.execute_batch(end).map_err(unavailable)?;
+    run("SAVEPOINT job")?;
+    let outcome = f(conn);
+    if outcome.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     outcome
+}
+
+/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], on
+/// its own connection, so that the writer's commits never pay for a checkpoint.
+/// PASSIVE: it never blocks the writer or readers. Ends when the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite: checkpoint failed");
+        }
+    }
 }
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
@@ -277,7 +309,50 @@ fn pair_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<TokenPairRe
     })
 }
 
-fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, String)> {
+/// Bytes per retired refresh token in the `retired` column: the SHA-256 and the
+/// expiry (big-endian seconds). Compact, because the column is rewritten on every
+/// issuance.
+const RETIRED_ENTRY: usize = 32 + 8;
+
+fn encode_retired(retired: &[RetiredRefresh]) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::with_capacity(retired.len() * RETIRED_ENTRY);
+    for r in retired {
+        let hash = r.refresh_hash.as_bytes();
+        if hash.len() != 64 {
+            return Err(StoreError::Corrupt("a refresh hash is not 64 hex digits".into()));
+        }
+        for pair in hash.chunks(2) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => bytes.push((hi * 16 + lo) as u8),
+                _ => return Err(StoreError::Corrupt("a refresh hash is not hex".into())),
+            }
+        }
+        bytes.extend_from_slice(&r.expires_at.to_be_bytes());
+    }
+    Ok(bytes)
+}
+
+fn decode_retired(agent_id: &str, bytes: &[u8]) -> Result<Vec<RetiredRefresh>, StoreError> {
+    if bytes.len() % RETIRED_ENTRY != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "agent {agent_id}: retired tokens: {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(RETIRED_ENTRY)
+        .map(|entry| {
+            let (hash, expires_at) = entry.split_at(32);
+            RetiredRefresh {
+                refresh_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+                expires_at: i64::from_be_bytes(expires_at.try_into().unwrap_or_default()),
+            }
+        })
+        .collect())
+}
+
+fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
     let record = AgentRecord {
         agent_id: row.get(0)?,
         active: row.get(1)?,
@@ -301,22 +376,23 @@ fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, 
         .map_err(unavailable)?;
     found
         .map(|(mut record, retired)| {
-            record.retired =
-                serde_json::from_str::<Vec<RetiredRefresh>>(&retired).map_err(|e| {
-                    StoreError::Corrupt(format!("agent {agent_id}: retired tokens: {e}"))
-                })?;
+            record.retired = decode_retired(agent_id, &retired)?;
             Ok(record)
         })
         .transpose()
 }
 
 fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
-    let retired =
-        serde_json::to_string(&r.retired).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let retired = encode_retired(&r.retired)?;
     let (c, p) = (r.current.as_ref(), r.pending.as_ref());
     let mut stmt = conn
         .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (agent_id) DO UPDATE SET active = ?2, current_jti = ?3, \
+             current_refresh_hash = ?4, current_access_expires_at = ?5, \
+             current_refresh_expires_at = ?6, pending_jti = ?7, pending_refresh_hash = ?8, \
+             pending_access_expires_at = ?9, pending_refresh_expires_at = ?10, retired = ?11, \
+             updated_at = ?12"
         ))
         .map_err(unavailable)?;
     stmt.execute(params![
