@@ -143,6 +143,7 @@ impl ApiKeyService {
             created_at: self.clock.now(),
             expires_at,
             invalidated_at: None,
+            owner: None,
         };
         self.store.insert_api_key(record).await?;
         let encoded = STANDARD.encode(format!("{id}:{secret}"));
