@@ -28,6 +28,10 @@ pub struct AccessClaims {
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The token family (the Elasticsearch-compatible token API): its record holds the
+    /// token state, and `sub` is the user. Absent on agents' and clients' tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Serialize)]
