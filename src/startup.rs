@@ -13,7 +13,7 @@ use crate::config::{Settings, StoreKind};
 use crate::grant::security::SecurityApi;
 use crate::grant::{GrantService, SecurityServices};
 use crate::http::{self, AppState};
-use crate::security::users::{UserError, ELASTIC};
+use crate::security::users::{Bootstrapped, UserError, ELASTIC};
 use crate::security::{RoleService, ServiceAccounts, UserService};
 use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
@@ -146,14 +146,20 @@ async fn bootstrap_elastic(users: &UserService, settings: &Settings) -> Result<(
         (None, None) => (None, ""),
     };
     match users.bootstrap(password).await {
-        Ok(Some(generated)) => {
+        Ok(Bootstrapped::Generated(generated)) => {
             eprintln!(
                 "fleetauth: created the built-in superuser `{ELASTIC}` with a generated password, shown only this once: {generated}\n\
                  fleetauth: (set {BOOTSTRAP_PASSWORD_ENV} when creating a store to choose it; change it with POST /_security/user/{ELASTIC}/_password)"
             );
             Ok(())
         }
-        Ok(None) => Ok(()),
+        Ok(Bootstrapped::Given) => {
+            eprintln!(
+                "fleetauth: created the built-in superuser `{ELASTIC}` with the password from {source}"
+            );
+            Ok(())
+        }
+        Ok(Bootstrapped::Existed) => Ok(()),
         Err(UserError::Invalid(reason)) => Err(StartError::Bootstrap(format!(
             "the password from {source} is not acceptable: {reason}"
         ))),

@@ -53,6 +53,10 @@ pub enum GrantKind {
     ApiKey,
     AccessToken,
     RefreshToken,
+    /// The token API's `password` grant.
+    Password,
+    /// The token API's `client_credentials` grant (a token for the calling user).
+    UserCredentials,
 }
 
 impl GrantKind {
@@ -61,6 +65,8 @@ impl GrantKind {
             Self::ApiKey => "api_key",
             Self::AccessToken => "access_token",
             Self::RefreshToken => "refresh_token",
+            Self::Password => "password",
+            Self::UserCredentials => "client_credentials",
         }
     }
 }
@@ -150,7 +156,7 @@ pub(crate) fn record_failure(e: &GrantError) {
 
 /// The issuance metrics, for every front door: tokens issued by grant and kind, and the
 /// time to issue.
-fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
+pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
     let grant = kind.as_str();
     metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access")
         .increment(1);

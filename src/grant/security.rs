@@ -15,14 +15,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::chain::effective_privileges;
-use super::{GrantError, GrantService, Principal};
+use super::{record_issued, GrantError, GrantKind, GrantService, Principal};
 use crate::api_keys::ApiKeyService;
 use crate::clock::UnixTime;
 use crate::credentials::Presented;
@@ -127,6 +127,22 @@ impl SecurityError {
                 action.granted_by().join(","),
             ),
         )
+    }
+
+    /// A short label for the authentication-failure metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self.kind {
+            SecurityErrorKind::Unauthenticated => "bad_credentials",
+            SecurityErrorKind::Forbidden => "forbidden",
+            SecurityErrorKind::InvalidGrant => "invalid_grant",
+            SecurityErrorKind::Validation
+            | SecurityErrorKind::Parse
+            | SecurityErrorKind::IllegalArgument => "invalid_request",
+            SecurityErrorKind::NotFound => "not_found",
+            SecurityErrorKind::Conflict => "conflict",
+            SecurityErrorKind::Unavailable => "store_unavailable",
+            SecurityErrorKind::Internal => "internal",
+        }
     }
 
     /// Elasticsearch's `type` of the error.
@@ -550,72 +566,107 @@ impl SecurityApi {
     ) -> Result<CreatedToken, SecurityError> {
         Self::authorize(principal, Action::CreateToken)?;
         let request: CreateTokenRequest = read_body("token_request", body)?;
-        let grant_type = request.grant_type.as_deref().unwrap_or("");
-        match grant_type {
-            "password" => {
-                let mut problems = Vec::new();
-                if request.username.as_deref().is_none_or(str::is_empty) {
-                    problems.push("username is missing".to_string());
-                }
-                if request.password.as_deref().is_none_or(str::is_empty) {
-                    problems.push("password is missing".to_string());
-                }
-                if request.refresh_token.is_some() {
-                    problems.push("refresh_token is not supported with the password grant_type".into());
-                }
-                if !problems.is_empty() {
-                    return Err(SecurityError::validation(&problems));
-                }
-                let (username, password) = (
-                    request.username.unwrap_or_default(),
-                    request.password.unwrap_or_default(),
-                );
-                let user = self
-                    .grants
-                    .security()
-                    .users
-                    .authenticate(&username, &password)
-                    .await
-                    .map_err(|e| match e {
-                        UserError::Store(s) => SecurityError::from(s),
-                        UserError::Hash(h) => SecurityError::new(SecurityErrorKind::Internal, h.to_string()),
-                        _ => SecurityError::unauthenticated(format!(
-                            "unable to authenticate user [{username}] for action [{}]",
-                            Action::CreateToken.name()
-                        )),
-                    })?;
-                let identity = self
-                    .grants
-                    .user_identity(&user, AuthenticationType::Realm)
-                    .await
-                    .map_err(grant_to_security)?;
-                self.start_family(&identity, true).await
+        let started = Instant::now();
+        let grant_type = request.grant_type.clone().unwrap_or_default();
+        let (kind, result) = match grant_type.as_str() {
+            "password" => (GrantKind::Password, self.password_grant(request).await),
+            "client_credentials" => (
+                GrantKind::UserCredentials,
+                self.client_credentials_grant(principal, request).await,
+            ),
+            "refresh_token" => (GrantKind::RefreshToken, self.refresh_grant(request).await),
+            "" => return Err(SecurityError::validation(&["grant_type is missing".into()])),
+            other => {
+                return Err(SecurityError::validation(&[format!(
+                    "grant_type [{other}] is not supported; supported: password, client_credentials, refresh_token"
+                )]))
             }
-            "client_credentials" => {
-                if request.username.is_some() || request.password.is_some() || request.refresh_token.is_some() {
-                    return Err(SecurityError::validation(&[
-                        "username, password and refresh_token are not supported with the client_credentials grant_type".into(),
-                    ]));
-                }
-                if !principal.identity.is_user() {
-                    return Err(SecurityError::illegal_argument(
-                        "the client_credentials grant is available to users only, not to API keys, service accounts or agents",
-                    ));
-                }
-                self.start_family(&principal.identity, false).await
+        };
+        match &result {
+            Ok(token) => record_issued(kind, token.refresh_token.is_some(), started),
+            Err(e) => {
+                metrics::counter!("fleetauth_auth_failures_total", "reason" => e.metric_reason())
+                    .increment(1)
             }
-            "refresh_token" => {
-                let token = request
-                    .refresh_token
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| SecurityError::validation(&["refresh_token is missing".into()]))?;
-                self.refresh_family(&token).await
-            }
-            "" => Err(SecurityError::validation(&["grant_type is missing".into()])),
-            other => Err(SecurityError::validation(&[format!(
-                "grant_type [{other}] is not supported; supported: password, client_credentials, refresh_token"
-            )])),
         }
+        result
+    }
+
+    async fn password_grant(
+        &self,
+        request: CreateTokenRequest,
+    ) -> Result<CreatedToken, SecurityError> {
+        let mut problems = Vec::new();
+        if request.username.as_deref().is_none_or(str::is_empty) {
+            problems.push("username is missing".to_string());
+        }
+        if request.password.as_deref().is_none_or(str::is_empty) {
+            problems.push("password is missing".to_string());
+        }
+        if request.refresh_token.is_some() {
+            problems.push("refresh_token is not supported with the password grant_type".into());
+        }
+        if !problems.is_empty() {
+            return Err(SecurityError::validation(&problems));
+        }
+        let (username, password) = (
+            request.username.unwrap_or_default(),
+            request.password.unwrap_or_default(),
+        );
+        let user = self
+            .grants
+            .security()
+            .users
+            .authenticate(&username, &password)
+            .await
+            .map_err(|e| match e {
+                UserError::Store(s) => SecurityError::from(s),
+                UserError::Hash(h) => {
+                    SecurityError::new(SecurityErrorKind::Internal, h.to_string())
+                }
+                _ => SecurityError::unauthenticated(format!(
+                    "unable to authenticate user [{username}] for action [{}]",
+                    Action::CreateToken.name()
+                )),
+            })?;
+        let identity = self
+            .grants
+            .user_identity(&user, AuthenticationType::Realm)
+            .await
+            .map_err(grant_to_security)?;
+        self.start_family(&identity, true).await
+    }
+
+    async fn client_credentials_grant(
+        &self,
+        principal: &Principal,
+        request: CreateTokenRequest,
+    ) -> Result<CreatedToken, SecurityError> {
+        if request.username.is_some()
+            || request.password.is_some()
+            || request.refresh_token.is_some()
+        {
+            return Err(SecurityError::validation(&[
+                "username, password and refresh_token are not supported with the client_credentials grant_type".into(),
+            ]));
+        }
+        if !principal.identity.is_user() {
+            return Err(SecurityError::illegal_argument(
+                "the client_credentials grant is available to users only, not to API keys, service accounts or agents",
+            ));
+        }
+        self.start_family(&principal.identity, false).await
+    }
+
+    async fn refresh_grant(
+        &self,
+        request: CreateTokenRequest,
+    ) -> Result<CreatedToken, SecurityError> {
+        let token = request
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| SecurityError::validation(&["refresh_token is missing".into()]))?;
+        self.refresh_family(&token).await
     }
 
     async fn start_family(

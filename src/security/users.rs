@@ -53,6 +53,27 @@ impl UserError {
     }
 }
 
+/// What [`UserService::bootstrap`] did.
+#[derive(PartialEq, Eq)]
+pub enum Bootstrapped {
+    /// `elastic` existed (or another instance created it just now): nothing to show.
+    Existed,
+    /// Created with the given password.
+    Given,
+    /// Created with this generated password, to be shown once.
+    Generated(String),
+}
+
+impl std::fmt::Debug for Bootstrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Existed => "Existed",
+            Self::Given => "Given",
+            Self::Generated(_) => "Generated([redacted])",
+        })
+    }
+}
+
 /// A user created or replaced through the user API (the password is required to
 /// create one, optional to update one).
 pub struct PutUser {
@@ -138,17 +159,16 @@ impl UserService {
     }
 
     /// Creates `elastic` if it does not exist (a new store): with `password`, or with
-    /// a generated one, which is returned so that the caller shows it once. `None`:
-    /// `elastic` existed already (or another instance created it just now), nothing to
-    /// show. A password given here must satisfy [`check_password`].
-    pub async fn bootstrap(&self, password: Option<&str>) -> Result<Option<String>, UserError> {
+    /// a generated one, which is returned so that the caller shows it once. A password
+    /// given here must satisfy [`check_password`].
+    pub async fn bootstrap(&self, password: Option<&str>) -> Result<Bootstrapped, UserError> {
         if self
             .store
             .typed_record::<UserRecord>(ELASTIC)
             .await?
             .is_some()
         {
-            return Ok(None);
+            return Ok(Bootstrapped::Existed);
         }
         let (password, generated) = match password {
             Some(p) => {
@@ -177,7 +197,11 @@ impl UserService {
                 None => TypedWrite::Put(record.clone()),
             })
             .await?;
-        Ok((before.is_none() && generated).then_some(password))
+        Ok(match (before.is_none(), generated) {
+            (false, _) => Bootstrapped::Existed,
+            (true, true) => Bootstrapped::Generated(password),
+            (true, false) => Bootstrapped::Given,
+        })
     }
 
     pub async fn get(&self, username: &str) -> Result<Option<UserRecord>, UserError> {

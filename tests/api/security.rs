@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::es_standin::EsStandIn;
-use crate::helpers::{spawn_app_for, spawn_app_with, TestApp};
+use crate::helpers::{metric_value, spawn_app_for, spawn_app_with, TestApp};
 
 const ADMIN_PASSWORD: &str = "bootstrap-s3cret";
 const DAY: i64 = 86_400;
@@ -529,6 +529,8 @@ async fn callers_without_the_privilege_get_403() {
 async fn the_password_grant_gives_each_login_its_own_token_family() {
     let app = spawn().await;
     put_user(&app, "tess", "tess-pw-1", &["superuser"]).await;
+    let series = r#"fleetauth_tokens_issued_total{grant="password",kind="refresh"}"#;
+    let before = metric_value(&app.metrics().await, series);
 
     let first = password_grant(&app, "tess", "tess-pw-1").await;
     let second = password_grant(&app, "tess", "tess-pw-1").await;
@@ -540,6 +542,10 @@ async fn the_password_grant_gives_each_login_its_own_token_family() {
         assert_eq!(token["authentication"]["username"], "tess");
         assert_eq!(token["authentication"]["authentication_type"], "realm");
     }
+    assert!(
+        metric_value(&app.metrics().await, series) >= before + 2.0,
+        "counted with every other issuance"
+    );
     // Both work at once, independently.
     for token in [&first, &second] {
         let (status, me) = whoami_es(&app, &bearer(token["access_token"].as_str().unwrap())).await;
@@ -1946,6 +1952,10 @@ async fn the_bootstrap_password_comes_from_the_environment_and_is_never_printed(
     let stderr = served.stderr();
     assert!(!stderr.contains("from-the-env-123"), "{stderr}");
     assert!(!stderr.contains("generated password"), "{stderr}");
+    assert!(
+        stderr.contains("created the built-in superuser `elastic` with the password from FLEETAUTH_BOOTSTRAP_PASSWORD"),
+        "says how to obtain the admin credential: {stderr}"
+    );
     assert_eq!(
         served
             .authenticate(&basic("elastic", "from-the-env-123"))
