@@ -284,7 +284,7 @@ pub(crate) fn api_key_identity(key: &ApiKeyRecord) -> Identity {
 
 /// The intersection of a key's own role descriptors (all, when it has none) and every
 /// set of descriptors it is limited by.
-pub(crate) fn effective_privileges(key: &ApiKeyRecord) -> Privileges {
+fn effective_privileges(key: &ApiKeyRecord) -> Privileges {
     let Some(owner) = &key.owner else {
         return Privileges::NONE;
     };

@@ -21,7 +21,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::chain::effective_privileges;
 use super::{record_issued, GrantError, GrantKind, GrantService, Principal};
 use crate::api_keys::ApiKeyService;
 use crate::clock::UnixTime;
@@ -1251,7 +1250,9 @@ impl SecurityApi {
         Ok(Value::Object(out))
     }
 
-    /// `DELETE /_security/user/{username}`: whether it existed.
+    /// `DELETE /_security/user/{username}`: whether it existed. The user's tokens are
+    /// revoked too, so that a new user of the same name never inherits them (its API
+    /// keys stay, as in Elasticsearch).
     pub async fn delete_user(
         &self,
         principal: &Principal,
@@ -1260,6 +1261,9 @@ impl SecurityApi {
         Self::authorize(principal, Action::DeleteUser)?;
         let found = self.grants.security().users.delete(username).await?;
         if found {
+            for family in self.tokens.families_of(Some(username)).await? {
+                self.tokens.revoke_family(&family.family_id).await?;
+            }
             tracing::info!(username, by = %principal.identity.username, "user deleted");
         }
         Ok(found)
@@ -1355,11 +1359,6 @@ impl SecurityApi {
             tracing::info!(role = name, by = %principal.identity.username, "role deleted");
         }
         Ok(found)
-    }
-
-    /// What an API key may do (for tests and diagnostics): its effective privileges.
-    pub fn api_key_privileges(key: &ApiKeyRecord) -> crate::security::Privileges {
-        effective_privileges(key)
     }
 }
 

@@ -751,3 +751,60 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The version-1 schema, as the first releases created it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, agent_id TEXT,
+            hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+            invalidated_at INTEGER);
+        INSERT INTO api_keys VALUES ('old', 'n', 'agent-1', 'h', 1, NULL, NULL);
+        PRAGMA user_version = 1;";
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .execute_batch(SCHEMA_V1)
+            .unwrap();
+
+        let (store, created) = SqliteStore::open(dir.path()).unwrap();
+
+        assert!(!created);
+        let old = store.api_key("old").await.unwrap().unwrap();
+        assert_eq!(
+            (old.agent_id.as_deref(), old.owner),
+            (Some("agent-1"), None)
+        );
+        let owned = ApiKeyRecord {
+            id: "new".into(),
+            owner: Some(ApiKeyOwner {
+                username: "alice".into(),
+                realm: "default_native".into(),
+                realm_type: "native".into(),
+                role_descriptors: serde_json::json!({}),
+                limited_by: serde_json::json!([]),
+                metadata: serde_json::json!({ "k": "v" }),
+            }),
+            ..old
+        };
+        store.insert_api_key(owned.clone()).await.unwrap();
+        assert_eq!(store.api_key("new").await.unwrap(), Some(owned));
+        let version: i64 = store
+            .read(|c| {
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(unavailable)
+            })
+            .unwrap();
+        assert_eq!(version, 2);
+        drop(store);
+        // Opening again changes nothing.
+        let (again, _) = SqliteStore::open(dir.path()).unwrap();
+        assert!(again.api_key("new").await.unwrap().is_some());
+    }
+}

@@ -372,6 +372,34 @@ async fn users_and_roles_can_be_managed_by_the_superuser() {
 }
 
 #[tokio::test]
+async fn a_deleted_users_tokens_do_not_pass_to_a_new_user_of_the_same_name() {
+    let app = spawn().await;
+    put_user(&app, "zoe", "zoe-pw-123", &["superuser"]).await;
+    let token = password_grant(&app, "zoe", "zoe-pw-123").await;
+    let access = bearer(token["access_token"].as_str().unwrap());
+    assert_eq!(whoami_es(&app, &access).await.0, 200);
+
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        "/_security/user/zoe",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(whoami_es(&app, &access).await.0, 401, "the user is gone");
+    put_user(&app, "zoe", "another-pw-1", &["superuser"]).await;
+
+    assert_eq!(
+        whoami_es(&app, &access).await.0,
+        401,
+        "revoked with the user"
+    );
+    assert_eq!(refresh_grant(&app, &token["refresh_token"]).await.0, 400);
+}
+
+#[tokio::test]
 async fn the_built_in_user_and_role_are_reserved() {
     let app = spawn().await;
 
