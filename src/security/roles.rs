@@ -85,12 +85,11 @@ impl RoleDescriptor {
                 "metadata",
                 "transient_metadata",
                 "description",
-                "global",
-                "remote_indices",
-                "remote_cluster",
             ]
             .contains(&key.as_str())
             {
+                // Also Elasticsearch's `global`, `remote_indices`, `remote_cluster`:
+                // refused rather than silently dropped.
                 return Err(parse(format!("unexpected field [{key}]")));
             }
         }
