@@ -474,7 +474,8 @@ pub struct MetaDoc {
     pub value: String,
 }
 
-/// A security record's document (see [`record_doc_properties`]).
+/// A security record's document: `id`, `owner`, `purge_after` (what the store searches
+/// on) and the typed record under `record`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordDoc {
