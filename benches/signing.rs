@@ -72,6 +72,7 @@ fn claims() -> AccessClaims {
         groups: None,
         vault_role: None,
         max_uses: None,
+        sid: None,
     }
 }
 

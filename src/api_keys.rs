@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::clock::{Clock, UnixTime};
-use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::store::{ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, Store, StoreError};
 
 /// At most this many argon2 verifications run at once; the rest wait, so a flood of
 /// bad keys cannot starve the runtime.
@@ -127,6 +127,29 @@ impl ApiKeyService {
         agent_id: Option<&str>,
         expires_at: Option<UnixTime>,
     ) -> Result<CreatedApiKey, StoreError> {
+        self.create_with_owner(name, agent_id, expires_at, None)
+            .await
+    }
+
+    /// Creates a key for `POST /_security/api_key`: owned by its creator and limited
+    /// by the creator's privileges (see `grant::security`).
+    pub async fn create_owned(
+        &self,
+        name: &str,
+        expires_at: Option<UnixTime>,
+        owner: ApiKeyOwner,
+    ) -> Result<CreatedApiKey, StoreError> {
+        self.create_with_owner(name, None, expires_at, Some(owner))
+            .await
+    }
+
+    async fn create_with_owner(
+        &self,
+        name: &str,
+        agent_id: Option<&str>,
+        expires_at: Option<UnixTime>,
+        owner: Option<ApiKeyOwner>,
+    ) -> Result<CreatedApiKey, StoreError> {
         let id = random_token(15);
         let secret = random_token(24);
         let hash = {
@@ -143,6 +166,7 @@ impl ApiKeyService {
             created_at: self.clock.now(),
             expires_at,
             invalidated_at: None,
+            owner,
         };
         self.store.insert_api_key(record).await?;
         let encoded = STANDARD.encode(format!("{id}:{secret}"));
@@ -218,6 +242,25 @@ impl ApiKeyService {
         tokio::task::spawn_blocking(move || argon2_matches(&secret, &phc))
             .await
             .unwrap_or(false)
+    }
+
+    /// A key's record (no secret needed: for listings by their owner or an admin).
+    pub async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.store.api_key(id).await
+    }
+
+    /// The keys matching `filter`, ordered by id.
+    pub async fn list(&self, filter: &ApiKeyFilter) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.store.api_keys_where(filter).await
+    }
+
+    /// Removes the keys that were invalidated, or expired, at or before `cutoff`.
+    pub async fn purge(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
+        self.store.purge_api_keys(cutoff).await
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
     pub async fn invalidate(&self, id: &str) -> Result<bool, StoreError> {

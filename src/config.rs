@@ -92,6 +92,11 @@ pub struct RawJwt {
 #[serde(deny_unknown_fields, default)]
 pub struct RawApiKeys {
     pub cache_size: usize,
+    /// How long expired and invalidated API keys are kept before they are removed.
+    pub retention: String,
+    /// How often the background remover looks for API keys past their retention (and
+    /// token families whose every token has expired).
+    pub purge_interval: String,
 }
 
 /// The Vault-compatible JWT auth method (`/v1/auth/jwt/...`).
@@ -175,6 +180,8 @@ impl Default for RawApiKeys {
     fn default() -> Self {
         Self {
             cache_size: 100_000,
+            retention: "7d".into(),
+            purge_interval: "1h".into(),
         }
     }
 }
@@ -352,8 +359,17 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub jwt: JwtSettings,
     pub api_key_cache_size: usize,
+    /// How long expired and invalidated API keys are kept (`api_keys.retention`).
+    pub api_key_retention: Duration,
+    /// How often the remover runs (`api_keys.purge_interval`).
+    pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    /// The password of the built-in `elastic` user when this start creates the store.
+    /// Never read from the config file or `FLEETAUTH_*` settings: `startup` takes it from
+    /// `FLEETAUTH_BOOTSTRAP_PASSWORD` when this is `None` (embedding code and tests may
+    /// set it here instead).
+    pub bootstrap_password: Option<Secret>,
 }
 
 /// The Vault-compatible JWT auth method (SPEC §4 "Vault-compatible JWT auth method").
@@ -655,6 +671,15 @@ impl RawSettings {
             }
         }
         let vault = self.vault.validate()?;
+        let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
+        let api_key_purge_interval =
+            duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
+        if api_key_purge_interval < Duration::from_secs(1) {
+            return Err(SettingsError::new(
+                "api_keys.purge_interval",
+                "must be at least 1s",
+            ));
+        }
         if self.api_keys.cache_size == 0 {
             return Err(SettingsError::new(
                 "api_keys.cache_size",
@@ -681,6 +706,9 @@ impl RawSettings {
                 key_poll_interval,
             },
             api_key_cache_size: self.api_keys.cache_size,
+            api_key_retention,
+            api_key_purge_interval,
+            bootstrap_password: None,
             public_url,
             oauth: OAuthSettings {
                 client_credentials_refresh: self.oauth.client_credentials_refresh,
@@ -864,7 +892,11 @@ impl Settings {
                 "stateless": self.jwt.stateless,
                 "key_poll_interval_secs": secs(self.jwt.key_poll_interval),
             },
-            "api_keys": { "cache_size": self.api_key_cache_size },
+            "api_keys": {
+                "cache_size": self.api_key_cache_size,
+                "retention_secs": secs(self.api_key_retention),
+                "purge_interval_secs": secs(self.api_key_purge_interval),
+            },
             "public_url": self.public_url,
             "oauth": {
                 "client_credentials_refresh": self.oauth.client_credentials_refresh,
@@ -958,6 +990,23 @@ mod tests {
         assert!(!format!("{s:?}").contains("a-long-enough"));
         assert!(!s.describe().to_string().contains("a-long-enough"));
         assert_eq!(s.jwt.max_access_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn api_key_retention_settings_are_checked_by_name() {
+        let s = RawSettings::default().validate().unwrap();
+        assert_eq!(s.api_key_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.api_key_purge_interval, Duration::from_secs(3600));
+        assert!(s.bootstrap_password.is_none());
+        let mut raw = RawSettings::default();
+        raw.api_keys.retention = "soon".into();
+        assert_eq!(raw.validate().unwrap_err().setting, "api_keys.retention");
+        let mut raw = RawSettings::default();
+        raw.api_keys.purge_interval = "0s".into();
+        assert_eq!(
+            raw.validate().unwrap_err().setting,
+            "api_keys.purge_interval"
+        );
     }
 
     #[test]

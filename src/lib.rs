@@ -9,7 +9,8 @@
 //!  -> credentials   what the caller presented (Authorization header), parsed only
 //!   -> grant        flows: credential -> pair, credential -> principal; OAuth errors
 //!    -> vault       the Vault-compatible JWT auth method: config, roles, external JWTs
-//!    -> tokens, api_keys, agents   token formats, keys, rotation rules, key hashing
+//!    -> tokens, api_keys, agents, security   token formats, keys, rotation rules, key
+//!                  hashing; users, roles, privileges, service accounts
 //!     -> store      the Store trait and its records
 //!      -> store::sqlite   the embedded backend (group commit, WAL)
 //!      -> store::elasticsearch   the distributed backend (real-time GETs, compare-and-set)
@@ -26,6 +27,7 @@ pub mod config;
 pub mod credentials;
 pub mod grant;
 pub mod http;
+pub mod security;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

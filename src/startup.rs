@@ -11,8 +11,11 @@ use tokio::net::TcpListener;
 use crate::api_keys::ApiKeyService;
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
-use crate::grant::GrantService;
+use crate::grant::security::SecurityApi;
+use crate::grant::{GrantService, SecurityServices};
 use crate::http::{self, AppState};
+use crate::security::users::{Bootstrapped, UserError, ELASTIC};
+use crate::security::{RoleService, ServiceAccounts, UserService};
 use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -26,6 +29,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    #[error("cannot create the built-in user `elastic`: {0}")]
+    Bootstrap(String),
     #[error("{0}")]
     Settings(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -79,6 +84,9 @@ pub fn store_location(settings: &Settings) -> String {
     }
 }
 
+/// The environment variable with the password of `elastic` for a new store (SPEC §1).
+pub const BOOTSTRAP_PASSWORD_ENV: &str = "FLEETAUTH_BOOTSTRAP_PASSWORD";
+
 /// The services behind the HTTP API, shared by `serve` and the CLI commands.
 #[derive(Clone)]
 pub struct Services {
@@ -88,11 +96,17 @@ pub struct Services {
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method.
     pub jwt_auth: Arc<JwtAuth>,
+    pub security: SecurityServices,
+    pub security_api: Arc<SecurityApi>,
     /// True when this start created the store.
     pub created: bool,
 }
 
 impl Services {
+    /// Opens the store and starts every service. Whichever process finds the store
+    /// without the built-in user `elastic` (a new store: `serve` or a CLI command)
+    /// creates it, with `settings.bootstrap_password`, else `FLEETAUTH_BOOTSTRAP_PASSWORD`,
+    /// else a random password that it prints once, to stderr.
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         install_crypto_provider();
         let (store, created) = open_store(settings).await?;
@@ -105,23 +119,74 @@ impl Services {
         )?);
         let jwt_auth = Arc::new(JwtAuth::new(
             store.clone(),
-            clock,
+            clock.clone(),
             settings.vault.clone(),
             &settings.jwt,
         ));
+        let users = Arc::new(
+            UserService::new(store.clone(), clock.clone(), settings.api_key_cache_size)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?,
+        );
+        bootstrap_elastic(&users, settings).await?;
+        let security = SecurityServices {
+            users,
+            roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
+            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock)),
+        };
         let grants = Arc::new(
-            GrantService::new(tokens.clone(), api_keys.clone())
+            GrantService::new(tokens.clone(), api_keys.clone(), security.clone())
                 .with_oauth(settings.oauth.clone())
                 .with_jwt_auth(jwt_auth.clone()),
         );
+        let security_api = Arc::new(SecurityApi::new(
+            grants.clone(),
+            tokens.clone(),
+            api_keys.clone(),
+            settings.api_key_retention,
+        ));
         Ok(Self {
             store,
             tokens,
             api_keys,
             grants,
             jwt_auth,
+            security,
+            security_api,
             created,
         })
+    }
+}
+
+/// Creates `elastic` in a store that has no such user, and says so on stderr (the
+/// generated password, once; a given password is never printed).
+async fn bootstrap_elastic(users: &UserService, settings: &Settings) -> Result<(), StartError> {
+    let from_env = std::env::var(BOOTSTRAP_PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty());
+    let (password, source) = match (&settings.bootstrap_password, &from_env) {
+        (Some(p), _) => (Some(p.expose()), "the bootstrap_password setting"),
+        (None, Some(p)) => (Some(p.as_str()), BOOTSTRAP_PASSWORD_ENV),
+        (None, None) => (None, ""),
+    };
+    match users.bootstrap(password).await {
+        Ok(Bootstrapped::Generated(generated)) => {
+            eprintln!(
+                "fleetauth: created the built-in superuser `{ELASTIC}` with a generated password, shown only this once: {generated}\n\
+                 fleetauth: (set {BOOTSTRAP_PASSWORD_ENV} when creating a store to choose it; change it with POST /_security/user/{ELASTIC}/_password)"
+            );
+            Ok(())
+        }
+        Ok(Bootstrapped::Given) => {
+            eprintln!(
+                "fleetauth: created the built-in superuser `{ELASTIC}` with the password from {source}"
+            );
+            Ok(())
+        }
+        Ok(Bootstrapped::Existed) => Ok(()),
+        Err(UserError::Invalid(reason)) => Err(StartError::Bootstrap(format!(
+            "the password from {source} is not acceptable: {reason}"
+        ))),
+        Err(e) => Err(StartError::Bootstrap(e.to_string())),
     }
 }
 
@@ -131,6 +196,7 @@ pub struct Application {
     router: axum::Router,
     addr: SocketAddr,
     services: Services,
+    purge_interval: std::time::Duration,
 }
 
 impl Application {
@@ -145,6 +211,7 @@ impl Application {
         let state = AppState {
             grants: services.grants.clone(),
             vault: services.jwt_auth.clone(),
+            security: services.security_api.clone(),
             settings: Arc::new(settings.clone()),
             metrics: telemetry::metrics_handle(),
         };
@@ -165,6 +232,7 @@ impl Application {
             router,
             addr,
             services,
+            purge_interval: settings.api_key_purge_interval,
         })
     }
 
@@ -183,6 +251,10 @@ impl Application {
     ) -> std::io::Result<()> {
         let refresher = self.services.tokens.spawn_key_refresher();
         let purger = self.services.tokens.spawn_purger();
+        let remover = self
+            .services
+            .security_api
+            .spawn_remover(self.purge_interval);
         // Small token responses should leave at once, not wait for Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
@@ -198,6 +270,7 @@ impl Application {
             .await;
         refresher.abort();
         purger.abort();
+        remover.abort();
         result
     }
 }

@@ -103,6 +103,7 @@ pub async fn enroll(
                 let subject = Subject {
                     agent_id: &agent,
                     client_id: &client,
+                    family: None,
                 };
                 tokens
                     .exchange(subject, Presented::ApiKey)

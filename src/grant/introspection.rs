@@ -137,7 +137,8 @@ pub(super) async fn revoke(
     let token = request.params.require("token")?;
     // `token_type_hint` is only a hint (RFC 7009 §2.1): every kind is looked at.
     if let Some(parsed) = refresh::parse(token) {
-        if !caller.owns(&parsed.agent_id, &parsed.client_id) {
+        // A token of the token API (a family) is no client's: revoked there only.
+        if parsed.family.is_some() || !caller.owns(&parsed.agent_id, &parsed.client_id) {
             // Refused only if it is a live token; an invalid one is answered 200.
             return match tokens.inspect_refresh(&parsed).await? {
                 Some(_) => Err(not_yours()),
@@ -168,7 +169,7 @@ pub(super) async fn revoke(
             Err(_) => Ok(()),
         };
     }
-    if !caller.owns(&claims.sub, &claims.client_id) {
+    if claims.sid.is_some() || !caller.owns(&claims.sub, &claims.client_id) {
         return match issuer.confirm(&claims, Check::Look).await {
             Ok(()) => Err(not_yours()),
             Err(e) if e.is_server_error() => Err(e),

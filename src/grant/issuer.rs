@@ -71,6 +71,15 @@ impl Issued {
     }
 }
 
+/// The refusal of a token of the Elasticsearch-compatible token API (a token family)
+/// where only agents' and OAuth2 clients' tokens are traded.
+pub fn not_a_client_token() -> GrantError {
+    GrantError::invalid_grant(
+        "token_api_token",
+        "the token was issued by the token API (POST /_security/oauth2/token); refresh it there",
+    )
+}
+
 /// How an access token is being checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
@@ -137,6 +146,7 @@ impl<'a> JwtIssuer<'a> {
         let subject = Subject {
             agent_id: client.subject(),
             client_id: &client.id,
+            family: None,
         };
         if !self.stateful(client.subject(), &client.id) {
             let access = self.tokens.issue_access_only(subject, scope);
@@ -158,9 +168,13 @@ impl<'a> JwtIssuer<'a> {
         presented: &refresh::PresentedRefresh,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
+        if presented.family.is_some() {
+            return Err(not_a_client_token());
+        }
         let subject = Subject {
             agent_id: &presented.agent_id,
             client_id: &presented.client_id,
+            family: None,
         };
         let presented = tokens::Presented::RefreshToken {
             hash: &presented.hash,
@@ -187,9 +201,13 @@ impl<'a> JwtIssuer<'a> {
                 "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
             ));
         }
+        if claims.sid.is_some() {
+            return Err(not_a_client_token());
+        }
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
+            family: None,
         };
         if !self.stateful(&claims.sub, &claims.client_id) {
             self.check_client_key(&claims.client_id).await?;

@@ -22,6 +22,7 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
+mod chain;
 pub mod client_credentials;
 pub mod error;
 pub mod external_jwt;
@@ -30,6 +31,7 @@ pub mod issuer;
 pub mod refresh;
 pub mod registrar;
 pub mod request;
+pub mod security;
 pub mod token_exchange;
 
 use std::net::IpAddr;
@@ -41,12 +43,13 @@ pub use error::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
+use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
 use external_jwt::ExternalJwts;
 pub use external_jwt::{LoggedIn, LoginError};
 pub use introspection::Introspection;
-use issuer::{is_client_token, Check, Issued, JwtIssuer};
+use issuer::{Issued, JwtIssuer};
 use registrar::ApiKeyRegistrar;
 pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
 use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
@@ -59,6 +62,10 @@ pub enum GrantKind {
     RefreshToken,
     /// An external JWT (Vault JWT auth login, or token exchange of one).
     ExternalJwt,
+    /// The token API's `password` grant.
+    Password,
+    /// The token API's `client_credentials` grant (a token for the calling user).
+    UserCredentials,
 }
 
 impl GrantKind {
@@ -68,6 +75,8 @@ impl GrantKind {
             Self::AccessToken => "access_token",
             Self::RefreshToken => "refresh_token",
             Self::ExternalJwt => "external_jwt",
+            Self::Password => "password",
+            Self::UserCredentials => "client_credentials",
         }
     }
 }
@@ -78,6 +87,9 @@ impl GrantKind {
 pub enum AuthMethod {
     ApiKey,
     Jwt,
+    /// A user's username and password (HTTP Basic).
+    Password,
+    ServiceToken,
 }
 
 /// Who a credential belongs to.
@@ -86,8 +98,19 @@ pub struct Principal {
     /// The agent, when the credential is an agent's.
     pub agent_id: Option<String>,
     pub auth_method: AuthMethod,
-    /// The API key id or the JWT ID.
+    /// The API key id, the JWT ID, the username or the service token's name.
     pub token_id: String,
+    /// Who it is in Elasticsearch's terms, and its cluster privileges.
+    pub identity: Identity,
+}
+
+/// The services behind users, roles and service accounts, shared by the
+/// authentication chain and the security APIs.
+#[derive(Clone)]
+pub struct SecurityServices {
+    pub users: Arc<UserService>,
+    pub roles: Arc<RoleService>,
+    pub service_accounts: Arc<ServiceAccounts>,
 }
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -131,6 +154,7 @@ pub struct GrantMetadata {
 pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
+    security: SecurityServices,
     oauth: OAuthSettings,
     /// Recognise token exchange's subject tokens, in order (ours first).
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
@@ -147,13 +171,13 @@ pub struct TokenLookup {
     pub uses_left: Option<u32>,
 }
 
-fn record_failure(e: &GrantError) {
+pub(crate) fn record_failure(e: &GrantError) {
     metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason()).increment(1);
 }
 
 /// The issuance metrics, for every front door: tokens issued by grant and kind, and the
 /// time to issue.
-fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
+pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
     let grant = kind.as_str();
     metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access")
         .increment(1);
@@ -166,11 +190,16 @@ fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
 }
 
 impl GrantService {
-    pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
+    pub fn new(
+        tokens: Arc<TokenService>,
+        api_keys: Arc<ApiKeyService>,
+        security: SecurityServices,
+    ) -> Self {
         let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
         Self {
             tokens,
             api_keys,
+            security,
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
@@ -204,6 +233,10 @@ impl GrantService {
 
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
+    }
+
+    pub fn security(&self) -> &SecurityServices {
+        &self.security
     }
 
     fn registrar(&self) -> ApiKeyRegistrar<'_> {
@@ -308,7 +341,10 @@ impl GrantService {
     /// a pending pair, and takes one use of a use-limited token).
     pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
         let result = async {
-            let claims = self.issuer().validate_access(token, Check::Use).await?;
+            let claims = self
+                .issuer()
+                .validate_access(token, issuer::Check::Use)
+                .await?;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -405,6 +441,7 @@ impl GrantService {
         let subject = Subject {
             agent_id,
             client_id: &key.id,
+            family: None,
         };
         Ok(self
             .tokens
@@ -416,9 +453,13 @@ impl GrantService {
         &self,
         parsed: &tokens::refresh::PresentedRefresh,
     ) -> Result<IssuedPair, GrantError> {
+        if parsed.family.is_some() {
+            return Err(issuer::not_a_client_token());
+        }
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
+            family: None,
         };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
         let scope = parsed.scope.as_deref();
@@ -442,9 +483,13 @@ impl GrantService {
                 "a token from the JWT auth method does not belong to an agent",
             ));
         }
+        if claims.sid.is_some() {
+            return Err(issuer::not_a_client_token());
+        }
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
+            family: None,
         };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
         let scope = claims.scope.as_deref();
@@ -452,51 +497,5 @@ impl GrantService {
             .tokens
             .exchange_scoped(subject, scope, presented)
             .await?)
-    }
-
-    /// Says who a credential is, for protected resources. A refresh token is not
-    /// accepted here (only token endpoints take it).
-    pub async fn authenticate(&self, presented: &Presented) -> Result<Principal, GrantError> {
-        let result = self.authenticate_inner(presented).await;
-        if let Err(e) = &result {
-            record_failure(e);
-        }
-        result
-    }
-
-    async fn authenticate_inner(&self, presented: &Presented) -> Result<Principal, GrantError> {
-        match presented {
-            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
-                let key = self.api_keys.verify(id, secret).await?;
-                Ok(Principal {
-                    agent_id: key.agent_id,
-                    auth_method: AuthMethod::ApiKey,
-                    token_id: key.id,
-                })
-            }
-            Presented::Bearer(token) if jwt::looks_like_jwt(token) => {
-                let claims = self.issuer().validate_access(token, Check::Use).await?;
-                // A client's token for itself (RFC 9068 §2.2) is not an agent's, nor is
-                // the token of a subject admitted by the JWT auth method.
-                let agent =
-                    !is_client_token(&claims.sub, &claims.client_id) && !claims.is_external();
-                let agent_id = agent.then_some(claims.sub);
-                Ok(Principal {
-                    agent_id,
-                    auth_method: AuthMethod::Jwt,
-                    token_id: claims.jti,
-                })
-            }
-            Presented::Bearer(token) if tokens::refresh::parse(token).is_some() => {
-                Err(GrantError::invalid_grant(
-                    "refresh_token_on_resource",
-                    "a refresh token is accepted only by token endpoints",
-                ))
-            }
-            Presented::Bearer(_) => Err(GrantError::invalid_grant(
-                "unknown_token",
-                "the bearer token is not valid",
-            )),
-        }
     }
 }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::grant::security::{SecurityError, SecurityErrorKind};
 use crate::grant::{GrantError, LoginError};
 use crate::store::StoreError;
 use crate::vault::VaultError;
@@ -272,6 +273,113 @@ impl IntoResponse for VaultApiError {
         };
         let mut response = (status, Json(json!({ "errors": errors }))).into_response();
         let headers = response.headers_mut();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        super::no_store(headers);
+        response
+    }
+}
+
+/// The challenges Elasticsearch sends with a 401 from its REST APIs.
+const ES_CHALLENGES: [&str; 3] = [
+    "Basic realm=\"security\" charset=\"UTF-8\"",
+    "Bearer realm=\"security\"",
+    "ApiKey",
+];
+
+/// An error of the Elasticsearch-compatible security APIs:
+/// `{"error":{"root_cause":[{"type","reason"}],"type","reason"},"status"}`, with
+/// Elasticsearch's status for each error type.
+#[derive(Debug)]
+pub enum EsApiError {
+    Security(SecurityError),
+    /// The request body could not be read (too large, cut short): its status and why.
+    Body(StatusCode, String),
+    /// A body that is not JSON (Elasticsearch answers 406 with a flat error).
+    ContentType(String),
+}
+
+impl From<SecurityError> for EsApiError {
+    fn from(e: SecurityError) -> Self {
+        Self::Security(e)
+    }
+}
+
+/// The status of each Elasticsearch error kind.
+pub fn es_status(kind: SecurityErrorKind) -> StatusCode {
+    match kind {
+        SecurityErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        SecurityErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        SecurityErrorKind::InvalidGrant
+        | SecurityErrorKind::Validation
+        | SecurityErrorKind::Parse
+        | SecurityErrorKind::IllegalArgument => StatusCode::BAD_REQUEST,
+        SecurityErrorKind::NotFound => StatusCode::NOT_FOUND,
+        SecurityErrorKind::Conflict => StatusCode::CONFLICT,
+        SecurityErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        SecurityErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for EsApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, reason, header) = match &self {
+            Self::Security(e) => {
+                let status = es_status(e.kind);
+                if status.is_server_error() {
+                    tracing::error!(error = %e, "security request failed");
+                } else {
+                    tracing::debug!(kind = e.es_type(), "security request refused");
+                }
+                let reason = match e.kind {
+                    SecurityErrorKind::Internal => "internal error".to_string(),
+                    _ => e.reason.clone(),
+                };
+                let header = match (e.kind, &e.description) {
+                    (SecurityErrorKind::Unauthenticated, _) => {
+                        Some(json!({ "WWW-Authenticate": ES_CHALLENGES }))
+                    }
+                    (_, Some(description)) => Some(json!({ "error_description": description })),
+                    _ => None,
+                };
+                (status, e.es_type(), reason, header)
+            }
+            Self::Body(status, why) => (*status, "parse_exception", why.clone(), None),
+            Self::ContentType(content_type) => {
+                let status = StatusCode::NOT_ACCEPTABLE;
+                let mut response = (
+                    status,
+                    Json(json!({
+                        "error": format!("Content-Type header [{content_type}] is not supported"),
+                        "status": status.as_u16(),
+                    })),
+                )
+                    .into_response();
+                super::no_store(response.headers_mut());
+                return response;
+            }
+        };
+        let mut cause = json!({ "type": kind, "reason": reason });
+        if let Some(header) = &header {
+            cause["header"] = header.clone();
+        }
+        let mut error = cause.clone();
+        error["root_cause"] = json!([cause]);
+        let mut response = (
+            status,
+            Json(json!({ "error": error, "status": status.as_u16() })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            for challenge in ES_CHALLENGES {
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod fleet;
 pub mod oauth;
 pub mod ops;
+pub mod security;
 pub mod vault;
 
 use std::convert::Infallible;
@@ -16,7 +17,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -26,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::grant::security::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
 
@@ -35,6 +37,7 @@ pub struct AppState {
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
+    pub security: Arc<SecurityApi>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -83,6 +86,57 @@ pub fn router(state: AppState) -> Router {
             get(oauth::metadata),
         )
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/_security/_authenticate", get(security::authenticate))
+        .route(
+            "/_security/oauth2/token",
+            post(security::create_token).delete(security::invalidate_token),
+        )
+        .route(
+            "/_security/api_key",
+            post(security::create_api_key)
+                .put(security::create_api_key)
+                .get(security::get_api_keys)
+                .delete(security::invalidate_api_keys),
+        )
+        .route(
+            "/_security/service/{namespace}/{service}/credential/token/{name}",
+            post(security::create_service_token)
+                .put(security::create_service_token)
+                .delete(security::delete_service_token),
+        )
+        .route(
+            "/_security/service/{namespace}/{service}/credential/token",
+            post(security::create_service_token_named_by_server),
+        )
+        .route(
+            "/_security/service/{namespace}/{service}/credential",
+            get(security::service_credentials),
+        )
+        .route("/_security/user", get(security::get_all_users))
+        .route(
+            "/_security/user/_password",
+            post(security::change_own_password).put(security::change_own_password),
+        )
+        .route(
+            "/_security/user/{username}",
+            put(security::put_user)
+                .post(security::put_user)
+                .get(security::get_user)
+                .delete(security::delete_user),
+        )
+        .route(
+            "/_security/user/{username}/_password",
+            post(security::change_password).put(security::change_password),
+        )
+        .route("/_security/role", get(security::get_all_roles))
+        .route(
+            "/_security/role/{name}",
+            put(security::put_role)
+                .post(security::put_role)
+                .get(security::get_role)
+                .delete(security::delete_role),
+        )
+        .route("/_security/{*rest}", any(security::no_handler))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

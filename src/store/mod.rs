@@ -16,7 +16,11 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::clock::UnixTime;
-pub use model::{AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, TokenPairRecord};
+pub use model::{
+    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
+    RoleRecord, SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord,
+    TokenFamilyRecord, TokenPairRecord, UserRecord,
+};
 
 /// A change to one agent record: given the record as it is now (or `None`), return the
 /// record to write, or `None` to leave it as it is. It may be called more than once (a
@@ -37,6 +41,10 @@ pub enum DocumentWrite {
     /// Remove the document.
     Delete,
 }
+
+/// A change to one security record: given the record as it is now (or `None`), what to
+/// write. Like [`AgentChange`] it may be called more than once, so it must be pure.
+pub type RecordChange = Box<dyn FnMut(Option<&StoredRecord>) -> RecordWrite + Send + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,6 +92,41 @@ pub trait Store: Send + Sync + 'static {
         agent_id: &str,
         now: UnixTime,
     ) -> Result<usize, StoreError>;
+
+    /// The API keys that match `filter`, each as it is now (a listing: every key whose
+    /// creation has returned is included), ordered by id.
+    async fn api_keys_where(&self, filter: &ApiKeyFilter) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Removes the keys invalidated or expired at or before `cutoff`; returns how many.
+    /// A distributed backend finds them by a search, so a key invalidated within its
+    /// last refresh interval may be left for the next run; a key is never removed
+    /// unless its current state says so.
+    async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError>;
+
+    /// A security record by id, as it is now.
+    async fn record(&self, kind: RecordKind, id: &str) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Applies `change` to one security record atomically with respect to every other
+    /// change of it (creating or removing it as the change decides). Returns the record
+    /// the applied change was given. A `Put` must keep the record's id.
+    async fn update_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        change: RecordChange,
+    ) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// The records of a kind (of one owner, if given), each as it is now, ordered by
+    /// id. A listing: every record whose creation has returned is included.
+    async fn records(
+        &self,
+        kind: RecordKind,
+        owner: Option<&str>,
+    ) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// Removes the records of a kind whose `purge_after` is at or before `cutoff`;
+    /// returns how many (found like [`purge_api_keys`](Self::purge_api_keys)'s keys).
+    async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError>;
 
     /// Every signing key that has not passed its `verify_until` at `now`.
     async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError>;
@@ -143,4 +186,71 @@ pub trait Store: Send + Sync + 'static {
     /// Removes every document whose `expires_at` is at or before `now`; returns how
     /// many.
     async fn delete_expired_documents(&self, now: UnixTime) -> Result<usize, StoreError>;
+}
+
+impl dyn Store {
+    /// A typed security record by id.
+    pub async fn typed_record<T: SecurityRecord>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        self.record(T::KIND, id)
+            .await?
+            .map(|stored| decode::<T>(&stored))
+            .transpose()
+    }
+
+    /// Applies a typed change to one security record (see [`Store::update_record`]);
+    /// returns the typed record the applied change was given. A stored record that does
+    /// not decode is reported as corrupt and left alone.
+    pub async fn update_typed<T, F>(&self, id: &str, mut change: F) -> Result<Option<T>, StoreError>
+    where
+        T: SecurityRecord,
+        F: FnMut(Option<&T>) -> TypedWrite<T> + Send + 'static,
+    {
+        let wanted_id = id.to_string();
+        let before = self
+            .update_record(
+                T::KIND,
+                id,
+                Box::new(move |stored| {
+                    let current = match stored.map(decode::<T>).transpose() {
+                        Ok(current) => current,
+                        Err(_) => return RecordWrite::Keep,
+                    };
+                    match change(current.as_ref()) {
+                        TypedWrite::Keep => RecordWrite::Keep,
+                        TypedWrite::Delete => RecordWrite::Delete,
+                        TypedWrite::Put(next) => match next.to_stored() {
+                            Ok(next) if next.id == wanted_id => RecordWrite::Put(next),
+                            _ => RecordWrite::Keep,
+                        },
+                    }
+                }),
+            )
+            .await?;
+        before.map(|stored| decode::<T>(&stored)).transpose()
+    }
+
+    /// The typed records of a kind (of one owner, if given), ordered by id.
+    pub async fn typed_records<T: SecurityRecord>(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.records(T::KIND, owner)
+            .await?
+            .iter()
+            .map(decode::<T>)
+            .collect()
+    }
+}
+
+/// What a typed change decides (see [`RecordWrite`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedWrite<T> {
+    Keep,
+    Put(T),
+    Delete,
+}
+
+fn decode<T: SecurityRecord>(stored: &StoredRecord) -> Result<T, StoreError> {
+    T::from_stored(stored)
+        .map_err(|e| StoreError::Corrupt(format!("{} record {}: {e}", T::KIND.as_str(), stored.id)))
 }

@@ -63,6 +63,34 @@ pub struct ApiKeyRecord {
     pub created_at: UnixTime,
     pub expires_at: Option<UnixTime>,
     pub invalidated_at: Option<UnixTime>,
+    /// Set for keys created through `POST /_security/api_key`.
+    #[serde(default)]
+    pub owner: Option<ApiKeyOwner>,
+}
+
+/// Which API keys a listing wants (every given part must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyFilter {
+    pub name: Option<String>,
+    /// The owner's username.
+    pub username: Option<String>,
+    /// The owner's realm name.
+    pub realm: Option<String>,
+}
+
+impl ApiKeyFilter {
+    pub fn matches(&self, key: &ApiKeyRecord) -> bool {
+        let owner = key.owner.as_ref();
+        self.name.as_ref().is_none_or(|n| n == &key.name)
+            && self
+                .username
+                .as_ref()
+                .is_none_or(|u| owner.is_some_and(|o| &o.username == u))
+            && self
+                .realm
+                .as_ref()
+                .is_none_or(|r| owner.is_some_and(|o| &o.realm == r))
+    }
 }
 
 /// A JWT signing key. The newest key without `retired_at` signs; retired keys still
@@ -90,5 +118,266 @@ impl std::fmt::Debug for SigningKeyRecord {
             .field("retired_at", &self.retired_at)
             .field("verify_until", &self.verify_until)
             .finish()
+    }
+}
+
+/// Who created an API key through `POST /_security/api_key`, and what it may do. Keys
+/// made by the CLI (agents' keys, plain OAuth2 clients) have none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyOwner {
+    pub username: String,
+    /// The realm that authenticated the creator (`default_native`, `reserved`,
+    /// `_service_account`, ...).
+    pub realm: String,
+    pub realm_type: String,
+    /// The role descriptors asked for at creation (an object, Elasticsearch's format);
+    /// empty: the key may do what its creator could.
+    pub role_descriptors: serde_json::Value,
+    /// The creator's role descriptors at creation (an array of such objects): the key
+    /// can never do more than they allow, whatever `role_descriptors` asks for.
+    pub limited_by: serde_json::Value,
+    /// Free-form metadata (an object).
+    pub metadata: serde_json::Value,
+}
+
+/// The kinds of [`StoredRecord`]s: the records of the Elasticsearch-compatible
+/// security APIs. Each kind is its own index in Elasticsearch and its own rows of one
+/// table in SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A native user ([`UserRecord`]).
+    User,
+    /// A role defined through the role API ([`RoleRecord`]).
+    Role,
+    /// The token state of one `POST /_security/oauth2/token` grant and its refreshes
+    /// ([`TokenFamilyRecord`]).
+    TokenFamily,
+    /// A service-account token ([`ServiceTokenRecord`]).
+    ServiceToken,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 4] = [
+        Self::User,
+        Self::Role,
+        Self::TokenFamily,
+        Self::ServiceToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Role => "role",
+            Self::TokenFamily => "token_family",
+            Self::ServiceToken => "service_token",
+        }
+    }
+}
+
+/// One security record as the store keeps it: the parts the store itself uses (the id,
+/// the owner that listings filter on, the time after which the record may be removed)
+/// and the typed record as JSON. [`SecurityRecord`] converts to and from typed records.
+#[derive(Clone, PartialEq)]
+pub struct StoredRecord {
+    pub id: String,
+    /// Who the record belongs to (a username, a service account): what
+    /// [`Store::records`](super::Store::records) filters on.
+    pub owner: Option<String>,
+    /// After this, nothing in the record can still be valid:
+    /// [`Store::purge_records`](super::Store::purge_records) may remove it.
+    pub purge_after: Option<UnixTime>,
+    pub body: serde_json::Value,
+}
+
+impl std::fmt::Debug for StoredRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body may hold password or token hashes: never printed.
+        f.debug_struct("StoredRecord")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("purge_after", &self.purge_after)
+            .field("body", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What a [`RecordChange`](super::RecordChange) decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordWrite {
+    /// Leave the record as it is (or absent).
+    Keep,
+    /// Write this record (creating it if absent).
+    Put(StoredRecord),
+    /// Remove the record.
+    Delete,
+}
+
+/// A typed security record: its kind and how the store sees it.
+pub trait SecurityRecord:
+    Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static
+{
+    const KIND: RecordKind;
+    fn id(&self) -> String;
+    fn owner(&self) -> Option<String>;
+    fn purge_after(&self) -> Option<UnixTime> {
+        None
+    }
+
+    fn to_stored(&self) -> Result<StoredRecord, serde_json::Error> {
+        Ok(StoredRecord {
+            id: self.id(),
+            owner: self.owner(),
+            purge_after: self.purge_after(),
+            body: serde_json::to_value(self)?,
+        })
+    }
+
+    fn from_stored(stored: &StoredRecord) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(stored.body.clone())
+    }
+}
+
+/// A native user. The password only as an argon2id PHC string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRecord {
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    /// Free-form metadata (an object).
+    pub metadata: serde_json::Value,
+    pub enabled: bool,
+    /// A built-in user (`elastic`): reported in the `reserved` realm; it cannot be
+    /// deleted, and only its password can be changed.
+    pub reserved: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("username", &self.username)
+            .field("password_hash", &"[redacted]")
+            .field("roles", &self.roles)
+            .field("enabled", &self.enabled)
+            .field("reserved", &self.reserved)
+            .finish()
+    }
+}
+
+impl SecurityRecord for UserRecord {
+    const KIND: RecordKind = RecordKind::User;
+    fn id(&self) -> String {
+        self.username.clone()
+    }
+    fn owner(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A role defined through `PUT /_security/role/{name}`. Only the cluster privileges
+/// mean anything to fleetauth (it has no index or application APIs); the rest is kept
+/// and given back as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRecord {
+    pub name: String,
+    pub cluster: Vec<String>,
+    /// Index privileges (an array of objects), kept as written.
+    pub indices: serde_json::Value,
+    /// Application privileges (an array of objects), kept as written.
+    pub applications: serde_json::Value,
+    pub run_as: Vec<String>,
+    /// Free-form metadata (an object).
+    pub metadata: serde_json::Value,
+    pub description: Option<String>,
+    pub updated_at: UnixTime,
+}
+
+impl SecurityRecord for RoleRecord {
+    const KIND: RecordKind = RecordKind::Role;
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    fn owner(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The token state of one token family: the tokens of one `password` (or
+/// `client_credentials`) grant of `POST /_security/oauth2/token` and of every refresh
+/// that descends from it. A user may hold any number of families at once; each follows
+/// the rotation rules of SPEC §3 on its own `state`, which has an agent record's shape
+/// (its `agent_id` is the family id) so that the same rules apply unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFamilyRecord {
+    pub family_id: String,
+    pub username: String,
+    pub realm: String,
+    pub realm_type: String,
+    pub created_at: UnixTime,
+    pub state: AgentRecord,
+}
+
+impl SecurityRecord for TokenFamilyRecord {
+    const KIND: RecordKind = RecordKind::TokenFamily;
+    fn id(&self) -> String {
+        self.family_id.clone()
+    }
+    fn owner(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+    /// When the last token of the family (including retired refresh tokens, kept for
+    /// reuse detection) has expired.
+    fn purge_after(&self) -> Option<UnixTime> {
+        let s = &self.state;
+        let latest = [&s.current, &s.pending]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| [p.access_expires_at, p.refresh_expires_at])
+            .chain(s.retired.iter().map(|r| r.expires_at))
+            .chain([s.updated_at, self.created_at])
+            .max();
+        latest
+    }
+}
+
+/// A service-account token (`elastic/fleet-server/<name>`). The secret is kept only as
+/// its SHA-256 (it is 256 random bits, so a slow hash adds nothing).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTokenRecord {
+    /// `namespace/service`, e.g. `elastic/fleet-server`.
+    pub account: String,
+    pub name: String,
+    /// Lower-case hex SHA-256 of the secret.
+    pub secret_hash: String,
+    pub created_at: UnixTime,
+    /// Who created it (a username), for the audit trail.
+    pub created_by: String,
+}
+
+impl std::fmt::Debug for ServiceTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceTokenRecord")
+            .field("account", &self.account)
+            .field("name", &self.name)
+            .field("secret_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl SecurityRecord for ServiceTokenRecord {
+    const KIND: RecordKind = RecordKind::ServiceToken;
+    fn id(&self) -> String {
+        format!("{}/{}", self.account, self.name)
+    }
+    fn owner(&self) -> Option<String> {
+        Some(self.account.clone())
     }
 }

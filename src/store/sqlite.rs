@@ -23,8 +23,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    AgentChange, AgentRecord, ApiKeyRecord, DocumentChange, DocumentWrite, RetiredRefresh,
-    SigningKeyRecord, Store, StoreError, TokenPairRecord,
+    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, DocumentChange,
+    DocumentWrite, RecordChange, RecordKind, RecordWrite, RetiredRefresh, SigningKeyRecord, Store,
+    StoreError, StoredRecord, TokenPairRecord,
 };
 use crate::clock::UnixTime;
 
@@ -83,8 +84,48 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 CREATE INDEX IF NOT EXISTS documents_by_expiry ON documents (expires_at)
     WHERE expires_at IS NOT NULL;
-PRAGMA user_version = 2;
+CREATE TABLE IF NOT EXISTS security_records (
+    kind        TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    owner       TEXT,
+    purge_after INTEGER,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS security_records_by_owner ON security_records (kind, owner, id);
+CREATE INDEX IF NOT EXISTS security_records_by_purge ON security_records (kind, purge_after);
 ";
+
+/// Schema changes after version 1, applied in order to a database at an older
+/// `user_version` (a new database goes through them too).
+const MIGRATIONS: &[(i64, &str)] = &[(
+    2,
+    "ALTER TABLE api_keys ADD COLUMN owner_username TEXT;
+     ALTER TABLE api_keys ADD COLUMN owner_realm TEXT;
+     ALTER TABLE api_keys ADD COLUMN owner TEXT;
+     CREATE INDEX IF NOT EXISTS api_keys_by_owner ON api_keys (owner_username, owner_realm);
+     CREATE INDEX IF NOT EXISTS api_keys_by_name ON api_keys (name);
+     CREATE INDEX IF NOT EXISTS api_keys_by_invalidation ON api_keys (invalidated_at);
+     CREATE INDEX IF NOT EXISTS api_keys_by_expiry ON api_keys (expires_at);",
+)];
+
+/// Creates the tables and applies the migrations the database has not seen, in the
+/// caller's transaction.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA).map_err(unavailable)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(unavailable)?;
+    let mut version = version.max(1);
+    for (target, sql) in MIGRATIONS {
+        if version < *target {
+            conn.execute_batch(sql).map_err(unavailable)?;
+            version = *target;
+        }
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {version};"))
+        .map_err(unavailable)
+}
 
 /// A write run by the writer thread inside the batch transaction; it returns what to
 /// do once the batch's commit has succeeded or failed.
@@ -139,8 +180,13 @@ impl SqliteStore {
         let writer_conn = open_connection(&path)?;
         restrict_permissions(&path);
         writer_conn
-            .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .execute_batch("BEGIN IMMEDIATE")
             .map_err(unavailable)?;
+        if let Err(e) = migrate(&writer_conn) {
+            let _ = writer_conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        writer_conn.execute_batch("COMMIT").map_err(unavailable)?;
         let readers = (0..READERS)
             .map(|_| open_connection(&path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -319,7 +365,9 @@ fn encode_retired(retired: &[RetiredRefresh]) -> Result<Vec<u8>, StoreError> {
     for r in retired {
         let hash = r.refresh_hash.as_bytes();
         if hash.len() != 64 {
-            return Err(StoreError::Corrupt("a refresh hash is not 64 hex digits".into()));
+            return Err(StoreError::Corrupt(
+                "a refresh hash is not 64 hex digits".into(),
+            ));
         }
         for pair in hash.chunks(2) {
             let digit = |c: u8| (c as char).to_digit(16);
@@ -334,7 +382,7 @@ fn encode_retired(retired: &[RetiredRefresh]) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_retired(agent_id: &str, bytes: &[u8]) -> Result<Vec<RetiredRefresh>, StoreError> {
-    if bytes.len() % RETIRED_ENTRY != 0 {
+    if !bytes.len().is_multiple_of(RETIRED_ENTRY) {
         return Err(StoreError::Corrupt(format!(
             "agent {agent_id}: retired tokens: {} bytes",
             bytes.len()
@@ -413,16 +461,69 @@ fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn api_key_from(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        agent_id: row.get(2)?,
-        hash: row.get(3)?,
-        created_at: row.get(4)?,
-        expires_at: row.get(5)?,
-        invalidated_at: row.get(6)?,
+const API_KEY_COLUMNS: &str =
+    "id, name, agent_id, hash, created_at, expires_at, invalidated_at, owner";
+
+fn api_key_from(row: &Row<'_>) -> rusqlite::Result<(ApiKeyRecord, Option<String>)> {
+    Ok((
+        ApiKeyRecord {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            agent_id: row.get(2)?,
+            hash: row.get(3)?,
+            created_at: row.get(4)?,
+            expires_at: row.get(5)?,
+            invalidated_at: row.get(6)?,
+            owner: None,
+        },
+        row.get(7)?,
+    ))
+}
+
+/// The key with its owner (kept as JSON) decoded.
+fn with_owner(
+    (mut key, owner): (ApiKeyRecord, Option<String>),
+) -> Result<ApiKeyRecord, StoreError> {
+    key.owner = owner
+        .map(|text| serde_json::from_str::<ApiKeyOwner>(&text))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("api key {}: owner: {e}", key.id)))?;
+    Ok(key)
+}
+
+fn record_from(row: &Row<'_>) -> rusqlite::Result<(String, Option<String>, Option<i64>, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn decode_record(
+    kind: RecordKind,
+    (id, owner, purge_after, body): (String, Option<String>, Option<i64>, String),
+) -> Result<StoredRecord, StoreError> {
+    let body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("{} record {id}: {e}", kind.as_str())))?;
+    Ok(StoredRecord {
+        id,
+        owner,
+        purge_after,
+        body,
     })
+}
+
+fn read_record(
+    conn: &Connection,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Option<StoredRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, owner, purge_after, body FROM security_records WHERE kind = ?1 AND id = ?2",
+        )
+        .map_err(unavailable)?;
+    stmt.query_row(params![kind.as_str(), id], record_from)
+        .optional()
+        .map_err(unavailable)?
+        .map(|row| decode_record(kind, row))
+        .transpose()
 }
 
 fn signing_key_from(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
@@ -517,11 +618,22 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError> {
+        let owner = key
+            .owner
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(move |conn| {
+            let (username, realm) = match &key.owner {
+                Some(o) => (Some(o.username.as_str()), Some(o.realm.as_str())),
+                None => (None, None),
+            };
             conn.execute(
-                "INSERT INTO api_keys (id, name, agent_id, hash, created_at, expires_at, invalidated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![key.id, key.name, key.agent_id, key.hash, key.created_at, key.expires_at, key.invalidated_at],
+                "INSERT INTO api_keys (id, name, agent_id, hash, created_at, expires_at, invalidated_at, \
+                 owner_username, owner_realm, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![key.id, key.name, key.agent_id, key.hash, key.created_at, key.expires_at,
+                        key.invalidated_at, username, realm, owner],
             )
             .map_err(|e| match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(format!("api key {}", key.id)),
@@ -535,11 +647,15 @@ impl Store for SqliteStore {
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, name, agent_id, hash, created_at, expires_at, invalidated_at FROM api_keys WHERE id = ?1",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"
+                ))
                 .map_err(unavailable)?;
-            stmt.query_row([id], api_key_from).optional().map_err(unavailable)
+            stmt.query_row([id], api_key_from)
+                .optional()
+                .map_err(unavailable)?
+                .map(with_owner)
+                .transpose()
         })
     }
 
@@ -567,6 +683,106 @@ impl Store for SqliteStore {
             conn.execute(
                 "UPDATE api_keys SET invalidated_at = ?2 WHERE agent_id = ?1 AND invalidated_at IS NULL",
                 params![agent_id, now],
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn api_keys_where(&self, filter: &ApiKeyFilter) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL OR name = ?1) \
+                     AND (?2 IS NULL OR owner_username = ?2) AND (?3 IS NULL OR owner_realm = ?3) \
+                     ORDER BY id"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(
+                    params![filter.name, filter.username, filter.realm],
+                    api_key_from,
+                )
+                .map_err(unavailable)?;
+            rows.map(|row| with_owner(row.map_err(unavailable)?))
+                .collect()
+        })
+    }
+
+    async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM api_keys WHERE invalidated_at <= ?1 OR expires_at <= ?1",
+                [cutoff],
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn record(&self, kind: RecordKind, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        self.read(|conn| read_record(conn, kind, id))
+    }
+
+    async fn update_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        mut change: RecordChange,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let before = read_record(conn, kind, &id)?;
+            match change(before.as_ref()) {
+                RecordWrite::Keep => {}
+                RecordWrite::Delete => {
+                    conn.execute(
+                        "DELETE FROM security_records WHERE kind = ?1 AND id = ?2",
+                        params![kind.as_str(), id],
+                    )
+                    .map_err(unavailable)?;
+                }
+                RecordWrite::Put(next) => {
+                    let body = serde_json::to_string(&next.body)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    conn.execute(
+                        "INSERT OR REPLACE INTO security_records (kind, id, owner, purge_after, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![kind.as_str(), id, next.owner, next.purge_after, body],
+                    )
+                    .map_err(unavailable)?;
+                }
+            }
+            Ok(before)
+        })
+        .await
+    }
+
+    async fn records(
+        &self,
+        kind: RecordKind,
+        owner: Option<&str>,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, owner, purge_after, body FROM security_records \
+                     WHERE kind = ?1 AND (?2 IS NULL OR owner = ?2) ORDER BY id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![kind.as_str(), owner], record_from)
+                .map_err(unavailable)?;
+            rows.map(|row| decode_record(kind, row.map_err(unavailable)?))
+                .collect()
+        })
+    }
+
+    async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM security_records WHERE kind = ?1 AND purge_after <= ?2",
+                params![kind.as_str(), cutoff],
             )
             .map_err(unavailable)
         })
@@ -723,5 +939,62 @@ impl Store for SqliteStore {
             .map_err(unavailable)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The version-1 schema, as the first releases created it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, agent_id TEXT,
+            hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+            invalidated_at INTEGER);
+        INSERT INTO api_keys VALUES ('old', 'n', 'agent-1', 'h', 1, NULL, NULL);
+        PRAGMA user_version = 1;";
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .execute_batch(SCHEMA_V1)
+            .unwrap();
+
+        let (store, created) = SqliteStore::open(dir.path()).unwrap();
+
+        assert!(!created);
+        let old = store.api_key("old").await.unwrap().unwrap();
+        assert_eq!(
+            (old.agent_id.as_deref(), old.owner),
+            (Some("agent-1"), None)
+        );
+        let owned = ApiKeyRecord {
+            id: "new".into(),
+            owner: Some(ApiKeyOwner {
+                username: "alice".into(),
+                realm: "default_native".into(),
+                realm_type: "native".into(),
+                role_descriptors: serde_json::json!({}),
+                limited_by: serde_json::json!([]),
+                metadata: serde_json::json!({ "k": "v" }),
+            }),
+            ..old
+        };
+        store.insert_api_key(owned.clone()).await.unwrap();
+        assert_eq!(store.api_key("new").await.unwrap(), Some(owned));
+        let version: i64 = store
+            .read(|c| {
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(unavailable)
+            })
+            .unwrap();
+        assert_eq!(version, 2);
+        drop(store);
+        // Opening again changes nothing.
+        let (again, _) = SqliteStore::open(dir.path()).unwrap();
+        assert!(again.api_key("new").await.unwrap().is_some());
     }
 }

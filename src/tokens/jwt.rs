@@ -41,6 +41,10 @@ pub struct AccessClaims {
     /// counted in the store under its `jti`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_uses: Option<u32>,
+    /// The token family (the Elasticsearch-compatible token API): its record holds the
+    /// token state, and `sub` is the user. Absent on agents' and clients' tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl AccessClaims {

@@ -20,7 +20,10 @@ use jsonwebtoken::jwk::JwkSet;
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::{JwtSettings, SigningAlgorithm};
-use crate::store::{AgentRecord, DocumentWrite, Store, StoreError, TokenPairRecord};
+use crate::store::{
+    AgentChange, AgentRecord, DocumentWrite, Store, StoreError, TokenFamilyRecord, TokenPairRecord,
+    TypedWrite,
+};
 pub use jwt::{AccessClaims, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use rotation::{Outcome, Presented, Refusal};
@@ -91,10 +94,53 @@ pub struct IssuedAccess {
 
 /// Who an access token was issued to.
 pub struct Subject<'a> {
-    /// The `sub` claim and the key of the token state: the agent id, or the client id
-    /// for a non-agent client (RFC 9068 §2.2).
+    /// The `sub` claim and, without a `family`, the key of the token state: the agent
+    /// id, or the client id for a non-agent client (RFC 9068 §2.2), or the user of a
+    /// token family.
     pub agent_id: &'a str,
     pub client_id: &'a str,
+    /// The token family whose record holds the token state (the token API's tokens).
+    pub family: Option<&'a str>,
+}
+
+impl Subject<'_> {
+    fn state_key(&self) -> StateKey<'_> {
+        match self.family {
+            Some(family) => StateKey::Family(family),
+            None => StateKey::Agent(self.agent_id),
+        }
+    }
+}
+
+/// Where a subject's token state lives: an agent's (or stateful client's) record, or a
+/// token family's. The rotation rules are the same for both.
+#[derive(Debug, Clone, Copy)]
+enum StateKey<'a> {
+    Agent(&'a str),
+    Family(&'a str),
+}
+
+impl<'a> StateKey<'a> {
+    fn of_claims(claims: &'a AccessClaims) -> Self {
+        match &claims.sid {
+            Some(family) => Self::Family(family),
+            None => Self::Agent(&claims.sub),
+        }
+    }
+
+    fn of_refresh(presented: &'a refresh::PresentedRefresh) -> Self {
+        match &presented.family {
+            Some(family) => Self::Family(family),
+            None => Self::Agent(&presented.agent_id),
+        }
+    }
+}
+
+/// A family of the token API, as issued: its first pair (or access token alone).
+#[derive(Debug, Clone)]
+pub struct IssuedFamily {
+    pub family_id: String,
+    pub pair: IssuedPair,
 }
 
 pub struct TokenService {
@@ -156,6 +202,47 @@ impl TokenService {
     /// Whether the store answers (for `/readyz`).
     pub async fn store_ready(&self) -> Result<(), StoreError> {
         self.store.ping().await
+    }
+
+    /// The token state at `key`.
+    async fn state(&self, key: StateKey<'_>) -> Result<Option<AgentRecord>, StoreError> {
+        match key {
+            StateKey::Agent(id) => self.store.agent(id).await,
+            StateKey::Family(id) => Ok(self
+                .store
+                .typed_record::<TokenFamilyRecord>(id)
+                .await?
+                .map(|family| family.state)),
+        }
+    }
+
+    /// Applies a change to the token state at `key` atomically (see
+    /// [`Store::update_agent`]); a family's record is created only by
+    /// [`issue_family`](Self::issue_family), so a change never creates one.
+    async fn update_state(
+        &self,
+        key: StateKey<'_>,
+        mut change: AgentChange,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        match key {
+            StateKey::Agent(id) => self.store.update_agent(id, change).await,
+            StateKey::Family(id) => {
+                let before = self
+                    .store
+                    .update_typed::<TokenFamilyRecord, _>(id, move |family| match family {
+                        None => TypedWrite::Keep,
+                        Some(family) => match change(Some(&family.state)) {
+                            Some(state) => TypedWrite::Put(TokenFamilyRecord {
+                                state,
+                                ..family.clone()
+                            }),
+                            None => TypedWrite::Keep,
+                        },
+                    })
+                    .await?;
+                Ok(before.map(|family| family.state))
+            }
+        }
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -231,6 +318,7 @@ impl TokenService {
             groups: None,
             vault_role: None,
             max_uses: None,
+            sid: subject.family.map(str::to_string),
         }
     }
 
@@ -251,7 +339,10 @@ impl TokenService {
         now: UnixTime,
     ) -> (IssuedPair, TokenPairRecord) {
         let access = self.mint_access(subject, scope, now);
-        let refresh = refresh::mint(subject.agent_id, subject.client_id, scope);
+        let refresh = match subject.family {
+            Some(family) => refresh::mint_family(family, subject.agent_id),
+            None => refresh::mint(subject.agent_id, subject.client_id, scope),
+        };
         let record = TokenPairRecord {
             jti: access.jti.clone(),
             refresh_hash: refresh.hash,
@@ -289,6 +380,7 @@ impl TokenService {
         let subject = Subject {
             agent_id: access.subject,
             client_id: access.client_id,
+            family: None,
         };
         let mut claims = self.access_claims(&subject, access.scope, lifetime, now);
         claims.vault_role = Some(access.vault_role.to_string());
@@ -399,9 +491,8 @@ impl TokenService {
         let change_pair = new_pair.clone();
         let change_presented = owned.clone();
         let before = self
-            .store
-            .update_agent(
-                subject.agent_id,
+            .update_state(
+                subject.state_key(),
                 Box::new(move |record| {
                     rotation::exchange(record, change_presented.borrow(), &change_pair, now).write
                 }),
@@ -470,7 +561,8 @@ impl TokenService {
             return Ok(());
         }
         let now = self.clock.now();
-        let record = self.store.agent(&claims.sub).await?;
+        let key = StateKey::of_claims(claims);
+        let record = self.state(key).await?;
         let decision = rotation::confirm_access(record.as_ref(), &claims.jti, now);
         match decision.outcome {
             Outcome::Refused(refusal) => Err(refusal.into()),
@@ -478,9 +570,8 @@ impl TokenService {
             Outcome::Accepted { promoted: true } => {
                 let jti = claims.jti.clone();
                 let before = self
-                    .store
-                    .update_agent(
-                        &claims.sub,
+                    .update_state(
+                        key,
                         Box::new(move |r| rotation::confirm_access(r, &jti, now).write),
                     )
                     .await?;
@@ -499,7 +590,7 @@ impl TokenService {
         if self.settings.stateless {
             return Ok(());
         }
-        let record = self.store.agent(&claims.sub).await?;
+        let record = self.state(StateKey::of_claims(claims)).await?;
         match rotation::confirm_access(record.as_ref(), &claims.jti, self.clock.now()).outcome {
             Outcome::Accepted { .. } => Ok(()),
             Outcome::Refused(refusal) => Err(refusal.into()),
@@ -512,7 +603,7 @@ impl TokenService {
         &self,
         presented: &refresh::PresentedRefresh,
     ) -> Result<Option<UnixTime>, TokenError> {
-        let record = self.store.agent(&presented.agent_id).await?;
+        let record = self.state(StateKey::of_refresh(presented)).await?;
         Ok(rotation::inspect_refresh(
             record.as_ref(),
             &presented.hash,
@@ -550,9 +641,8 @@ impl TokenService {
         let now = self.clock.now();
         let hash = presented.hash.clone();
         let before = self
-            .store
-            .update_agent(
-                &presented.agent_id,
+            .update_state(
+                StateKey::of_refresh(presented),
                 Box::new(move |r| rotation::revoke_refresh(r, &hash, now)),
             )
             .await?;
@@ -569,9 +659,8 @@ impl TokenService {
         let now = self.clock.now();
         let jti = claims.jti.clone();
         let before = self
-            .store
-            .update_agent(
-                &claims.sub,
+            .update_state(
+                StateKey::of_claims(claims),
                 Box::new(move |r| rotation::revoke_access(r, &jti, now)),
             )
             .await?;
@@ -580,6 +669,89 @@ impl TokenService {
             tracing::info!(agent_id = %claims.sub, "access token revoked");
         }
         Ok(revoked)
+    }
+
+    /// Starts a new token family for a user (the token API's `password` and
+    /// `client_credentials` grants): a fresh family id, and its first pair stored as
+    /// the family's pending pair by the rotation rules (as an agent's API-key exchange
+    /// is), in one write that also creates the family's record.
+    pub async fn issue_family(
+        &self,
+        username: &str,
+        realm: &str,
+        realm_type: &str,
+    ) -> Result<IssuedFamily, TokenError> {
+        let now = self.clock.now();
+        let family_id = uuid::Uuid::new_v4().simple().to_string();
+        let subject = Subject {
+            agent_id: username,
+            client_id: refresh::FAMILY_CLIENT_ID,
+            family: Some(&family_id),
+        };
+        let (pair, record) = self.mint(&subject, None, now);
+        let mut state = AgentRecord::enrolled(&family_id, now);
+        state = rotation::exchange(Some(&state), Presented::ApiKey, &record, now)
+            .write
+            .unwrap_or(state);
+        let family = TokenFamilyRecord {
+            family_id: family_id.clone(),
+            username: username.to_string(),
+            realm: realm.to_string(),
+            realm_type: realm_type.to_string(),
+            created_at: now,
+            state,
+        };
+        let before = self
+            .store
+            .update_typed::<TokenFamilyRecord, _>(&family_id, move |existing| match existing {
+                Some(_) => TypedWrite::Keep,
+                None => TypedWrite::Put(family.clone()),
+            })
+            .await?;
+        if before.is_some() {
+            // A random 128-bit id was taken: not a state anyone can reach.
+            return Err(StoreError::Conflict(format!("token family {family_id}")).into());
+        }
+        Ok(IssuedFamily { family_id, pair })
+    }
+
+    /// A token family's record.
+    pub async fn family(&self, family_id: &str) -> Result<Option<TokenFamilyRecord>, TokenError> {
+        Ok(self
+            .store
+            .typed_record::<TokenFamilyRecord>(family_id)
+            .await?)
+    }
+
+    /// Every token family of a user (a listing; see [`Store::records`]).
+    pub async fn families_of(
+        &self,
+        username: Option<&str>,
+    ) -> Result<Vec<TokenFamilyRecord>, TokenError> {
+        Ok(self
+            .store
+            .typed_records::<TokenFamilyRecord>(username)
+            .await?)
+    }
+
+    /// Revokes every pair of a token family. `true` if it had any.
+    pub async fn revoke_family(&self, family_id: &str) -> Result<bool, TokenError> {
+        let now = self.clock.now();
+        let before = self
+            .update_state(
+                StateKey::Family(family_id),
+                Box::new(move |r| rotation::revoke_pairs(r, now)),
+            )
+            .await?;
+        Ok(rotation::revoke_pairs(before.as_ref(), now).is_some())
+    }
+
+    /// Removes the token families whose every token has expired by `now`.
+    pub async fn purge_families(&self, now: UnixTime) -> Result<usize, TokenError> {
+        Ok(self
+            .store
+            .purge_records(crate::store::RecordKind::TokenFamily, now)
+            .await?)
     }
 
     /// The algorithms of the keys that sign or still verify, the signing one first.

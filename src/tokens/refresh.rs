@@ -8,6 +8,11 @@
 //! before the secret: `fr1.` agent `.` client `.` base64url(scope) `.` secret, so that a
 //! refresh can grant exactly the original scope (RFC 6749 §6) without storing it.
 //! Unscoped tokens (every Fleet token) keep the three-part form.
+//!
+//! A token of a *token family* (the Elasticsearch-compatible token API, where one user
+//! holds many independent families) is `ft1.` base64url(family id) `.`
+//! base64url(username) `.` secret: the family id finds the family's record by key, the
+//! username is the `sub` of the next pair; the hash covers both, as above.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -15,6 +20,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "fr1.";
+const FAMILY_PREFIX: &str = "ft1.";
+/// The `client_id` of tokens of a token family: they are issued by the token API to a
+/// user, not to an OAuth2 client.
+pub const FAMILY_CLIENT_ID: &str = "_es_token_service";
 const SECRET_BYTES: usize = 32;
 /// Length of the base64url (unpadded) encoding of the secret.
 const SECRET_CHARS: usize = 43;
@@ -33,6 +42,8 @@ pub struct PresentedRefresh {
     /// The scope the pair was issued with, if any.
     pub scope: Option<String>,
     pub hash: String,
+    /// The token family, for a token of the token API (then `agent_id` is the user).
+    pub family: Option<String>,
 }
 
 /// Lower-case hex SHA-256 of a token.
@@ -60,32 +71,69 @@ pub fn mint(agent_id: &str, client_id: &str, scope: Option<&str>) -> MintedRefre
     MintedRefresh { token, hash }
 }
 
+/// A refresh token of the token family `family_id`, whose tokens are `username`'s.
+pub fn mint_family(family_id: &str, username: &str) -> MintedRefresh {
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::rng().fill_bytes(&mut secret);
+    let mut token = String::with_capacity(
+        FAMILY_PREFIX.len() + (family_id.len() + username.len()) * 4 / 3 + 8 + SECRET_CHARS,
+    );
+    token.push_str(FAMILY_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(family_id, &mut token);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(username, &mut token);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(secret, &mut token);
+    let hash = hash(&token);
+    MintedRefresh { token, hash }
+}
+
+fn text_part(part: &str) -> Option<String> {
+    String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?)
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+fn valid_secret(secret: &str) -> bool {
+    secret.len() == SECRET_CHARS && URL_SAFE_NO_PAD.decode(secret).is_ok()
+}
+
 /// Parses a presented token; `None` if it cannot be one of ours.
 pub fn parse(token: &str) -> Option<PresentedRefresh> {
+    if let Some(rest) = token.strip_prefix(FAMILY_PREFIX) {
+        let [family, username, secret] = rest.split('.').collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        if !valid_secret(secret) {
+            return None;
+        }
+        return Some(PresentedRefresh {
+            agent_id: text_part(username)?,
+            client_id: FAMILY_CLIENT_ID.to_string(),
+            scope: None,
+            hash: hash(token),
+            family: Some(text_part(family)?),
+        });
+    }
     let parts: Vec<&str> = token.strip_prefix(PREFIX)?.split('.').collect();
     let (agent, client, scope, secret) = match parts.as_slice() {
         [agent, client, secret] => (*agent, *client, None, *secret),
         [agent, client, scope, secret] => (*agent, *client, Some(*scope), *secret),
         _ => return None,
     };
-    if secret.len() != SECRET_CHARS {
+    if !valid_secret(secret) {
         return None;
     }
-    URL_SAFE_NO_PAD.decode(secret).ok()?;
-    let text = |part: &str| {
-        String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?)
-            .ok()
-            .filter(|s| !s.is_empty())
-    };
     let scope = match scope {
-        Some(part) => Some(text(part)?),
+        Some(part) => Some(text_part(part)?),
         None => None,
     };
     Some(PresentedRefresh {
-        agent_id: text(agent)?,
-        client_id: text(client)?,
+        agent_id: text_part(agent)?,
+        client_id: text_part(client)?,
         scope,
         hash: hash(token),
+        family: None,
     })
 }
 
@@ -116,6 +164,22 @@ mod tests {
         assert_eq!(parsed.hash, minted.hash);
         // An empty scope is no scope: the three-part form.
         assert_eq!(mint("a", "k", Some("")).token.matches('.').count(), 3);
+    }
+
+    #[test]
+    fn a_family_token_carries_its_family_and_user_under_the_hash() {
+        let minted = mint_family("fam-1", "alice");
+        assert!(minted.token.starts_with("ft1."));
+        let parsed = parse(&minted.token).unwrap();
+        assert_eq!(parsed.family.as_deref(), Some("fam-1"));
+        assert_eq!(parsed.agent_id, "alice");
+        assert_eq!(parsed.client_id, FAMILY_CLIENT_ID);
+        assert_eq!(parsed.hash, minted.hash);
+        assert_eq!(parse(&mint("a", "k", None).token).unwrap().family, None);
+        let secret = "A".repeat(SECRET_CHARS);
+        assert!(parse(&format!("ft1.YQ.{secret}")).is_none());
+        assert!(parse(&format!("ft1.YQ.YQ.YQ.{secret}")).is_none());
+        assert!(parse(&format!("ft1..YQ.{secret}")).is_none());
     }
 
     #[test]

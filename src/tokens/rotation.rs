@@ -270,6 +270,13 @@ pub fn revoke_refresh(
     }
 }
 
+/// Revocation of every pair at once (the token API's invalidation by user or realm):
+/// `None` when there is none left to revoke.
+pub fn revoke_pairs(record: Option<&AgentRecord>, now: UnixTime) -> Option<AgentRecord> {
+    let record = record?;
+    (record.current.is_some() || record.pending.is_some()).then(|| revoke_all(record, now))
+}
+
 /// Revocation of an access token: its pair (and so the refresh token issued with it,
 /// as RFC 7009 §2.1 allows) stops working at once; the agent's other pair is kept.
 /// The pair is dropped, not retired, so a later use of its refresh token is refused

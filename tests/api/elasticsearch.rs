@@ -109,6 +109,71 @@ async fn indices_are_created_once_with_strict_mappings_even_when_instances_race(
     assert_eq!(index[".fleet-agents"]["settings"]["index"]["hidden"], true);
 }
 
+/// An index made by an older fleetauth (schema version 1: API keys without owners) gets
+/// the new fields at start-up, keeping its documents.
+#[tokio::test]
+async fn an_index_of_an_older_schema_version_gets_the_new_fields() {
+    let standin = EsStandIn::start().await;
+    standin.create_foreign_index(
+        ".fleetauth-api-keys",
+        json!({
+            "dynamic": "strict",
+            "_meta": { "managed_by": "fleetauth", "schema_version": 1 },
+            "properties": {
+                "id": { "type": "keyword" }, "name": { "type": "keyword" },
+                "agent_id": { "type": "keyword" },
+                "hash": { "type": "keyword", "index": false, "doc_values": false },
+                "created_at": { "type": "long" }, "expires_at": { "type": "long" },
+                "invalidated_at": { "type": "long" }
+            }
+        }),
+    );
+
+    let (store, _) = ElasticsearchStore::open(&es_settings(&standin))
+        .await
+        .expect("the store opens");
+
+    let response: Value = reqwest::get(format!("{}/.fleetauth-api-keys/_mapping", standin.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mappings = &response[".fleetauth-api-keys"]["mappings"];
+    assert_eq!(mappings["_meta"]["schema_version"], 2);
+    assert_eq!(mappings["dynamic"], "strict");
+    assert_eq!(
+        mappings["properties"]["owner"]["properties"]["username"]["type"],
+        "keyword"
+    );
+    assert_eq!(
+        mappings["properties"]["hash"]["index"], false,
+        "old fields kept"
+    );
+    let key = ApiKeyRecord {
+        id: "k".into(),
+        name: "n".into(),
+        agent_id: None,
+        hash: "h".into(),
+        created_at: 1,
+        expires_at: None,
+        invalidated_at: None,
+        owner: Some(fleetauth::store::ApiKeyOwner {
+            username: "alice".into(),
+            realm: "default_native".into(),
+            realm_type: "native".into(),
+            role_descriptors: json!({}),
+            limited_by: json!([]),
+            metadata: json!({}),
+        }),
+    };
+    store
+        .insert_api_key(key.clone())
+        .await
+        .expect("an owned key fits");
+    assert_eq!(store.api_key("k").await.unwrap(), Some(key));
+}
+
 #[tokio::test]
 async fn an_existing_index_that_fleetauth_did_not_create_is_refused() {
     let standin = EsStandIn::start().await;
@@ -307,6 +372,7 @@ async fn unenrolling_finds_an_agents_keys_across_search_pages() {
         created_at: 1,
         expires_at: None,
         invalidated_at: None,
+        owner: None,
     };
     for chunk in (0..1200).collect::<Vec<_>>().chunks(100) {
         join_all(chunk.iter().map(|i| store.insert_api_key(key(*i, "many"))))

@@ -5,13 +5,15 @@
 //!
 //! - `GET|HEAD /`, `GET /_cluster/health`;
 //! - `HEAD /{index}`, `PUT /{index}` (settings and mappings kept; a `dynamic: strict`
-//!   mapping is enforced on writes, field types roughly checked), `GET /{index}/_mapping`;
+//!   mapping is enforced on writes, field types roughly checked, objects with
+//!   `enabled: false` kept unparsed), `GET /{index}/_mapping`, `PUT /{index}/_mapping`
+//!   (new fields merged in, a changed field type refused, `_meta` replaced);
 //! - `GET /{index}/_doc/{id}`: real-time, with `_seq_no`, `_primary_term`, `found`;
 //! - `PUT|POST /{index}/_doc/{id}` with `op_type=create` and `if_seq_no` +
 //!   `if_primary_term` (409 `version_conflict_engine_exception` when they do not hold),
 //!   `refresh=true|wait_for`; `DELETE /{index}/_doc/{id}`; writes auto-create a missing
 //!   index, as Elasticsearch does by default;
-//! - `GET|POST /{index}/_search` (`term`, `exists`, `bool`, `match_all`; one sort field,
+//! - `GET|POST /{index}/_search` (`term`, `range`, `exists`, `bool`, `match_all`; one sort field,
 //!   `search_after`, `size`) over the index **as of its last refresh**: like a real
 //!   cluster, a search does not see writes that were not refreshed (there is no periodic
 //!   refresh here, which makes that stricter than a real cluster), and `POST
@@ -287,7 +289,7 @@ fn router(cluster: Shared) -> Router {
             "/{index}",
             get(index_get).head(index_exists).put(index_create),
         )
-        .route("/{index}/_mapping", get(index_mapping))
+        .route("/{index}/_mapping", get(index_mapping).put(put_mapping))
         .route(
             "/{index}/_doc/{id}",
             get(doc_get)
@@ -342,6 +344,7 @@ fn classify(method: &Method, path: &str) -> (&'static str, String) {
         (_, ["_cluster", ..]) => "cluster",
         (&Method::HEAD, [_]) => "index_exists",
         (&Method::PUT, [_]) => "index_create",
+        (&Method::PUT, [_, "_mapping"]) => "put_mapping",
         (_, [_, "_mapping"]) => "get_mapping",
         (&Method::GET, [_, "_doc", _]) => "doc_get",
         (&Method::PUT | &Method::POST, [_, "_doc", _]) => "doc_write",
@@ -528,6 +531,79 @@ async fn index_mapping(State(cluster): State<Shared>, Path(index): Path<String>)
         }
         None => index_not_found(&index),
     }
+}
+
+/// Merges `incoming` properties into `existing`: new fields are added, object fields
+/// merged recursively; a field whose type changes is refused, as Elasticsearch does.
+fn merge_properties(
+    existing: &mut Map<String, Value>,
+    incoming: &Map<String, Value>,
+) -> Result<(), String> {
+    for (name, field) in incoming {
+        match existing.get_mut(name) {
+            None => {
+                existing.insert(name.clone(), field.clone());
+            }
+            Some(current) => {
+                if current["type"] != field["type"] {
+                    return Err(format!(
+                        "mapper [{name}] cannot be changed from type [{}] to [{}]",
+                        current["type"], field["type"]
+                    ));
+                }
+                if let Some(inner) = field["properties"].as_object() {
+                    let current_inner = current
+                        .as_object_mut()
+                        .expect("a mapping field is an object")
+                        .entry("properties")
+                        .or_insert_with(|| json!({}));
+                    merge_properties(
+                        current_inner.as_object_mut().ok_or("bad properties")?,
+                        inner,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn put_mapping(
+    State(cluster): State<Shared>,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => return bad_request("parse_exception", "request body is required"),
+    };
+    let mut indices = cluster.indices.lock().unwrap();
+    let Some(state) = indices.get_mut(&index) else {
+        return index_not_found(&index);
+    };
+    let mut mappings = state.mappings.clone();
+    if !mappings.is_object() {
+        mappings = json!({});
+    }
+    if let Some(incoming) = body["properties"].as_object() {
+        let existing = mappings
+            .as_object_mut()
+            .expect("an object")
+            .entry("properties")
+            .or_insert_with(|| json!({}));
+        if let Err(reason) =
+            merge_properties(existing.as_object_mut().expect("an object"), incoming)
+        {
+            return bad_request("illegal_argument_exception", &reason);
+        }
+    }
+    for key in ["_meta", "dynamic"] {
+        if let Some(value) = body.get(key) {
+            mappings[key] = value.clone();
+        }
+    }
+    state.mappings = mappings;
+    Json(json!({ "acknowledged": true })).into_response()
 }
 
 async fn refresh(State(cluster): State<Shared>, Path(index): Path<String>) -> Response {
@@ -843,6 +919,9 @@ fn check_object(
                 let Some(inner) = value.as_object() else {
                     return mismatch("object");
                 };
+                if field["enabled"] == json!(false) {
+                    continue; // kept in _source, not parsed
+                }
                 let inner_strict = match field["dynamic"].as_str() {
                     Some("strict") => true,
                     Some(_) => false,
@@ -915,6 +994,25 @@ fn matches(query: &Value, doc: &Value) -> Result<bool, String> {
             let wanted = wanted.get("value").unwrap_or(wanted);
             Ok(values_at(doc, field).contains(&wanted))
         }
+        "range" => {
+            let (field, bounds) = clause(body)?;
+            let bounds = bounds
+                .as_object()
+                .ok_or("[range] bounds must be an object")?;
+            let values = values_at(doc, field);
+            Ok(values.iter().any(|value| {
+                bounds.iter().all(|(op, bound)| {
+                    let order = compare(Some(value), Some(bound));
+                    match op.as_str() {
+                        "lte" => order.is_le(),
+                        "lt" => order.is_lt(),
+                        "gte" => order.is_ge(),
+                        "gt" => order.is_gt(),
+                        _ => false,
+                    }
+                })
+            }))
+        }
         "exists" => {
             let field = body["field"].as_str().ok_or("[exists] requires a field")?;
             Ok(!values_at(doc, field).is_empty())
@@ -951,7 +1049,7 @@ fn matches(query: &Value, doc: &Value) -> Result<bool, String> {
             Ok(true)
         }
         other => Err(format!(
-            "unknown query [{other}] (the stand-in supports term, exists, bool, match_all)"
+            "unknown query [{other}] (the stand-in supports term, range, exists, bool, match_all)"
         )),
     }
 }

@@ -96,6 +96,11 @@ impl TestApp {
         self.settings.data_dir.clone()
     }
 
+    /// The services behind the server (what the library offers embedding code).
+    pub fn services(&self) -> &fleetauth::startup::Services {
+        &self.app_services
+    }
+
     /// Keeps the temporary data dir alive beyond this app (for restarts).
     pub fn dir_guard(&self) -> Option<Arc<tempfile::TempDir>> {
         self._dir.clone()

@@ -12,5 +12,6 @@ mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, w
 mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), introspection, revocation, metadata: with the oauth2 crate and raw forms
 mod process; // the binary: CLI beside a running server, settings, restart, kill -9
 mod rotation; // the rotation protocol: pending/current, lost responses, reuse, races
+mod security; // Elasticsearch-compatible security APIs: elastic, users, roles, token API, API keys, service accounts, the chain
 mod store_conformance; // one suite, every backend: SQLite, ES stand-in, a real cluster if set
 mod vault; // /v1/auth/jwt/*: admin-only config and roles, logins with external JWTs (PEM keys, OIDC discovery with rotation), bindings, num_uses, ttl, token exchange

@@ -21,8 +21,9 @@ use fleetauth::config::{ElasticsearchSettings, Settings, StoreKind};
 use fleetauth::startup::open_store;
 use fleetauth::store::elasticsearch::mappings::Indices;
 use fleetauth::store::{
-    AgentRecord, ApiKeyRecord, DocumentWrite, RetiredRefresh, SigningKeyRecord, Store, StoreError,
-    TokenPairRecord,
+    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, DocumentWrite, RecordKind,
+    RetiredRefresh, RoleRecord, ServiceTokenRecord, SigningKeyRecord, Store, StoreError,
+    TokenFamilyRecord, TokenPairRecord, TypedWrite, UserRecord,
 };
 use futures::future::join_all;
 use serde_json::Value;
@@ -89,12 +90,7 @@ impl Fixture {
             return;
         };
         let indices = Indices::new(&es.index_prefix);
-        let names = [
-            indices.agents.as_str(),
-            &indices.api_keys,
-            &indices.signing_keys,
-            &indices.meta,
-        ];
+        let names = indices.all();
         let Ok(transport) = Transport::single_node(url) else {
             return;
         };
@@ -169,6 +165,12 @@ conformance!(
     concurrent_updates_of_one_document_never_interleave,
     expired_documents_are_purged_and_updates_keep_the_expiry,
     documents_survive_reopening,
+    api_keys_with_owners_are_listed_by_name_and_owner,
+    api_keys_past_their_retention_are_purged,
+    security_records_round_trip_and_are_deleted_by_a_change,
+    security_records_are_listed_by_owner_including_ones_created_just_before,
+    update_record_loses_no_concurrent_change,
+    records_past_purge_after_are_purged,
 );
 
 /// The usual way to run two servers on one embedded store: the second started on the
@@ -212,6 +214,55 @@ fn api_key(id: &str, agent_id: Option<&str>) -> ApiKeyRecord {
         created_at: T0,
         expires_at: Some(T0 + 3600),
         invalidated_at: None,
+        owner: None,
+    }
+}
+
+fn owned_key(id: &str, name: &str, username: &str, realm: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        name: name.to_string(),
+        expires_at: None,
+        owner: Some(ApiKeyOwner {
+            username: username.to_string(),
+            realm: realm.to_string(),
+            realm_type: "native".to_string(),
+            role_descriptors: serde_json::json!({ "r": { "cluster": ["manage_own_api_key"], "indices": [{"names": ["x"], "privileges": ["read"]}] } }),
+            limited_by: serde_json::json!([{ "role": { "cluster": ["all"] } }]),
+            metadata: serde_json::json!({ "env": "test", "nested": { "n": 1 } }),
+        }),
+        ..api_key(id, None)
+    }
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        username: name.to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+        roles: vec!["superuser".into(), "viewer".into()],
+        full_name: Some(format!("User {name}")),
+        email: None,
+        metadata: serde_json::json!({ "team": ["a", "b"], "deep": { "x": true } }),
+        enabled: true,
+        reserved: false,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn family(id: &str, username: &str, refresh_expires_at: UnixTime) -> TokenFamilyRecord {
+    let mut state = AgentRecord::enrolled(id, T0);
+    state.pending = Some(TokenPairRecord {
+        refresh_expires_at,
+        access_expires_at: T0 + 10,
+        ..token_pair(1)
+    });
+    TokenFamilyRecord {
+        family_id: id.to_string(),
+        username: username.to_string(),
+        realm: "default_native".into(),
+        realm_type: "native".into(),
+        created_at: T0,
+        state,
     }
 }
 
@@ -848,5 +899,413 @@ async fn documents_survive_reopening(fx: &Fixture) {
     assert_eq!(
         again.document("k", "n").await.unwrap().as_deref(),
         Some("{}")
+    );
+}
+
+// ---- Elasticsearch-compatible security records ----
+
+async fn api_keys_with_owners_are_listed_by_name_and_owner(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    a.insert_api_key(owned_key("k1", "deploy", "alice", "default_native"))
+        .await
+        .unwrap();
+    b.insert_api_key(owned_key("k2", "deploy", "bob", "default_native"))
+        .await
+        .unwrap();
+    a.insert_api_key(owned_key("k3", "ci", "alice", "default_native"))
+        .await
+        .unwrap();
+    b.insert_api_key(owned_key("k4", "ci", "alice", "other_realm"))
+        .await
+        .unwrap();
+    a.insert_api_key(api_key("cli", Some("agent-1")))
+        .await
+        .unwrap();
+    let ids = |keys: Vec<ApiKeyRecord>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    let filter = |name: Option<&str>, username: Option<&str>, realm: Option<&str>| ApiKeyFilter {
+        name: name.map(str::to_string),
+        username: username.map(str::to_string),
+        realm: realm.map(str::to_string),
+    };
+
+    assert_eq!(
+        b.api_key("k1").await.unwrap(),
+        Some(owned_key("k1", "deploy", "alice", "default_native")),
+        "the owner round-trips"
+    );
+    assert_eq!(
+        ids(b.api_keys_where(&ApiKeyFilter::default()).await.unwrap()),
+        ["cli", "k1", "k2", "k3", "k4"]
+    );
+    assert_eq!(
+        ids(a
+            .api_keys_where(&filter(Some("deploy"), None, None))
+            .await
+            .unwrap()),
+        ["k1", "k2"]
+    );
+    assert_eq!(
+        ids(b
+            .api_keys_where(&filter(None, Some("alice"), None))
+            .await
+            .unwrap()),
+        ["k1", "k3", "k4"]
+    );
+    assert_eq!(
+        ids(a
+            .api_keys_where(&filter(Some("ci"), Some("alice"), Some("default_native")))
+            .await
+            .unwrap()),
+        ["k3"]
+    );
+    assert!(a
+        .api_keys_where(&filter(Some("nope"), None, None))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A listing shows each key as it is now, not as the search index last saw it.
+    assert!(b.invalidate_api_key("k1", T0 + 9).await.unwrap());
+    let listed = a
+        .api_keys_where(&filter(Some("deploy"), Some("alice"), None))
+        .await
+        .unwrap();
+    assert_eq!(listed[0].invalidated_at, Some(T0 + 9));
+}
+
+async fn api_keys_past_their_retention_are_purged(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    let key =
+        |id: &str, expires_at: Option<UnixTime>, invalidated_at: Option<UnixTime>| ApiKeyRecord {
+            expires_at,
+            invalidated_at,
+            ..api_key(id, None)
+        };
+    a.insert_api_key(key("invalidated-long-ago", None, Some(T0 + 1)))
+        .await
+        .unwrap();
+    a.insert_api_key(key("expired-long-ago", Some(T0 + 2), None))
+        .await
+        .unwrap();
+    a.insert_api_key(key("both", Some(T0 + 3), Some(T0 + 1)))
+        .await
+        .unwrap();
+    a.insert_api_key(key("expired-recently", Some(T0 + 50), None))
+        .await
+        .unwrap();
+    a.insert_api_key(key("invalidated-recently", None, Some(T0 + 50)))
+        .await
+        .unwrap();
+    a.insert_api_key(key("never-expires", None, None))
+        .await
+        .unwrap();
+    a.insert_api_key(key("expires-later", Some(T0 + 1000), None))
+        .await
+        .unwrap();
+
+    assert_eq!(b.purge_api_keys(T0 + 10).await.unwrap(), 3);
+
+    for gone in ["invalidated-long-ago", "expired-long-ago", "both"] {
+        assert_eq!(a.api_key(gone).await.unwrap(), None, "{gone}");
+    }
+    for kept in [
+        "expired-recently",
+        "invalidated-recently",
+        "never-expires",
+        "expires-later",
+    ] {
+        assert!(a.api_key(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert_eq!(
+        a.purge_api_keys(T0 + 10).await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
+    assert_eq!(a.purge_api_keys(T0 + 60).await.unwrap(), 2);
+    assert!(a.api_key("expires-later").await.unwrap().is_some());
+    assert!(
+        a.api_key("never-expires").await.unwrap().is_some(),
+        "a key without expiration is kept while valid"
+    );
+}
+
+async fn security_records_round_trip_and_are_deleted_by_a_change(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    assert_eq!(a.typed_record::<UserRecord>("alice").await.unwrap(), None);
+
+    let written = user("alice");
+    let before = a
+        .update_typed::<UserRecord, _>("alice", move |_| TypedWrite::Put(written.clone()))
+        .await
+        .unwrap();
+    assert_eq!(before, None);
+    assert_eq!(
+        b.typed_record::<UserRecord>("alice").await.unwrap(),
+        Some(user("alice"))
+    );
+    let stored = b.record(RecordKind::User, "alice").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.id.as_str(), stored.owner.as_deref()),
+        ("alice", None)
+    );
+
+    // The same id in another kind is another record.
+    let role = RoleRecord {
+        name: "alice".into(),
+        cluster: vec!["manage_own_api_key".into()],
+        indices: serde_json::json!([{ "names": ["logs-*"], "privileges": ["read"], "field_security": { "grant": ["*"] } }]),
+        applications: serde_json::json!([]),
+        run_as: vec!["bob".into()],
+        metadata: serde_json::json!({ "version": 1 }),
+        description: Some("a role".into()),
+        updated_at: T0,
+    };
+    let written = role.clone();
+    b.update_typed::<RoleRecord, _>("alice", move |_| TypedWrite::Put(written.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.typed_record::<RoleRecord>("alice").await.unwrap(),
+        Some(role.clone())
+    );
+    assert_eq!(
+        a.typed_record::<UserRecord>("alice").await.unwrap(),
+        Some(user("alice"))
+    );
+
+    // A change that keeps writes nothing; one that deletes removes only its record.
+    let kept = a
+        .update_typed::<UserRecord, _>("alice", |_| TypedWrite::Keep)
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(user("alice")));
+    let deleted = b
+        .update_typed::<UserRecord, _>("alice", |current| match current {
+            Some(_) => TypedWrite::Delete,
+            None => TypedWrite::Keep,
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, Some(user("alice")));
+    assert_eq!(a.typed_record::<UserRecord>("alice").await.unwrap(), None);
+    assert_eq!(
+        a.typed_record::<RoleRecord>("alice").await.unwrap(),
+        Some(role)
+    );
+    let again = a
+        .update_typed::<UserRecord, _>("alice", |_| TypedWrite::Delete)
+        .await
+        .unwrap();
+    assert_eq!(again, None, "deleting an absent record is harmless");
+
+    // Odd ids, and a service token (id ns/svc/name, owner ns/svc).
+    for name in ["..", "a%2Fb", "ü"] {
+        let token = ServiceTokenRecord {
+            account: "elastic/fleet-server".into(),
+            name: name.to_string(),
+            secret_hash: format!("{:064x}", 7),
+            created_at: T0,
+            created_by: "elastic".into(),
+        };
+        let id = format!("elastic/fleet-server/{name}");
+        let written = token.clone();
+        a.update_typed::<ServiceTokenRecord, _>(&id, move |_| TypedWrite::Put(written.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.typed_record::<ServiceTokenRecord>(&id).await.unwrap(),
+            Some(token)
+        );
+    }
+    assert_eq!(
+        a.typed_record::<ServiceTokenRecord>("..").await.unwrap(),
+        None
+    );
+}
+
+/// Listing by owner finds every record whose creation has returned, on any instance
+/// (invalidating a user's tokens must not miss a family created just before).
+async fn security_records_are_listed_by_owner_including_ones_created_just_before(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    for (id, owner) in [
+        ("f3", "alice"),
+        ("f1", "alice"),
+        ("f2", "bob"),
+        ("f4", "alice"),
+    ] {
+        let record = family(id, owner, T0 + 100);
+        let store = if id == "f4" { &b } else { &a };
+        store
+            .update_typed::<TokenFamilyRecord, _>(id, move |_| TypedWrite::Put(record.clone()))
+            .await
+            .unwrap();
+    }
+    let ids = |records: Vec<TokenFamilyRecord>| {
+        records.into_iter().map(|r| r.family_id).collect::<Vec<_>>()
+    };
+
+    assert_eq!(
+        ids(a
+            .typed_records::<TokenFamilyRecord>(Some("alice"))
+            .await
+            .unwrap()),
+        ["f1", "f3", "f4"]
+    );
+    assert_eq!(
+        ids(b
+            .typed_records::<TokenFamilyRecord>(Some("bob"))
+            .await
+            .unwrap()),
+        ["f2"]
+    );
+    assert_eq!(
+        ids(b.typed_records::<TokenFamilyRecord>(None).await.unwrap()),
+        ["f1", "f2", "f3", "f4"]
+    );
+    assert!(a
+        .typed_records::<TokenFamilyRecord>(Some("carol"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        a.typed_records::<UserRecord>(None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "kinds are apart"
+    );
+
+    // A listing shows each record as it is now: changed and deleted ones too.
+    b.update_typed::<TokenFamilyRecord, _>("f1", |current| match current {
+        Some(f) => TypedWrite::Put(TokenFamilyRecord {
+            state: AgentRecord {
+                pending: None,
+                ..f.state.clone()
+            },
+            ..f.clone()
+        }),
+        None => TypedWrite::Keep,
+    })
+    .await
+    .unwrap();
+    b.update_typed::<TokenFamilyRecord, _>("f3", |_| TypedWrite::Delete)
+        .await
+        .unwrap();
+    let listed = a
+        .typed_records::<TokenFamilyRecord>(Some("alice"))
+        .await
+        .unwrap();
+    assert_eq!(ids(listed.clone()), ["f1", "f4"]);
+    assert_eq!(listed[0].state.pending, None);
+}
+
+/// 40 changes of one record from 4 instances at once: none lost, each saw a distinct
+/// state (the compare-and-set of SPEC §3, for security records).
+async fn update_record_loses_no_concurrent_change(fx: &Fixture) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(fx.open().await);
+    }
+    let start = family("counted", "alice", T0 + 100);
+    stores[0]
+        .update_typed::<TokenFamilyRecord, _>("counted", move |_| TypedWrite::Put(start.clone()))
+        .await
+        .unwrap();
+
+    let tasks = (0..40).map(|i| {
+        let store = stores[i % stores.len()].clone();
+        tokio::spawn(async move {
+            store
+                .update_typed::<TokenFamilyRecord, _>("counted", |current| match current {
+                    Some(f) => TypedWrite::Put(TokenFamilyRecord {
+                        created_at: f.created_at + 1,
+                        ..f.clone()
+                    }),
+                    None => TypedWrite::Keep,
+                })
+                .await
+        })
+    });
+    let mut seen: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| {
+            r.expect("task")
+                .expect("applied")
+                .expect("exists")
+                .created_at
+                - T0
+        })
+        .collect();
+    seen.sort_unstable();
+
+    assert_eq!(seen, (0..40).collect::<Vec<_>>());
+    let after = stores[3]
+        .typed_record::<TokenFamilyRecord>("counted")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.created_at, T0 + 40);
+}
+
+async fn records_past_purge_after_are_purged(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    for (id, refresh_expires_at) in [("old-1", T0 + 20), ("old-2", T0 + 30), ("young", T0 + 500)] {
+        let record = family(id, "alice", refresh_expires_at);
+        a.update_typed::<TokenFamilyRecord, _>(id, move |_| TypedWrite::Put(record.clone()))
+            .await
+            .unwrap();
+    }
+    let written = user("old-1");
+    a.update_typed::<UserRecord, _>("old-1", move |_| TypedWrite::Put(written.clone()))
+        .await
+        .unwrap();
+    // Refreshed since: its purge_after moved on, which the search index may not know yet.
+    b.update_typed::<TokenFamilyRecord, _>("old-2", |current| match current {
+        Some(f) => TypedWrite::Put(family(&f.family_id, "alice", T0 + 900)),
+        None => TypedWrite::Keep,
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(
+        b.purge_records(RecordKind::TokenFamily, T0 + 100)
+            .await
+            .unwrap(),
+        1
+    );
+
+    assert_eq!(
+        a.typed_record::<TokenFamilyRecord>("old-1").await.unwrap(),
+        None
+    );
+    assert!(a
+        .typed_record::<TokenFamilyRecord>("old-2")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(a
+        .typed_record::<TokenFamilyRecord>("young")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        a.typed_record::<UserRecord>("old-1")
+            .await
+            .unwrap()
+            .is_some(),
+        "users have no purge_after"
+    );
+    assert_eq!(
+        a.purge_records(RecordKind::User, T0 + 100_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.purge_records(RecordKind::TokenFamily, T0 + 100_000)
+            .await
+            .unwrap(),
+        2
     );
 }

@@ -5,7 +5,9 @@
 //! Only APIs present in Elasticsearch 7.10 and later (and in OpenSearch) are used:
 //! `HEAD /{index}`, `PUT /{index}`, `GET /{index}/_mapping`, `GET /{index}/_doc/{id}`
 //! (real-time by default), `POST /{index}/_doc/{id}` with `op_type=create` or
-//! `if_seq_no`/`if_primary_term`, and `POST /{index}/_search` with `search_after`.
+//! `if_seq_no`/`if_primary_term`, `DELETE /{index}/_doc/{id}` with
+//! `if_seq_no`/`if_primary_term`, `PUT /{index}/_mapping` (new fields, at start-up), and
+//! `POST /{index}/_search` with `search_after`.
 //!
 //! Error messages never carry credentials, URLs or document contents: a transport error
 //! is reported by its innermost cause, an HTTP error by its status, its Elasticsearch
@@ -18,7 +20,8 @@ use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
-    IndicesCreateParts, IndicesExistsParts, IndicesGetMappingParts, IndicesRefreshParts,
+    IndicesCreateParts, IndicesExistsParts, IndicesGetMappingParts, IndicesPutMappingParts,
+    IndicesRefreshParts,
 };
 use elasticsearch::params::{OpType, Refresh};
 use elasticsearch::{DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts};
@@ -300,6 +303,47 @@ impl EsClient {
                         EsError::Unexpected(format!("no mapping returned for {index}"))
                     })?;
                 Ok(mappings["_meta"].clone())
+            }
+            (status, body) => Err(Self::refused(status, &body)),
+        }
+    }
+
+    /// Adds fields to an index's mapping (and replaces its `_meta`).
+    pub async fn put_mapping(&self, index: &str, body: &Value) -> Result<(), EsError> {
+        let sent = self
+            .es
+            .indices()
+            .put_mapping(IndicesPutMappingParts::Index(&[index]))
+            .body(body)
+            .send()
+            .await;
+        match self.read(sent).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(Self::refused(status, &body)),
+        }
+    }
+
+    /// Deletes a document if it is still at `version`; `Done` also when it is gone.
+    pub async fn delete(
+        &self,
+        index: &str,
+        id: &str,
+        version: Version,
+    ) -> Result<Written, EsError> {
+        let sent = self
+            .es
+            .delete(DeleteParts::IndexId(index, id))
+            .if_seq_no(version.seq_no)
+            .if_primary_term(version.primary_term)
+            .send()
+            .await;
+        match self.read(sent).await? {
+            (200, _) => Ok(Written::Done),
+            (404, body) if body.get("result").and_then(Value::as_str) == Some("not_found") => {
+                Ok(Written::Conflict)
+            }
+            (409, body) if Self::error_type(&body) == Some("version_conflict_engine_exception") => {
+                Ok(Written::Conflict)
             }
             (status, body) => Err(Self::refused(status, &body)),
         }

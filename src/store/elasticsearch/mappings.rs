@@ -8,6 +8,10 @@
 //! | `<prefix>.fleetauth-api-keys`      | key id      | API key                     |
 //! | `<prefix>.fleetauth-signing-keys`  | `ring`      | the whole key ring (1 doc)  |
 //! | `<prefix>.fleetauth-meta`          | meta key    | deployment-wide value       |
+//! | `<prefix>.fleetauth-users`         | username    | native user                 |
+//! | `<prefix>.fleetauth-roles`         | role name   | role (role API)             |
+//! | `<prefix>.fleetauth-tokens`        | family id   | token family (ES token API) |
+//! | `<prefix>.fleetauth-service-tokens`| `ns/svc/name` | service-account token     |
 //! | `<prefix>.fleetauth-documents`     | `kind:name` | small JSON document (Vault config, roles, use counters) |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
@@ -19,13 +23,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::clock::UnixTime;
-use crate::store::{AgentRecord, ApiKeyRecord, RetiredRefresh, SigningKeyRecord, TokenPairRecord};
+use crate::store::{
+    AgentRecord, ApiKeyOwner, ApiKeyRecord, RecordKind, RetiredRefresh, SigningKeyRecord,
+    StoredRecord, TokenPairRecord,
+};
 
 /// Written in every mapping's `_meta`: an index without it is not ours, and start-up
 /// refuses to write into it (e.g. a real Fleet Server's `.fleet-agents`).
 pub const MANAGED_BY: &str = "fleetauth";
-/// The document format version, in every mapping's `_meta`.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The document format version, in every mapping's `_meta`. Version 2 added the API
+/// keys' `owner`; an index at an older version gets the new fields at start-up
+/// (`PUT /{index}/_mapping`: adding fields is always allowed).
+pub const SCHEMA_VERSION: u64 = 2;
 /// The id of the one document of the signing-keys index.
 pub const KEY_RING_ID: &str = "ring";
 
@@ -37,6 +46,10 @@ pub struct Indices {
     pub signing_keys: String,
     pub meta: String,
     pub documents: String,
+    pub users: String,
+    pub roles: String,
+    pub tokens: String,
+    pub service_tokens: String,
 }
 
 impl Indices {
@@ -47,19 +60,58 @@ impl Indices {
             signing_keys: format!("{prefix}.fleetauth-signing-keys"),
             meta: format!("{prefix}.fleetauth-meta"),
             documents: format!("{prefix}.fleetauth-documents"),
+            users: format!("{prefix}.fleetauth-users"),
+            roles: format!("{prefix}.fleetauth-roles"),
+            tokens: format!("{prefix}.fleetauth-tokens"),
+            service_tokens: format!("{prefix}.fleetauth-service-tokens"),
         }
     }
 
+    /// The index of a kind of security record.
+    pub fn of_records(&self, kind: RecordKind) -> &str {
+        match kind {
+            RecordKind::User => &self.users,
+            RecordKind::Role => &self.roles,
+            RecordKind::TokenFamily => &self.tokens,
+            RecordKind::ServiceToken => &self.service_tokens,
+        }
+    }
+
+    /// Every index name.
+    pub fn all(&self) -> Vec<&str> {
+        self.definitions()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Every index with its creation body (settings and mappings).
-    pub fn definitions(&self) -> [(&str, Value); 5] {
-        [
-            (&self.agents, index_body(agents_properties())),
+    pub fn definitions(&self) -> Vec<(&str, Value)> {
+        let mut all = vec![
+            (self.agents.as_str(), index_body(agents_properties())),
             (&self.api_keys, index_body(api_keys_properties())),
             (&self.signing_keys, index_body(signing_keys_properties())),
             (&self.meta, index_body(meta_properties())),
             (&self.documents, index_body(documents_properties())),
-        ]
+        ];
+        for kind in RecordKind::ALL {
+            all.push((
+                self.of_records(kind),
+                index_body(record_doc_properties(kind)),
+            ));
+        }
+        all
     }
+}
+
+/// The mapping body of `PUT /{index}/_mapping` that brings an index made by an older
+/// fleetauth to this version (new fields only; existing ones are unchanged).
+pub fn mapping_update(creation_body: &Value) -> Value {
+    let mut mappings = creation_body["mappings"].clone();
+    if let Some(m) = mappings.as_object_mut() {
+        m.remove("dynamic");
+    }
+    mappings
 }
 
 /// One primary shard (these indices are small: about 1 KB per agent), one replica when
@@ -112,6 +164,12 @@ fn agents_properties() -> Value {
     })
 }
 
+/// Kept in `_source` as written, not parsed or indexed (free-form JSON objects such as
+/// metadata and role descriptors, whose fields a strict mapping cannot list).
+fn opaque_object() -> Value {
+    json!({ "type": "object", "enabled": false })
+}
+
 fn api_keys_properties() -> Value {
     json!({
         "id": keyword(),
@@ -120,7 +178,71 @@ fn api_keys_properties() -> Value {
         "hash": stored_only(),
         "created_at": long(),
         "expires_at": long(),
-        "invalidated_at": long()
+        "invalidated_at": long(),
+        "owner": {
+            "properties": {
+                "username": keyword(),
+                "realm": keyword(),
+                "realm_type": keyword(),
+                "role_descriptors": opaque_object(),
+                "limited_by": opaque_object(),
+                "metadata": opaque_object()
+            }
+        }
+    })
+}
+
+/// The `record` of each kind of security record.
+fn record_properties(kind: RecordKind) -> Value {
+    match kind {
+        RecordKind::User => json!({
+            "username": keyword(),
+            "password_hash": stored_only(),
+            "roles": keyword(),
+            "full_name": stored_only(),
+            "email": stored_only(),
+            "metadata": opaque_object(),
+            "enabled": { "type": "boolean" },
+            "reserved": { "type": "boolean" },
+            "created_at": long(),
+            "updated_at": long()
+        }),
+        RecordKind::Role => json!({
+            "name": keyword(),
+            "cluster": keyword(),
+            "indices": opaque_object(),
+            "applications": opaque_object(),
+            "run_as": keyword(),
+            "metadata": opaque_object(),
+            "description": stored_only(),
+            "updated_at": long()
+        }),
+        RecordKind::TokenFamily => json!({
+            "family_id": keyword(),
+            "username": keyword(),
+            "realm": keyword(),
+            "realm_type": keyword(),
+            "created_at": long(),
+            "state": { "properties": agents_properties() }
+        }),
+        RecordKind::ServiceToken => json!({
+            "account": keyword(),
+            "name": keyword(),
+            "secret_hash": stored_only(),
+            "created_at": long(),
+            "created_by": keyword()
+        }),
+    }
+}
+
+/// A security record's document: what the store searches on (`id`, `owner`,
+/// `purge_after`) and the record itself under `record`.
+fn record_doc_properties(kind: RecordKind) -> Value {
+    json!({
+        "id": keyword(),
+        "owner": keyword(),
+        "purge_after": long(),
+        "record": { "properties": record_properties(kind) }
     })
 }
 
@@ -264,6 +386,8 @@ pub struct ApiKeyDoc {
     pub expires_at: Option<UnixTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidated_at: Option<UnixTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ApiKeyOwner>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyDoc {
@@ -276,6 +400,7 @@ impl From<&ApiKeyRecord> for ApiKeyDoc {
             created_at: k.created_at,
             expires_at: k.expires_at,
             invalidated_at: k.invalidated_at,
+            owner: k.owner.clone(),
         }
     }
 }
@@ -290,6 +415,7 @@ impl From<ApiKeyDoc> for ApiKeyRecord {
             created_at: d.created_at,
             expires_at: d.expires_at,
             invalidated_at: d.invalidated_at,
+            owner: d.owner,
         }
     }
 }
@@ -384,9 +510,47 @@ impl DocumentDoc {
     }
 }
 
+/// A security record's document: `id`, `owner`, `purge_after` (what the store searches
+/// on) and the typed record under `record`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordDoc {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<UnixTime>,
+    pub record: Value,
+}
+
+impl From<&StoredRecord> for RecordDoc {
+    fn from(r: &StoredRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            owner: r.owner.clone(),
+            purge_after: r.purge_after,
+            record: r.body.clone(),
+        }
+    }
+}
+
+impl From<RecordDoc> for StoredRecord {
+    fn from(d: RecordDoc) -> Self {
+        Self {
+            id: d.id,
+            owner: d.owner,
+            purge_after: d.purge_after,
+            body: d.record,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{
+        RoleRecord, SecurityRecord, ServiceTokenRecord, TokenFamilyRecord, UserRecord,
+    };
 
     #[test]
     fn the_default_prefix_gives_the_spec_index_name() {
@@ -406,6 +570,17 @@ mod tests {
             for (name, value) in fields {
                 let field = &mapping[name];
                 assert!(!field.is_null(), "{path}{name} is not in the mapping");
+                if field["enabled"] == json!(false) {
+                    assert!(
+                        value.is_object()
+                            || value.is_null()
+                            || value
+                                .as_array()
+                                .is_some_and(|a| a.iter().all(Value::is_object)),
+                        "{path}{name}: only objects may go in an unparsed object field"
+                    );
+                    continue;
+                }
                 let items = match value {
                     Value::Array(items) => items.clone(),
                     other => vec![other.clone()],
@@ -440,6 +615,14 @@ mod tests {
             created_at: 1,
             expires_at: Some(2),
             invalidated_at: Some(3),
+            owner: Some(ApiKeyOwner {
+                username: "u".into(),
+                realm: "default_native".into(),
+                realm_type: "native".into(),
+                role_descriptors: json!({ "r": { "cluster": ["all"] } }),
+                limited_by: json!([{ "superuser": { "cluster": ["all"] } }]),
+                metadata: json!({ "a": { "b": 1 } }),
+            }),
         };
         let signing = SigningKeyRecord {
             kid: "kid".into(),
@@ -472,6 +655,72 @@ mod tests {
             "",
         );
         fits(&serde_json::to_value(meta).unwrap(), &meta_properties(), "");
+        let records: Vec<(RecordKind, StoredRecord)> = vec![
+            (
+                RecordKind::User,
+                UserRecord {
+                    username: "u".into(),
+                    password_hash: "$argon2id$".into(),
+                    roles: vec!["superuser".into()],
+                    full_name: Some("U".into()),
+                    email: Some("u@example.com".into()),
+                    metadata: json!({ "x": [1, 2] }),
+                    enabled: true,
+                    reserved: false,
+                    created_at: 1,
+                    updated_at: 2,
+                }
+                .to_stored()
+                .unwrap(),
+            ),
+            (
+                RecordKind::Role,
+                RoleRecord {
+                    name: "r".into(),
+                    cluster: vec!["all".into()],
+                    indices: json!([{ "names": ["*"], "privileges": ["read"] }]),
+                    applications: json!([]),
+                    run_as: vec!["x".into()],
+                    metadata: json!({}),
+                    description: None,
+                    updated_at: 1,
+                }
+                .to_stored()
+                .unwrap(),
+            ),
+            (
+                RecordKind::TokenFamily,
+                TokenFamilyRecord {
+                    family_id: "f".into(),
+                    username: "u".into(),
+                    realm: "default_native".into(),
+                    realm_type: "native".into(),
+                    created_at: 1,
+                    state: agent.clone(),
+                }
+                .to_stored()
+                .unwrap(),
+            ),
+            (
+                RecordKind::ServiceToken,
+                ServiceTokenRecord {
+                    account: "elastic/fleet-server".into(),
+                    name: "t".into(),
+                    secret_hash: "h".into(),
+                    created_at: 1,
+                    created_by: "elastic".into(),
+                }
+                .to_stored()
+                .unwrap(),
+            ),
+        ];
+        for (kind, stored) in records {
+            fits(
+                &serde_json::to_value(RecordDoc::from(&stored)).unwrap(),
+                &record_doc_properties(kind),
+                "",
+            );
+        }
         assert_eq!(AgentRecord::from(AgentDoc::from(&agent)), agent);
         assert_eq!(
             SigningKeyRecord::try_from(&SigningKeyDoc::from(&signing)).unwrap(),

@@ -43,12 +43,12 @@ use serde_json::json;
 
 use self::client::{Deleted, EsClient, EsError, Expect, Visibility, Written};
 use self::mappings::{
-    AgentDoc, ApiKeyDoc, DocumentDoc, Indices, KeyRingDoc, MetaDoc, SigningKeyDoc, KEY_RING_ID,
-    MANAGED_BY, SCHEMA_VERSION,
+    mapping_update, AgentDoc, ApiKeyDoc, DocumentDoc, Indices, KeyRingDoc, MetaDoc, RecordDoc,
+    SigningKeyDoc, KEY_RING_ID, MANAGED_BY, SCHEMA_VERSION,
 };
 use super::{
-    AgentChange, AgentRecord, ApiKeyRecord, DocumentChange, DocumentWrite, SigningKeyRecord, Store,
-    StoreError,
+    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyRecord, DocumentChange, DocumentWrite,
+    RecordChange, RecordKind, RecordWrite, SigningKeyRecord, Store, StoreError, StoredRecord,
 };
 use crate::clock::UnixTime;
 use crate::config::ElasticsearchSettings;
@@ -59,7 +59,7 @@ use crate::config::ElasticsearchSettings;
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// The longest pause between two attempts of a compare-and-set.
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
-/// Page size when listing an agent's API keys.
+/// Page size of searches (an agent's API keys, listings, purges).
 const API_KEY_PAGE: usize = 500;
 /// Page size when listing documents.
 const DOCUMENT_PAGE: usize = 500;
@@ -130,8 +130,13 @@ impl ElasticsearchStore {
                 !client.index_exists(name).await? && client.create_index(name, &body).await?;
             if created {
                 tracing::info!(index = name, "created elasticsearch index");
-            } else {
-                check_ownership(&client, name).await?;
+            } else if check_ownership(&client, name).await? < SCHEMA_VERSION {
+                client.put_mapping(name, &mapping_update(&body)).await?;
+                tracing::info!(
+                    index = name,
+                    schema_version = SCHEMA_VERSION,
+                    "updated elasticsearch index mapping"
+                );
             }
             if name == indices.agents {
                 created_agents = created;
@@ -172,25 +177,60 @@ impl ElasticsearchStore {
         R: Send,
         F: FnMut(Option<&T>) -> Result<(Option<T>, R), StoreError> + Send,
     {
+        self.compare_and_change(
+            kind,
+            index,
+            id,
+            [visibility, visibility],
+            |current: Option<&T>| {
+                let (next, result) = decide(current)?;
+                Ok((next.map_or(Next::Keep, Next::Put), result))
+            },
+        )
+        .await
+    }
+
+    /// [`compare_and_set`](Self::compare_and_set) for changes that may also delete the
+    /// document (a delete conditional on the version read, like a write).
+    /// `[created, updated]`: when a created and an updated document become visible to
+    /// searches.
+    async fn compare_and_change<T, R, F>(
+        &self,
+        kind: &'static str,
+        index: &str,
+        id: &str,
+        [created, updated]: [Visibility; 2],
+        mut decide: F,
+    ) -> Result<R, StoreError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync,
+        R: Send,
+        F: FnMut(Option<&T>) -> Result<(Next<T>, R), StoreError> + Send,
+    {
         let Some(doc_id) = doc_id(id) else {
             return match decide(None)? {
-                (None, result) => Ok(result),
-                (Some(_), _) => Err(unwritable_id(kind, id)),
+                (Next::Keep | Next::Delete, result) => Ok(result),
+                (Next::Put(_), _) => Err(unwritable_id(kind, id)),
             };
         };
         for attempt in 0..MAX_CAS_ATTEMPTS {
             let current = self.client.get::<T>(index, &doc_id).await?;
             let (next, result) = decide(current.as_ref().map(|v| &v.doc))?;
-            let Some(next) = next else { return Ok(result) };
-            let expect = match &current {
-                Some(v) => Expect::At(v.version),
-                None => Expect::Absent,
+            let written = match (next, &current) {
+                (Next::Keep, _) | (Next::Delete, None) => return Ok(result),
+                (Next::Delete, Some(v)) => self.client.delete(index, &doc_id, v.version).await?,
+                (Next::Put(next), _) => {
+                    let expect = match &current {
+                        Some(v) => Expect::At(v.version),
+                        None => Expect::Absent,
+                    };
+                    let visibility = if current.is_none() { created } else { updated };
+                    self.client
+                        .put(index, &doc_id, &next, expect, visibility)
+                        .await?
+                }
             };
-            match self
-                .client
-                .put(index, &doc_id, &next, expect, visibility)
-                .await?
-            {
+            match written {
                 Written::Done => return Ok(result),
                 Written::Conflict => {
                     metrics::counter!("fleetauth_store_cas_conflicts_total", "record" => kind)
@@ -209,6 +249,42 @@ impl ElasticsearchStore {
         Err(StoreError::Unavailable(format!(
             "{kind} record is changing too fast: {MAX_CAS_ATTEMPTS} conflicting writes in a row"
         )))
+    }
+
+    /// Every id that a search for `query` finds (sorted by `sort_field`, paged).
+    async fn search_all_ids(
+        &self,
+        index: &str,
+        query: serde_json::Value,
+        sort_field: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .search_ids(
+                    index,
+                    query.clone(),
+                    sort_field,
+                    after.as_deref(),
+                    API_KEY_PAGE,
+                )
+                .await?;
+            let full = page.len() == API_KEY_PAGE;
+            after = page.last().and_then(|(_, sort)| sort.clone());
+            for (_, value) in page {
+                let Some(value) = value else {
+                    return Err(StoreError::Corrupt(format!(
+                        "a document of {index} has no {sort_field} field"
+                    )));
+                };
+                ids.push(value);
+            }
+            if !full || after.is_none() {
+                return Ok(ids);
+            }
+        }
     }
 
     /// Invalidates one key of `agent_id` unless already invalidated; whether it changed.
@@ -296,9 +372,16 @@ impl ElasticsearchStore {
     }
 }
 
+/// What a change does to a document.
+enum Next<T> {
+    Keep,
+    Put(T),
+    Delete,
+}
+
 /// Refuses an existing index whose mapping does not say it is fleetauth's, or that a
-/// newer fleetauth has changed.
-async fn check_ownership(client: &EsClient, index: &str) -> Result<(), StoreError> {
+/// newer fleetauth has changed; returns its schema version.
+async fn check_ownership(client: &EsClient, index: &str) -> Result<u64, StoreError> {
     let meta = client.mapping_meta(index).await?;
     if meta["managed_by"].as_str() != Some(MANAGED_BY) {
         return Err(StoreError::Corrupt(format!(
@@ -307,7 +390,7 @@ async fn check_ownership(client: &EsClient, index: &str) -> Result<(), StoreErro
         )));
     }
     match meta["schema_version"].as_u64() {
-        Some(v) if v <= SCHEMA_VERSION => Ok(()),
+        Some(v) if v <= SCHEMA_VERSION => Ok(v),
         other => Err(StoreError::Corrupt(format!(
             "index {index} has schema version {other:?}; this fleetauth reads version {SCHEMA_VERSION}"
         ))),
@@ -483,6 +566,151 @@ impl Store for ElasticsearchStore {
             }
             after = page.last().and_then(|(_, id)| id.clone());
         }
+    }
+
+    async fn api_keys_where(&self, filter: &ApiKeyFilter) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        // The search only says which keys to read; each is then read in real time (keys
+        // are inserted with `refresh=wait_for`, so every created key is found).
+        let mut terms = Vec::new();
+        for (field, value) in [
+            ("name", &filter.name),
+            ("owner.username", &filter.username),
+            ("owner.realm", &filter.realm),
+        ] {
+            if let Some(value) = value {
+                terms.push(json!({ "term": { field: value } }));
+            }
+        }
+        let query = json!({ "bool": { "filter": terms } });
+        let mut keys = Vec::new();
+        for id in self
+            .search_all_ids(&self.indices.api_keys, query, "id")
+            .await?
+        {
+            if let Some(key) = self.api_key(&id).await? {
+                if filter.matches(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
+        let query = json!({
+            "bool": { "should": [
+                { "range": { "invalidated_at": { "lte": cutoff } } },
+                { "range": { "expires_at": { "lte": cutoff } } }
+            ] }
+        });
+        let mut removed = 0;
+        for id in self
+            .search_all_ids(&self.indices.api_keys, query, "id")
+            .await?
+        {
+            let gone = self
+                .compare_and_change(
+                    "api_key",
+                    &self.indices.api_keys,
+                    &id,
+                    [Visibility::Eventually; 2],
+                    |current: Option<&ApiKeyDoc>| {
+                        let purgeable = current.is_some_and(|k| {
+                            k.invalidated_at.is_some_and(|t| t <= cutoff)
+                                || k.expires_at.is_some_and(|t| t <= cutoff)
+                        });
+                        Ok(if purgeable {
+                            (Next::Delete, true)
+                        } else {
+                            (Next::Keep, false)
+                        })
+                    },
+                )
+                .await?;
+            removed += usize::from(gone);
+        }
+        Ok(removed)
+    }
+
+    async fn record(&self, kind: RecordKind, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        Ok(self
+            .read::<RecordDoc>(self.indices.of_records(kind), id)
+            .await?
+            .map(StoredRecord::from))
+    }
+
+    async fn update_record(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        mut change: RecordChange,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        // A created record is searchable before this returns, so that listings (and
+        // invalidation by owner) find every record whose creation has returned.
+        self.compare_and_change(
+            kind.as_str(),
+            self.indices.of_records(kind),
+            id,
+            [Visibility::BeforeReturn, Visibility::Eventually],
+            |current: Option<&RecordDoc>| {
+                let before = current.cloned().map(StoredRecord::from);
+                let next = match change(before.as_ref()) {
+                    RecordWrite::Keep => Next::Keep,
+                    RecordWrite::Delete => Next::Delete,
+                    RecordWrite::Put(next) => Next::Put(RecordDoc::from(&next)),
+                };
+                Ok((next, before))
+            },
+        )
+        .await
+    }
+
+    async fn records(
+        &self,
+        kind: RecordKind,
+        owner: Option<&str>,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let query = match owner {
+            Some(owner) => json!({ "bool": { "filter": [{ "term": { "owner": owner } }] } }),
+            None => json!({ "match_all": {} }),
+        };
+        let index = self.indices.of_records(kind);
+        let mut found = Vec::new();
+        for id in self.search_all_ids(index, query, "id").await? {
+            if let Some(record) = self.record(kind, &id).await? {
+                if owner.is_none_or(|o| record.owner.as_deref() == Some(o)) {
+                    found.push(record);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError> {
+        let query = json!({ "range": { "purge_after": { "lte": cutoff } } });
+        let index = self.indices.of_records(kind);
+        let mut removed = 0;
+        for id in self.search_all_ids(index, query, "id").await? {
+            let gone = self
+                .compare_and_change(
+                    kind.as_str(),
+                    index,
+                    &id,
+                    [Visibility::Eventually; 2],
+                    |current: Option<&RecordDoc>| {
+                        Ok(
+                            if current.is_some_and(|r| r.purge_after.is_some_and(|t| t <= cutoff)) {
+                                (Next::Delete, true)
+                            } else {
+                                (Next::Keep, false)
+                            },
+                        )
+                    },
+                )
+                .await?;
+            removed += usize::from(gone);
+        }
+        Ok(removed)
     }
 
     async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError> {
