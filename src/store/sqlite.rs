@@ -35,8 +35,6 @@ pub const DB_FILE: &str = "fleetauth.db";
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the checkpointer moves the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -141,8 +139,6 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
-    /// Dropped with the store, which ends the checkpointer thread.
-    _stop_checkpoints: mpsc::Sender<()>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -190,27 +186,14 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(&path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        // Checkpoints are the checkpointer's job, not the commits'.
-        writer_conn
-            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(unavailable)?;
-        let checkpointer = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let (stop_checkpoints, stopped) = mpsc::channel::<()>();
-        let spawn_failed =
-            |e: std::io::Error| StoreError::Unavailable(format!("cannot start a thread: {e}"));
         std::thread::Builder::new()
             .name("fleetauth-sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
-            .map_err(spawn_failed)?;
-        std::thread::Builder::new()
-            .name("fleetauth-sqlite-checkpointer".into())
-            .spawn(move || checkpoint_loop(checkpointer, stopped))
-            .map_err(spawn_failed)?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         let inner = Inner {
             path,
             writer: tx,
-            _stop_checkpoints: stop_checkpoints,
             readers,
             next_reader: AtomicUsize::new(0),
         };
@@ -288,17 +271,6 @@ fn in_savepoint<T>(
     }
     run("RELEASE job")?;
     outcome
-}
-
-/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], on
-/// its own connection, so that the writer's commits never pay for a checkpoint.
-/// PASSIVE: it never blocks the writer or readers. Ends when the store is dropped.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite: checkpoint failed");
-        }
-    }
 }
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
