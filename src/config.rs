@@ -376,8 +376,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct VaultSettings {
     /// The token (`X-Vault-Token` or `Authorization: Bearer`) that may read and write
-    /// the auth method's config and roles. `None`: nobody may (403). Interim: replaced
-    /// by the `elastic` superuser once it exists (issue 4).
+    /// the auth method's config and roles, besides any `manage_security` principal (the
+    /// `elastic` superuser). `None`: only those.
     pub admin_token: Option<Secret>,
     /// Timeout of each OIDC discovery or JWKS request.
     pub http_timeout: Duration,

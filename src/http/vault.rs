@@ -24,8 +24,10 @@ use serde_json::{json, Map, Value};
 
 use super::error::VaultApiError;
 use super::{no_store, AppState, RemoteAddr};
-use crate::grant::TokenLookup;
+use crate::grant::{GrantError, TokenLookup};
+use crate::security::privileges::Action;
 use crate::vault::fields::Fields;
+use crate::vault::VaultError;
 
 /// The routes of the Vault-compatible API; every other `/v1/...` path is a Vault 404.
 pub fn routes() -> Router<AppState> {
@@ -57,12 +59,33 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
 }
 
-/// The admin check of the config and role APIs (interim until issue 4's `elastic`
-/// superuser: see `vault::admin`). Every admin handler calls this and nothing else.
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), VaultApiError> {
-    Ok(state
+/// The admin check of the config and role APIs: a credential that the authentication
+/// chain resolves to a principal with `manage_security` (the `elastic` superuser, by
+/// Basic or a token of the Elasticsearch token API), or the configured
+/// `vault.admin_token` (`X-Vault-Token`). Anything else is Vault's "permission denied".
+async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), VaultApiError> {
+    if state
         .vault
-        .authorize_admin(presented_token(headers).as_deref())?)
+        .authorize_admin(presented_token(headers).as_deref())
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let Ok(Some(presented)) = super::fleet::presented_header(headers) else {
+        return Err(VaultError::PermissionDenied.into());
+    };
+    match state.grants.authenticate(&presented).await {
+        Ok(principal)
+            if principal
+                .identity
+                .privileges
+                .allow(Action::ConfigureJwtAuth) =>
+        {
+            Ok(())
+        }
+        Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(e.into()),
+        _ => Err(VaultError::PermissionDenied.into()),
+    }
 }
 
 /// A JSON object body; empty is `{}`.
@@ -133,7 +156,7 @@ async fn config(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers)?;
+    require_admin(&state, &headers).await?;
     match method {
         Method::GET => match state.vault.read_config().await? {
             Some(config) => Ok(data(config)),
@@ -161,7 +184,7 @@ async fn roles(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers)?;
+    require_admin(&state, &headers).await?;
     let listing = method.as_str() == "LIST" || (method == Method::GET && list_query(&uri));
     if !listing {
         return Err(VaultApiError::UnsupportedOperation);
@@ -181,7 +204,7 @@ async fn role(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers)?;
+    require_admin(&state, &headers).await?;
     match method {
         Method::GET => match state.vault.read_role(&name).await? {
             Some(role) => Ok(data(role)),
@@ -256,7 +279,7 @@ async fn lookup_self(
     if method != Method::GET && !is_write(&method) {
         return Err(VaultApiError::UnsupportedOperation);
     }
-    let token = presented_token(&headers).ok_or(crate::vault::VaultError::PermissionDenied)?;
+    let token = presented_token(&headers).ok_or(VaultError::PermissionDenied)?;
     let TokenLookup { claims, uses_left } = state.grants.lookup_self(&token).await?;
     let now = state.grants.tokens().now();
     let policies: Vec<&str> = claims

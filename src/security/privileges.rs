@@ -128,6 +128,8 @@ pub enum Action {
     PutRole,
     GetRole,
     DeleteRole,
+    /// Read or write the Vault-compatible JWT auth method's config and roles.
+    ConfigureJwtAuth,
 }
 
 impl Action {
@@ -152,6 +154,7 @@ impl Action {
             Self::PutRole => "cluster:admin/xpack/security/role/put",
             Self::GetRole => "cluster:admin/xpack/security/role/get",
             Self::DeleteRole => "cluster:admin/xpack/security/role/delete",
+            Self::ConfigureJwtAuth => "cluster:admin/fleetauth/auth/jwt/configure",
         }
     }
 
@@ -172,6 +175,7 @@ impl Action {
             | Self::DeleteUser
             | Self::PutRole
             | Self::DeleteRole
+            | Self::ConfigureJwtAuth
             | Self::ChangePassword { other: true } => WRITE_SECURITY,
         }
     }

@@ -1,15 +1,15 @@
-//! Who may read and write the auth method's config and roles. **Interim**: until the
-//! built-in `elastic` superuser exists (issue 4), "admin" is whoever presents the
-//! configured `vault.admin_token` (as `X-Vault-Token`, or `Authorization: Bearer`);
-//! with no admin token configured, nobody is. This is the only place that decides it,
-//! so issue 4 replaces this module's check and nothing else.
+//! The Vault-style half of who may read and write the auth method's config and roles:
+//! whoever presents the configured `vault.admin_token` (as `X-Vault-Token`, or
+//! `Authorization: Bearer`); with no admin token configured, nobody through this half.
+//! The other half, any principal with `manage_security` (the `elastic` superuser), is
+//! checked by `http::vault::require_admin` through the authentication chain.
 
 use subtle::ConstantTimeEq;
 
 use super::VaultError;
 use crate::config::Secret;
 
-/// The interim admin check.
+/// The admin-token check.
 #[derive(Debug, Clone)]
 pub struct AdminCheck {
     token: Option<Secret>,

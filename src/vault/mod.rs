@@ -6,7 +6,7 @@
 //! the store: the config ([`config`]) and roles ([`role`]), typed and checked here and
 //! kept in the store as documents; the keys that verify external JWTs ([`keys`]: PEM
 //! keys, or an OIDC provider's JWKS with a bounded refresh); the verification of a JWT
-//! for a role ([`verify`]); and the interim admin check ([`admin`]). A successful
+//! for a role ([`verify`]); and the admin-token check ([`admin`]). A successful
 //! [`JwtAuth::login`] yields an [`Admitted`] subject; the grant layer turns it into an
 //! access token of this server (for `POST /v1/auth/jwt/login` and for the token-exchange
 //! grant alike). HTTP statuses are the HTTP layer's.
@@ -159,7 +159,7 @@ impl JwtAuth {
         }
     }
 
-    /// The admin check of the config and role APIs (interim; see [`admin`]).
+    /// The admin check of the config and role APIs (the admin token; see [`admin`]).
     pub fn authorize_admin(&self, presented: Option<&str>) -> Result<(), VaultError> {
         self.admin.authorize(presented)
     }

@@ -360,8 +360,43 @@ async fn pem_setup(app: &TestApp, keys: &[&ExternalKey]) {
 // ---- config and roles ----
 
 #[tokio::test]
+async fn the_elastic_superuser_administers_the_auth_method_and_an_agent_key_does_not() {
+    let password = "elastic-password-for-vault";
+    let app = spawn_app_with(|s| s.bootstrap_password = Some(Secret::new(password))).await;
+    let agent_key = app.enroll("vault-agent").await;
+    let pem = ExternalKey::generate(SigningAlgorithm::EdDSA).pem();
+    let config = json!({"jwt_validation_pubkeys": [pem]});
+    let elastic = format!("Basic {}", STANDARD.encode(format!("elastic:{password}")));
+    let wrong = format!("Basic {}", STANDARD.encode("elastic:not-the-password"));
+
+    let post = |authorization: String| {
+        app.client
+            .post(app.url("/v1/auth/jwt/config"))
+            .header("Authorization", authorization)
+            .json(&config)
+            .send()
+    };
+
+    assert_eq!(post(elastic.clone()).await.unwrap().status(), 204);
+    for refused in [format!("ApiKey {}", agent_key.encoded), wrong] {
+        let response = post(refused).await.unwrap();
+        assert_eq!(response.status(), 403);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"errors": ["permission denied"]}));
+    }
+    let response = app
+        .client
+        .get(app.url("/v1/auth/jwt/config"))
+        .header("Authorization", elastic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn config_and_role_apis_are_admin_only() {
-    // No admin token configured: nobody may (interim until the elastic superuser).
+    // No admin token configured and no admin credential presented: nobody may.
     let app = spawn_app().await;
     for (method, path) in [
         ("POST", "/v1/auth/jwt/config"),
