@@ -6,8 +6,9 @@
 //! Concurrency lives inside each backend: [`Store::update_agent`] applies a pure change
 //! function atomically (a transaction in SQLite; compare-and-set with retries in a
 //! distributed backend), so the rotation rules are written once, above the store.
-//! [`Store::update_document`] does the same for small JSON documents (e.g. the use
-//! counters of use-limited tokens).
+//! [`Store::update_record`] does the same for the small records of every other kind
+//! (users, roles, token families, service tokens, the Vault JWT auth config and roles,
+//! use counters of use-limited tokens).
 
 pub mod elasticsearch;
 pub mod model;
@@ -26,21 +27,6 @@ pub use model::{
 /// record to write, or `None` to leave it as it is. It may be called more than once (a
 /// backend that lost a race calls it again with the newer record), so it must be pure.
 pub type AgentChange = Box<dyn FnMut(Option<&AgentRecord>) -> Option<AgentRecord> + Send + 'static>;
-
-/// A change to one document: given its JSON text as it is now (or `None`), what to do.
-/// Like [`AgentChange`], it may be called more than once, so it must be pure.
-pub type DocumentChange = Box<dyn FnMut(Option<&str>) -> DocumentWrite + Send + 'static>;
-
-/// What a [`DocumentChange`] decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DocumentWrite {
-    /// Leave the document as it is (or absent).
-    Keep,
-    /// Store this JSON text (keeping the document's `expires_at`; none for a new one).
-    Put(String),
-    /// Remove the document.
-    Delete,
-}
 
 /// A change to one security record: given the record as it is now (or `None`), what to
 /// write. Like [`AgentChange`] it may be called more than once, so it must be pure.
@@ -103,7 +89,7 @@ pub trait Store: Send + Sync + 'static {
     /// unless its current state says so.
     async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError>;
 
-    /// A security record by id, as it is now.
+    /// A small record by kind and id, as it is now.
     async fn record(&self, kind: RecordKind, id: &str) -> Result<Option<StoredRecord>, StoreError>;
 
     /// Applies `change` to one security record atomically with respect to every other
@@ -145,47 +131,6 @@ pub trait Store: Send + Sync + 'static {
         key: SigningKeyRecord,
         old_verify_until: UnixTime,
     ) -> Result<(), StoreError>;
-
-    // ---- documents ----
-    //
-    // Small JSON documents kept by `kind` and `name` (the Vault JWT auth config and
-    // roles, per-token use counters). The store does not look inside them: parsing
-    // and validation live above it. `expires_at` is housekeeping only: a document past
-    // it may still be read until `delete_expired_documents` removes it, so callers
-    // that care check validity themselves.
-
-    /// The JSON text of a document, if it exists.
-    async fn document(&self, kind: &str, name: &str) -> Result<Option<String>, StoreError>;
-
-    /// Creates or replaces a document.
-    async fn put_document(
-        &self,
-        kind: &str,
-        name: &str,
-        json: &str,
-        expires_at: Option<UnixTime>,
-    ) -> Result<(), StoreError>;
-
-    /// Removes a document; `false` if there was none.
-    async fn delete_document(&self, kind: &str, name: &str) -> Result<bool, StoreError>;
-
-    /// The names of every document of `kind`, sorted.
-    async fn document_names(&self, kind: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Applies `change` atomically with respect to every other change of this document
-    /// (a transaction in SQLite; compare-and-set with retries in a distributed
-    /// backend). Returns the JSON text the applied change was given, so the caller can
-    /// re-derive what was decided.
-    async fn update_document(
-        &self,
-        kind: &str,
-        name: &str,
-        change: DocumentChange,
-    ) -> Result<Option<String>, StoreError>;
-
-    /// Removes every document whose `expires_at` is at or before `now`; returns how
-    /// many.
-    async fn delete_expired_documents(&self, now: UnixTime) -> Result<usize, StoreError>;
 }
 
 impl dyn Store {

@@ -154,14 +154,24 @@ pub enum RecordKind {
     TokenFamily,
     /// A service-account token ([`ServiceTokenRecord`]).
     ServiceToken,
+    /// The Vault-compatible JWT auth method's config (one record, opaque JSON).
+    JwtAuthConfig,
+    /// A role of the Vault-compatible JWT auth method (opaque JSON).
+    JwtAuthRole,
+    /// The uses left of a use-limited access token, by JWT ID (opaque JSON), kept
+    /// until the token expires.
+    TokenUses,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 4] = [
+    pub const ALL: [RecordKind; 7] = [
         Self::User,
         Self::Role,
         Self::TokenFamily,
         Self::ServiceToken,
+        Self::JwtAuthConfig,
+        Self::JwtAuthRole,
+        Self::TokenUses,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -170,6 +180,9 @@ impl RecordKind {
             Self::Role => "role",
             Self::TokenFamily => "token_family",
             Self::ServiceToken => "service_token",
+            Self::JwtAuthConfig => "jwt_auth_config",
+            Self::JwtAuthRole => "jwt_auth_role",
+            Self::TokenUses => "token_uses",
         }
     }
 }

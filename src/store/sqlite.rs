@@ -23,9 +23,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, DocumentChange,
-    DocumentWrite, RecordChange, RecordKind, RecordWrite, RetiredRefresh, SigningKeyRecord, Store,
-    StoreError, StoredRecord, TokenPairRecord,
+    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordChange, RecordKind,
+    RecordWrite, RetiredRefresh, SigningKeyRecord, Store, StoreError, StoredRecord,
+    TokenPairRecord,
 };
 use crate::clock::UnixTime;
 
@@ -73,15 +73,6 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     retired_at   INTEGER,
     verify_until INTEGER
 );
-CREATE TABLE IF NOT EXISTS documents (
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    json       TEXT NOT NULL,
-    expires_at INTEGER,
-    PRIMARY KEY (kind, name)
-);
-CREATE INDEX IF NOT EXISTS documents_by_expiry ON documents (expires_at)
-    WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS security_records (
     kind        TEXT NOT NULL,
     id          TEXT NOT NULL,
@@ -535,15 +526,6 @@ fn insert_signing_key(conn: &Connection, k: &SigningKeyRecord) -> Result<(), Sto
     Ok(())
 }
 
-fn read_document(conn: &Connection, kind: &str, name: &str) -> Result<Option<String>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT json FROM documents WHERE kind = ?1 AND name = ?2")
-        .map_err(unavailable)?;
-    stmt.query_row([kind, name], |row| row.get(0))
-        .optional()
-        .map_err(unavailable)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -815,100 +797,6 @@ impl Store for SqliteStore {
             )
             .map_err(unavailable)?;
             insert_signing_key(conn, &key)
-        })
-        .await
-    }
-
-    async fn document(&self, kind: &str, name: &str) -> Result<Option<String>, StoreError> {
-        self.read(|conn| read_document(conn, kind, name))
-    }
-
-    async fn put_document(
-        &self,
-        kind: &str,
-        name: &str,
-        json: &str,
-        expires_at: Option<UnixTime>,
-    ) -> Result<(), StoreError> {
-        let (kind, name, json) = (kind.to_string(), name.to_string(), json.to_string());
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO documents (kind, name, json, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![kind, name, json, expires_at],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn delete_document(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
-        let (kind, name) = (kind.to_string(), name.to_string());
-        self.write(move |conn| {
-            let deleted = conn
-                .execute(
-                    "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
-                    params![kind, name],
-                )
-                .map_err(unavailable)?;
-            Ok(deleted == 1)
-        })
-        .await
-    }
-
-    async fn document_names(&self, kind: &str) -> Result<Vec<String>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT name FROM documents WHERE kind = ?1 ORDER BY name")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([kind], |row| row.get(0))
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<String>, _>>()
-                .map_err(unavailable)
-        })
-    }
-
-    async fn update_document(
-        &self,
-        kind: &str,
-        name: &str,
-        mut change: DocumentChange,
-    ) -> Result<Option<String>, StoreError> {
-        let (kind, name) = (kind.to_string(), name.to_string());
-        self.write(move |conn| {
-            let before = read_document(conn, &kind, &name)?;
-            match change(before.as_deref()) {
-                DocumentWrite::Keep => {}
-                DocumentWrite::Put(json) => {
-                    // Keeps the expiry of an existing document.
-                    conn.execute(
-                        "INSERT INTO documents (kind, name, json, expires_at) VALUES (?1, ?2, ?3, NULL) \
-                         ON CONFLICT (kind, name) DO UPDATE SET json = excluded.json",
-                        params![kind, name, json],
-                    )
-                    .map_err(unavailable)?;
-                }
-                DocumentWrite::Delete => {
-                    conn.execute(
-                        "DELETE FROM documents WHERE kind = ?1 AND name = ?2",
-                        params![kind, name],
-                    )
-                    .map_err(unavailable)?;
-                }
-            }
-            Ok(before)
-        })
-        .await
-    }
-
-    async fn delete_expired_documents(&self, now: UnixTime) -> Result<usize, StoreError> {
-        self.write(move |conn| {
-            conn.execute(
-                "DELETE FROM documents WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                [now],
-            )
-            .map_err(unavailable)
         })
         .await
     }

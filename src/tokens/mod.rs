@@ -21,8 +21,8 @@ use jsonwebtoken::jwk::JwkSet;
 use crate::clock::{Clock, UnixTime};
 use crate::config::{JwtSettings, SigningAlgorithm};
 use crate::store::{
-    AgentChange, AgentRecord, DocumentWrite, Store, StoreError, TokenFamilyRecord, TokenPairRecord,
-    TypedWrite,
+    AgentChange, AgentRecord, RecordKind, RecordWrite, Store, StoreError, StoredRecord,
+    TokenFamilyRecord, TokenPairRecord, TypedWrite,
 };
 pub use jwt::{AccessClaims, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
@@ -33,8 +33,7 @@ const DEPLOYMENT_ID: &str = "deployment_id";
 /// Reloading keys because of an unknown `kid` happens at most this often.
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_millis(250);
 /// The store document kind of use counters (name: the token's `jti`).
-const USE_COUNTERS: &str = "token_uses";
-/// How often expired documents (use counters of expired tokens) are removed.
+/// How often the use counters of expired tokens are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub struct ExternalAccess<'a> {
 }
 
 /// The stored state of a use-limited token.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct UseCounter {
     remaining: u32,
 }
@@ -387,14 +386,19 @@ impl TokenService {
         claims.groups = (!access.groups.is_empty()).then(|| access.groups.to_vec());
         if access.max_uses > 0 {
             claims.max_uses = Some(access.max_uses);
-            let counter = serde_json::to_string(&UseCounter {
-                remaining: access.max_uses,
-            })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             // Kept until the token cannot be accepted any more, then purged.
-            let expires_at = claims.exp + self.settings.leeway.as_secs() as i64 + 1;
+            let counter = StoredRecord {
+                id: claims.jti.clone(),
+                owner: None,
+                purge_after: Some(claims.exp + self.settings.leeway.as_secs() as i64 + 1),
+                body: counter_body(access.max_uses),
+            };
             self.store
-                .put_document(USE_COUNTERS, &claims.jti, &counter, Some(expires_at))
+                .update_record(
+                    RecordKind::TokenUses,
+                    &claims.jti,
+                    Box::new(move |_| RecordWrite::Put(counter.clone())),
+                )
                 .await?;
         }
         Ok(self.sign_access(claims))
@@ -410,22 +414,25 @@ impl TokenService {
         }
         let before = self
             .store
-            .update_document(
-                USE_COUNTERS,
+            .update_record(
+                RecordKind::TokenUses,
                 &claims.jti,
-                Box::new(|text| match text.and_then(parse_counter) {
-                    Some(counter) if counter.remaining > 1 => DocumentWrite::Put(
-                        serde_json::to_string(&UseCounter {
-                            remaining: counter.remaining - 1,
-                        })
-                        .unwrap_or_default(),
-                    ),
-                    Some(_) => DocumentWrite::Delete,
-                    None => DocumentWrite::Keep,
+                Box::new(|current| {
+                    let Some(record) = current else {
+                        return RecordWrite::Keep;
+                    };
+                    match parse_counter(record) {
+                        Some(counter) if counter.remaining > 1 => RecordWrite::Put(StoredRecord {
+                            body: counter_body(counter.remaining - 1),
+                            ..record.clone()
+                        }),
+                        Some(_) => RecordWrite::Delete,
+                        None => RecordWrite::Keep,
+                    }
                 }),
             )
             .await?;
-        match before.as_deref().and_then(parse_counter) {
+        match before.as_ref().and_then(parse_counter) {
             Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining - 1)),
             _ => Err(TokenError::UsesExhausted),
         }
@@ -437,8 +444,11 @@ impl TokenService {
         if claims.max_uses.is_none() {
             return Ok(None);
         }
-        let text = self.store.document(USE_COUNTERS, &claims.jti).await?;
-        match text.as_deref().and_then(parse_counter) {
+        let counter = self
+            .store
+            .record(RecordKind::TokenUses, &claims.jti)
+            .await?;
+        match counter.as_ref().and_then(parse_counter) {
             Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining)),
             _ => Err(TokenError::UsesExhausted),
         }
@@ -458,12 +468,12 @@ impl TokenService {
                 };
                 match service
                     .store
-                    .delete_expired_documents(service.clock.now())
+                    .purge_records(RecordKind::TokenUses, service.clock.now())
                     .await
                 {
                     Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "expired documents removed"),
-                    Err(e) => tracing::warn!(error = %e, "could not remove expired documents"),
+                    Ok(n) => tracing::debug!(removed = n, "expired use counters removed"),
+                    Err(e) => tracing::warn!(error = %e, "could not remove expired use counters"),
                 }
             }
         })
@@ -760,8 +770,12 @@ impl TokenService {
     }
 }
 
-fn parse_counter(text: &str) -> Option<UseCounter> {
-    serde_json::from_str(text).ok()
+fn parse_counter(record: &StoredRecord) -> Option<UseCounter> {
+    serde_json::from_value(record.body.clone()).ok()
+}
+
+fn counter_body(remaining: u32) -> serde_json::Value {
+    serde_json::json!({ "remaining": remaining })
 }
 
 /// Rotates the signing key: a new key (of the configured algorithm) signs from now on;

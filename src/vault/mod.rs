@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::{JwtSettings, VaultSettings};
-use crate::store::{Store, StoreError};
+use crate::store::{RecordKind, RecordWrite, Store, StoreError, StoredRecord};
 use admin::AdminCheck;
 use config::{ConfigDoc, JwtAuthConfig, KeySource};
 use fields::Fields;
@@ -33,9 +33,8 @@ use keys::{KeySet, OidcKeys};
 use role::{normalize_role_name, JwtRole, TtlLimits};
 
 /// Store document kinds.
-const CONFIG_KIND: &str = "vault_jwt_config";
+/// The id of the one config record.
 const CONFIG_NAME: &str = "config";
-const ROLE_KIND: &str = "vault_jwt_role";
 
 /// Why the auth method refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,9 +186,42 @@ impl JwtAuth {
         })
     }
 
+    /// The JSON text of one of this auth method's stored records.
+    async fn stored(&self, kind: RecordKind, id: &str) -> Result<Option<String>, StoreError> {
+        let record = self.store.record(kind, id).await?;
+        Ok(record.map(|record| record.body.to_string()))
+    }
+
+    /// Stores (creates or replaces) one of this auth method's records; returns the text
+    /// as [`stored`](Self::stored) will read it back.
+    async fn store_json(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        text: &str,
+    ) -> Result<String, StoreError> {
+        let body: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let canonical = body.to_string();
+        let record = StoredRecord {
+            id: id.to_string(),
+            owner: None,
+            purge_after: None,
+            body,
+        };
+        self.store
+            .update_record(
+                kind,
+                id,
+                Box::new(move |_| RecordWrite::Put(record.clone())),
+            )
+            .await?;
+        Ok(canonical)
+    }
+
     /// The stored config, parsed (and its keys) if it changed since last time.
     async fn load(&self) -> Result<Option<Arc<Loaded>>, VaultError> {
-        let Some(text) = self.store.document(CONFIG_KIND, CONFIG_NAME).await? else {
+        let Some(text) = self.stored(RecordKind::JwtAuthConfig, CONFIG_NAME).await? else {
             return Ok(None);
         };
         if let Some(cached) = self.cached().filter(|c| c.text == text) {
@@ -233,8 +265,8 @@ impl JwtAuth {
             }
         }
         let text = serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store
-            .put_document(CONFIG_KIND, CONFIG_NAME, &text, None)
+        let text = self
+            .store_json(RecordKind::JwtAuthConfig, CONFIG_NAME, &text)
             .await?;
         // The keys just fetched serve the next logins.
         self.remember(Arc::new(Loaded {
@@ -253,7 +285,7 @@ impl JwtAuth {
     }
 
     async fn role(&self, name: &str) -> Result<Option<JwtRole>, VaultError> {
-        let Some(text) = self.store.document(ROLE_KIND, name).await? else {
+        let Some(text) = self.stored(RecordKind::JwtAuthRole, name).await? else {
             return Ok(None);
         };
         let role = serde_json::from_str(&text)
@@ -268,8 +300,7 @@ impl JwtAuth {
         let existing = self.role(&name).await?;
         let (role, warnings) = JwtRole::apply(existing, body, self.limits)?;
         let text = serde_json::to_string(&role).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store
-            .put_document(ROLE_KIND, &name, &text, None)
+        self.store_json(RecordKind::JwtAuthRole, &name, &text)
             .await?;
         tracing::info!(role = %name, "vault jwt role written");
         Ok(warnings)
@@ -285,7 +316,18 @@ impl JwtAuth {
     /// Vault). Tokens already issued through the role stay valid until they expire.
     pub async fn delete_role(&self, name: &str) -> Result<(), VaultError> {
         let name = normalize_role_name(name)?;
-        if self.store.delete_document(ROLE_KIND, &name).await? {
+        let deleted = self
+            .store
+            .update_record(
+                RecordKind::JwtAuthRole,
+                &name,
+                Box::new(|current| match current {
+                    Some(_) => RecordWrite::Delete,
+                    None => RecordWrite::Keep,
+                }),
+            )
+            .await?;
+        if deleted.is_some() {
             tracing::info!(role = %name, "vault jwt role deleted");
         }
         Ok(())
@@ -293,7 +335,8 @@ impl JwtAuth {
 
     /// `LIST /v1/auth/jwt/role`.
     pub async fn list_roles(&self) -> Result<Vec<String>, VaultError> {
-        Ok(self.store.document_names(ROLE_KIND).await?)
+        let roles = self.store.records(RecordKind::JwtAuthRole, None).await?;
+        Ok(roles.into_iter().map(|record| record.id).collect())
     }
 
     /// Checks a login attempt, in Vault's order: the config, the role, the JWT's

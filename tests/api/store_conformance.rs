@@ -21,8 +21,8 @@ use fleetauth::config::{ElasticsearchSettings, Settings, StoreKind};
 use fleetauth::startup::open_store;
 use fleetauth::store::elasticsearch::mappings::Indices;
 use fleetauth::store::{
-    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, DocumentWrite, RecordKind,
-    RetiredRefresh, RoleRecord, ServiceTokenRecord, SigningKeyRecord, Store, StoreError,
+    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
+    RoleRecord, ServiceTokenRecord, SigningKeyRecord, Store, StoreError, StoredRecord,
     TokenFamilyRecord, TokenPairRecord, TypedWrite, UserRecord,
 };
 use futures::future::join_all;
@@ -160,17 +160,13 @@ conformance!(
     rotation_retires_the_signing_key_and_keeps_it_verifying,
     odd_record_ids_are_distinct_records,
     two_servers_on_one_store_racing_refreshes_leave_one_usable_pair,
-    documents_are_kept_by_kind_and_name,
-    update_document_sees_the_current_text_and_can_put_keep_or_delete,
-    concurrent_updates_of_one_document_never_interleave,
-    expired_documents_are_purged_and_updates_keep_the_expiry,
-    documents_survive_reopening,
     api_keys_with_owners_are_listed_by_name_and_owner,
     api_keys_past_their_retention_are_purged,
     security_records_round_trip_and_are_deleted_by_a_change,
     security_records_are_listed_by_owner_including_ones_created_just_before,
     update_record_loses_no_concurrent_change,
     records_past_purge_after_are_purged,
+    opaque_records_of_the_vault_auth_method_round_trip,
 );
 
 /// The usual way to run two servers on one embedded store: the second started on the
@@ -757,151 +753,6 @@ async fn two_servers_on_one_store_racing_refreshes_leave_one_usable_pair(fx: &Fi
     two.stop().await;
 }
 
-// ---- documents (the Vault JWT auth config and roles, use counters) ----
-
-async fn documents_are_kept_by_kind_and_name(fx: &Fixture) {
-    let store = fx.open().await;
-    assert_eq!(store.document("role", "a").await.unwrap(), None);
-    store
-        .put_document("role", "b", r#"{"x":1}"#, None)
-        .await
-        .unwrap();
-    store
-        .put_document("role", "a", r#"{"x":2}"#, None)
-        .await
-        .unwrap();
-    store
-        .put_document("other", "a", r#"{"x":3}"#, None)
-        .await
-        .unwrap();
-    // Replacing keeps one document.
-    store
-        .put_document("role", "a", r#"{"x":4}"#, None)
-        .await
-        .unwrap();
-
-    assert_eq!(
-        store.document("role", "a").await.unwrap().as_deref(),
-        Some(r#"{"x":4}"#)
-    );
-    assert_eq!(store.document_names("role").await.unwrap(), vec!["a", "b"]);
-    assert_eq!(
-        store.document_names("none").await.unwrap(),
-        Vec::<String>::new()
-    );
-    assert!(store.delete_document("role", "a").await.unwrap());
-    assert!(!store.delete_document("role", "a").await.unwrap());
-    assert_eq!(store.document("role", "a").await.unwrap(), None);
-    assert_eq!(
-        store.document("other", "a").await.unwrap().as_deref(),
-        Some(r#"{"x":3}"#)
-    );
-}
-
-async fn update_document_sees_the_current_text_and_can_put_keep_or_delete(fx: &Fixture) {
-    let store = fx.open().await;
-    let before = store
-        .update_document(
-            "c",
-            "n",
-            Box::new(|old| {
-                assert_eq!(old, None);
-                DocumentWrite::Put("1".into())
-            }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(before, None);
-    let before = store
-        .update_document("c", "n", Box::new(|_| DocumentWrite::Keep))
-        .await
-        .unwrap();
-    assert_eq!(before.as_deref(), Some("1"));
-    let before = store
-        .update_document("c", "n", Box::new(|_| DocumentWrite::Delete))
-        .await
-        .unwrap();
-    assert_eq!(before.as_deref(), Some("1"));
-    assert_eq!(store.document("c", "n").await.unwrap(), None);
-}
-
-async fn concurrent_updates_of_one_document_never_interleave(fx: &Fixture) {
-    let store = fx.open().await;
-    store.put_document("counter", "n", "0", None).await.unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .update_document(
-                        "counter",
-                        "n",
-                        Box::new(|old| {
-                            let n: u64 = old.unwrap().parse().unwrap();
-                            DocumentWrite::Put((n + 1).to_string())
-                        }),
-                    )
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for task in tasks {
-        seen.push(task.await.unwrap().unwrap().parse::<u64>().unwrap());
-    }
-    seen.sort_unstable();
-    // Each change saw a different value: no lost update.
-    assert_eq!(seen, (0..50).collect::<Vec<_>>());
-    assert_eq!(
-        store.document("counter", "n").await.unwrap().as_deref(),
-        Some("50")
-    );
-}
-
-async fn expired_documents_are_purged_and_updates_keep_the_expiry(fx: &Fixture) {
-    let store = fx.open().await;
-    store
-        .put_document("t", "old", "{}", Some(100))
-        .await
-        .unwrap();
-    store
-        .put_document("t", "new", "{}", Some(200))
-        .await
-        .unwrap();
-    store
-        .put_document("t", "forever", "{}", None)
-        .await
-        .unwrap();
-    store
-        .update_document(
-            "t",
-            "old",
-            Box::new(|_| DocumentWrite::Put("{\"u\":1}".into())),
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(store.delete_expired_documents(100).await.unwrap(), 1);
-    assert_eq!(
-        store.document_names("t").await.unwrap(),
-        vec!["forever", "new"]
-    );
-    assert_eq!(store.delete_expired_documents(1_000).await.unwrap(), 1);
-    assert_eq!(store.document_names("t").await.unwrap(), vec!["forever"]);
-}
-
-async fn documents_survive_reopening(fx: &Fixture) {
-    let store = fx.open().await;
-    store.put_document("k", "n", "{}", None).await.unwrap();
-    drop(store);
-    let again = fx.open().await;
-    assert_eq!(
-        again.document("k", "n").await.unwrap().as_deref(),
-        Some("{}")
-    );
-}
-
 // ---- Elasticsearch-compatible security records ----
 
 async fn api_keys_with_owners_are_listed_by_name_and_owner(fx: &Fixture) {
@@ -1308,4 +1159,74 @@ async fn records_past_purge_after_are_purged(fx: &Fixture) {
             .unwrap(),
         2
     );
+}
+
+/// The Vault JWT auth method's records are opaque JSON to the store (parsed above it):
+/// any shape round-trips, is listed, changed atomically and removed, per kind.
+async fn opaque_records_of_the_vault_auth_method_round_trip(fx: &Fixture) {
+    let store = fx.open().await;
+    let role = |id: &str, body: Value| StoredRecord {
+        id: id.to_string(),
+        owner: None,
+        purge_after: None,
+        body,
+    };
+    let body = serde_json::json!({
+        "bound_audiences": ["fleet"],
+        "user_claim": "sub",
+        "nested": { "any": ["shape", 1, true, null] }
+    });
+    for (id, body) in [
+        ("ci", body.clone()),
+        ("deploy", serde_json::json!({"x": 1})),
+    ] {
+        let record = role(id, body);
+        store
+            .update_record(
+                RecordKind::JwtAuthRole,
+                id,
+                Box::new(move |_| RecordWrite::Put(record.clone())),
+            )
+            .await
+            .unwrap();
+    }
+
+    let again = fx.open().await;
+    let read = again
+        .record(RecordKind::JwtAuthRole, "ci")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.body, body);
+    assert!(again
+        .record(RecordKind::JwtAuthConfig, "ci")
+        .await
+        .unwrap()
+        .is_none());
+    let ids: Vec<String> = again
+        .records(RecordKind::JwtAuthRole, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["ci", "deploy"]);
+
+    let before = again
+        .update_record(
+            RecordKind::JwtAuthRole,
+            "deploy",
+            Box::new(|current| match current {
+                Some(_) => RecordWrite::Delete,
+                None => RecordWrite::Keep,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(before.is_some());
+    assert!(store
+        .record(RecordKind::JwtAuthRole, "deploy")
+        .await
+        .unwrap()
+        .is_none());
 }

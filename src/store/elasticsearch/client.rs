@@ -21,7 +21,6 @@ use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsParts, IndicesGetMappingParts, IndicesPutMappingParts,
-    IndicesRefreshParts,
 };
 use elasticsearch::params::{OpType, Refresh};
 use elasticsearch::{DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts};
@@ -98,16 +97,6 @@ pub enum Expect {
 pub enum Written {
     Done,
     /// 409: the condition did not hold (someone else wrote first).
-    Conflict,
-}
-
-/// The outcome of a conditional delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deleted {
-    Done,
-    /// There was no such document.
-    Absent,
-    /// 409: the document changed since it was read.
     Conflict,
 }
 
@@ -408,45 +397,6 @@ impl EsClient {
             (409, body) if Self::error_type(&body) == Some("version_conflict_engine_exception") => {
                 Ok(Written::Conflict)
             }
-            (status, body) => Err(Self::refused(status, &body)),
-        }
-    }
-
-    /// Deletes a document if it is still at `version`.
-    pub async fn delete_at(
-        &self,
-        index: &str,
-        id: &str,
-        version: Version,
-    ) -> Result<Deleted, EsError> {
-        let sent = self
-            .es
-            .delete(DeleteParts::IndexId(index, id))
-            .if_seq_no(version.seq_no)
-            .if_primary_term(version.primary_term)
-            .send()
-            .await;
-        match self.read(sent).await? {
-            (200, _) => Ok(Deleted::Done),
-            (404, body) if body.get("result").is_some() => Ok(Deleted::Absent),
-            (409, body) if Self::error_type(&body) == Some("version_conflict_engine_exception") => {
-                Ok(Deleted::Conflict)
-            }
-            (status, body) => Err(Self::refused(status, &body)),
-        }
-    }
-
-    /// Makes every acknowledged write of `index` visible to searches (for the rare
-    /// listings that need it, so that hot-path writes need not wait for a refresh).
-    pub async fn refresh(&self, index: &str) -> Result<(), EsError> {
-        let sent = self
-            .es
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[index]))
-            .send()
-            .await;
-        match self.read(sent).await? {
-            (200, _) => Ok(()),
             (status, body) => Err(Self::refused(status, &body)),
         }
     }

@@ -12,7 +12,9 @@
 //! | `<prefix>.fleetauth-roles`         | role name   | role (role API)             |
 //! | `<prefix>.fleetauth-tokens`        | family id   | token family (ES token API) |
 //! | `<prefix>.fleetauth-service-tokens`| `ns/svc/name` | service-account token     |
-//! | `<prefix>.fleetauth-documents`     | `kind:name` | small JSON document (Vault config, roles, use counters) |
+//! | `<prefix>.fleetauth-jwt-auth-config` | `config`  | the Vault JWT auth config   |
+//! | `<prefix>.fleetauth-jwt-auth-roles`  | role name | a Vault JWT auth role       |
+//! | `<prefix>.fleetauth-token-uses`      | JWT ID    | uses left of a use-limited token |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
 //! `.fleet-agents` (SPEC §5) and `index_prefix = "prod"` gives `prod.fleet-agents`.
@@ -45,11 +47,13 @@ pub struct Indices {
     pub api_keys: String,
     pub signing_keys: String,
     pub meta: String,
-    pub documents: String,
     pub users: String,
     pub roles: String,
     pub tokens: String,
     pub service_tokens: String,
+    pub jwt_auth_config: String,
+    pub jwt_auth_roles: String,
+    pub token_uses: String,
 }
 
 impl Indices {
@@ -59,11 +63,13 @@ impl Indices {
             api_keys: format!("{prefix}.fleetauth-api-keys"),
             signing_keys: format!("{prefix}.fleetauth-signing-keys"),
             meta: format!("{prefix}.fleetauth-meta"),
-            documents: format!("{prefix}.fleetauth-documents"),
             users: format!("{prefix}.fleetauth-users"),
             roles: format!("{prefix}.fleetauth-roles"),
             tokens: format!("{prefix}.fleetauth-tokens"),
             service_tokens: format!("{prefix}.fleetauth-service-tokens"),
+            jwt_auth_config: format!("{prefix}.fleetauth-jwt-auth-config"),
+            jwt_auth_roles: format!("{prefix}.fleetauth-jwt-auth-roles"),
+            token_uses: format!("{prefix}.fleetauth-token-uses"),
         }
     }
 
@@ -74,6 +80,9 @@ impl Indices {
             RecordKind::Role => &self.roles,
             RecordKind::TokenFamily => &self.tokens,
             RecordKind::ServiceToken => &self.service_tokens,
+            RecordKind::JwtAuthConfig => &self.jwt_auth_config,
+            RecordKind::JwtAuthRole => &self.jwt_auth_roles,
+            RecordKind::TokenUses => &self.token_uses,
         }
     }
 
@@ -92,7 +101,6 @@ impl Indices {
             (&self.api_keys, index_body(api_keys_properties())),
             (&self.signing_keys, index_body(signing_keys_properties())),
             (&self.meta, index_body(meta_properties())),
-            (&self.documents, index_body(documents_properties())),
         ];
         for kind in RecordKind::ALL {
             all.push((
@@ -193,8 +201,11 @@ fn api_keys_properties() -> Value {
 }
 
 /// The `record` of each kind of security record.
-fn record_properties(kind: RecordKind) -> Value {
-    match kind {
+/// The fields of a typed record; `None` for records that are parsed and checked above
+/// the store (src/vault/, src/tokens/), which are kept as opaque objects.
+fn record_properties(kind: RecordKind) -> Option<Value> {
+    Some(match kind {
+        RecordKind::JwtAuthConfig | RecordKind::JwtAuthRole | RecordKind::TokenUses => return None,
         RecordKind::User => json!({
             "username": keyword(),
             "password_hash": stored_only(),
@@ -232,7 +243,7 @@ fn record_properties(kind: RecordKind) -> Value {
             "created_at": long(),
             "created_by": keyword()
         }),
-    }
+    })
 }
 
 /// A security record's document: what the store searches on (`id`, `owner`,
@@ -242,7 +253,10 @@ fn record_doc_properties(kind: RecordKind) -> Value {
         "id": keyword(),
         "owner": keyword(),
         "purge_after": long(),
-        "record": { "properties": record_properties(kind) }
+        "record": match record_properties(kind) {
+            Some(properties) => json!({ "properties": properties }),
+            None => opaque_object(),
+        }
     })
 }
 
@@ -263,17 +277,6 @@ fn signing_keys_properties() -> Value {
 
 fn meta_properties() -> Value {
     json!({ "key": keyword(), "value": stored_only() })
-}
-
-fn documents_properties() -> Value {
-    json!({
-        "id": keyword(),
-        "kind": keyword(),
-        "name": keyword(),
-        // Opaque to the store and possibly long: kept, never indexed.
-        "json": { "type": "text", "index": false },
-        "expires_at": long()
-    })
 }
 
 // ---- documents ----
@@ -487,27 +490,6 @@ impl TryFrom<&SigningKeyDoc> for SigningKeyRecord {
 pub struct MetaDoc {
     pub key: String,
     pub value: String,
-}
-
-/// A small JSON document of the generic document API (`Store::document` and friends).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DocumentDoc {
-    /// The document id again, as a sortable field for paging through listings.
-    pub id: String,
-    pub kind: String,
-    pub name: String,
-    pub json: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<UnixTime>,
-}
-
-impl DocumentDoc {
-    /// The document id of `kind`/`name`. Kinds are fixed identifiers without `:`, so
-    /// the id is unambiguous.
-    pub fn id_of(kind: &str, name: &str) -> String {
-        format!("{kind}:{name}")
-    }
 }
 
 /// A security record's document: `id`, `owner`, `purge_after` (what the store searches

@@ -41,14 +41,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
-use self::client::{Deleted, EsClient, EsError, Expect, Visibility, Written};
+use self::client::{EsClient, EsError, Expect, Visibility, Written};
 use self::mappings::{
-    mapping_update, AgentDoc, ApiKeyDoc, DocumentDoc, Indices, KeyRingDoc, MetaDoc, RecordDoc,
-    SigningKeyDoc, KEY_RING_ID, MANAGED_BY, SCHEMA_VERSION,
+    mapping_update, AgentDoc, ApiKeyDoc, Indices, KeyRingDoc, MetaDoc, RecordDoc, SigningKeyDoc,
+    KEY_RING_ID, MANAGED_BY, SCHEMA_VERSION,
 };
 use super::{
-    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyRecord, DocumentChange, DocumentWrite,
-    RecordChange, RecordKind, RecordWrite, SigningKeyRecord, Store, StoreError, StoredRecord,
+    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyRecord, RecordChange, RecordKind, RecordWrite,
+    SigningKeyRecord, Store, StoreError, StoredRecord,
 };
 use crate::clock::UnixTime;
 use crate::config::ElasticsearchSettings;
@@ -61,8 +61,6 @@ pub const MAX_CAS_ATTEMPTS: u32 = 64;
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 /// Page size of searches (an agent's API keys, listings, purges).
 const API_KEY_PAGE: usize = 500;
-/// Page size when listing documents.
-const DOCUMENT_PAGE: usize = 500;
 /// Elasticsearch refuses longer document ids.
 const MAX_DOC_ID_BYTES: usize = 512;
 /// Read by `ping`: it need not exist, a real-time GET of it proves the agents index
@@ -315,60 +313,6 @@ impl ElasticsearchStore {
             },
         )
         .await
-    }
-}
-
-impl ElasticsearchStore {
-    /// Every document id of the documents index matching `query`, after making every
-    /// acknowledged write visible (listings are rare; writes then need not wait for a
-    /// refresh). Paged by the `id` field.
-    async fn document_ids(&self, query: serde_json::Value) -> Result<Vec<String>, StoreError> {
-        let index = &self.indices.documents;
-        self.client.refresh(index).await?;
-        let mut ids = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .search_ids(index, query.clone(), "id", after.as_deref(), DOCUMENT_PAGE)
-                .await?;
-            let full = page.len() == DOCUMENT_PAGE;
-            after = page.last().and_then(|(_, sort)| sort.clone());
-            ids.extend(page.into_iter().map(|(id, _)| id));
-            if !full || after.is_none() {
-                return Ok(ids);
-            }
-        }
-    }
-
-    /// Deletes a document that still is at the version `decide` approved, re-reading
-    /// and deciding again when it changed in between. Whether it was deleted.
-    async fn delete_document_if(
-        &self,
-        id: &str,
-        mut decide: impl FnMut(&DocumentDoc) -> bool + Send,
-    ) -> Result<bool, StoreError> {
-        let index = &self.indices.documents;
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(current) = self.client.get::<DocumentDoc>(index, id).await? else {
-                return Ok(false);
-            };
-            if !decide(&current.doc) {
-                return Ok(false);
-            }
-            match self.client.delete_at(index, id, current.version).await? {
-                Deleted::Done => return Ok(true),
-                Deleted::Absent => return Ok(false),
-                Deleted::Conflict => {
-                    metrics::counter!("fleetauth_store_cas_conflicts_total", "record" => "document")
-                        .increment(1);
-                    backoff(attempt).await;
-                }
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "document is changing too fast: {MAX_CAS_ATTEMPTS} conflicting writes in a row"
-        )))
     }
 }
 
@@ -787,134 +731,6 @@ impl Store for ElasticsearchStore {
             },
         )
         .await
-    }
-
-    async fn document(&self, kind: &str, name: &str) -> Result<Option<String>, StoreError> {
-        let id = DocumentDoc::id_of(kind, name);
-        Ok(self
-            .read::<DocumentDoc>(&self.indices.documents, &id)
-            .await?
-            .map(|d| d.json))
-    }
-
-    async fn put_document(
-        &self,
-        kind: &str,
-        name: &str,
-        json: &str,
-        expires_at: Option<UnixTime>,
-    ) -> Result<(), StoreError> {
-        let id = DocumentDoc::id_of(kind, name);
-        let doc = DocumentDoc {
-            id: doc_id(&id).map(Cow::into_owned).unwrap_or_default(),
-            kind: kind.to_string(),
-            name: name.to_string(),
-            json: json.to_string(),
-            expires_at,
-        };
-        self.compare_and_set(
-            "document",
-            &self.indices.documents,
-            &id,
-            Visibility::Eventually,
-            |_: Option<&DocumentDoc>| Ok((Some(doc.clone()), ())),
-        )
-        .await
-    }
-
-    async fn delete_document(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
-        match doc_id(&DocumentDoc::id_of(kind, name)) {
-            Some(id) => self.delete_document_if(&id, |_| true).await,
-            None => Ok(false),
-        }
-    }
-
-    async fn document_names(&self, kind: &str) -> Result<Vec<String>, StoreError> {
-        let ids = self
-            .document_ids(json!({ "term": { "kind": kind } }))
-            .await?;
-        let mut names = Vec::with_capacity(ids.len());
-        for id in ids {
-            // Real-time reads: a document deleted since the refresh is not listed.
-            if let Some(doc) = self
-                .client
-                .get::<DocumentDoc>(&self.indices.documents, &id)
-                .await?
-            {
-                names.push(doc.doc.name);
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
-
-    async fn update_document(
-        &self,
-        kind: &str,
-        name: &str,
-        mut change: DocumentChange,
-    ) -> Result<Option<String>, StoreError> {
-        let id = DocumentDoc::id_of(kind, name);
-        let Some(es_id) = doc_id(&id) else {
-            return match change(None) {
-                DocumentWrite::Put(_) => Err(unwritable_id("document", &id)),
-                DocumentWrite::Keep | DocumentWrite::Delete => Ok(None),
-            };
-        };
-        let index = &self.indices.documents;
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let current = self.client.get::<DocumentDoc>(index, &es_id).await?;
-            let before = current.as_ref().map(|v| v.doc.json.clone());
-            let won = match (change(before.as_deref()), &current) {
-                (DocumentWrite::Keep, _) | (DocumentWrite::Delete, None) => true,
-                (DocumentWrite::Put(json), _) => {
-                    let doc = DocumentDoc {
-                        id: es_id.to_string(),
-                        kind: kind.to_string(),
-                        name: name.to_string(),
-                        json,
-                        // A change keeps the document's expiry (see the trait).
-                        expires_at: current.as_ref().and_then(|v| v.doc.expires_at),
-                    };
-                    let expect = match &current {
-                        Some(v) => Expect::At(v.version),
-                        None => Expect::Absent,
-                    };
-                    let written = self
-                        .client
-                        .put(index, &es_id, &doc, expect, Visibility::Eventually)
-                        .await?;
-                    written == Written::Done
-                }
-                (DocumentWrite::Delete, Some(v)) => {
-                    self.client.delete_at(index, &es_id, v.version).await? != Deleted::Conflict
-                }
-            };
-            if won {
-                return Ok(before);
-            }
-            metrics::counter!("fleetauth_store_cas_conflicts_total", "record" => "document")
-                .increment(1);
-            backoff(attempt).await;
-        }
-        Err(StoreError::Unavailable(format!(
-            "document is changing too fast: {MAX_CAS_ATTEMPTS} conflicting writes in a row"
-        )))
-    }
-
-    async fn delete_expired_documents(&self, now: UnixTime) -> Result<usize, StoreError> {
-        let ids = self
-            .document_ids(json!({ "exists": { "field": "expires_at" } }))
-            .await?;
-        let mut deleted = 0;
-        for id in ids {
-            // Decided on a real-time read: a document renewed since the search stays.
-            let expired = |doc: &DocumentDoc| doc.expires_at.is_some_and(|t| t <= now);
-            if self.delete_document_if(&id, expired).await? {
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
     }
 }
 
