@@ -223,6 +223,19 @@ impl SigningKey {
 pub struct KeyRing {
     pub signing: Arc<SigningKey>,
     verifying: HashMap<String, Arc<SigningKey>>,
+    /// What the ring was built from, so a reload that finds the same keys in the same
+    /// state can keep it instead of parsing every key again.
+    source: Vec<KeyState>,
+}
+
+/// The parts of a stored key that change after it is created.
+type KeyState = (String, Option<UnixTime>, Option<UnixTime>);
+
+fn key_states(records: &[SigningKeyRecord]) -> Vec<KeyState> {
+    records
+        .iter()
+        .map(|r| (r.kid.clone(), r.retired_at, r.verify_until))
+        .collect()
 }
 
 impl KeyRing {
@@ -249,7 +262,13 @@ impl KeyRing {
         Ok(Self {
             signing: signing.ok_or(KeyError::NoSigningKey)?,
             verifying,
+            source: key_states(records),
         })
+    }
+
+    /// Whether the ring was built from exactly these records' keys, in these states.
+    pub fn built_from(&self, records: &[SigningKeyRecord]) -> bool {
+        self.source == key_states(records)
     }
 
     pub fn verifying_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {

@@ -254,7 +254,12 @@ impl TokenService {
 
     /// Re-reads the signing keys (after `keys rotate`, possibly by another process).
     pub async fn reload_keys(&self) -> Result<(), TokenError> {
-        let ring = KeyRing::from_records(&self.store.signing_keys(self.clock.now()).await?)?;
+        let records = self.store.signing_keys(self.clock.now()).await?;
+        if self.ring().built_from(&records) {
+            // Nothing changed (the usual case for the periodic poll): keep the parsed keys.
+            return Ok(());
+        }
+        let ring = KeyRing::from_records(&records)?;
         if self.ring().signing.kid != ring.signing.kid {
             tracing::info!(kid = %ring.signing.kid, "now signing with a new key");
         }
