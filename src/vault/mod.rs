@@ -4,7 +4,7 @@
 //!
 //! This module owns the auth method's state and rules, below the grant layer and above
 //! the store: the config ([`config`]) and roles ([`role`]), typed and checked here and
-//! kept in the store as documents; the keys that verify external JWTs ([`keys`]: PEM
+//! kept in the store as small records; the keys that verify external JWTs ([`keys`]: PEM
 //! keys, or an OIDC provider's JWKS with a bounded refresh); the verification of a JWT
 //! for a role ([`verify`]); and the admin-token check ([`admin`]). A successful
 //! [`JwtAuth::login`] yields an [`Admitted`] subject; the grant layer turns it into an
