@@ -78,7 +78,8 @@ pub enum ConfigCommand {
 pub enum ApiKeyCommand {
     /// Create an API key for an agent (enrolling or re-activating the agent).
     Create {
-        #[arg(long)]
+        /// May start with `-` (ids are base64url).
+        #[arg(long, allow_hyphen_values = true)]
         agent_id: String,
         #[arg(long)]
         name: Option<String>,
@@ -90,7 +91,8 @@ pub enum ApiKeyCommand {
     },
     /// Invalidate an API key at once.
     Invalidate {
-        #[arg(long)]
+        /// May start with `-` (API key ids are random base64url).
+        #[arg(long, allow_hyphen_values = true)]
         id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -101,7 +103,8 @@ pub enum ApiKeyCommand {
 pub enum AgentCommand {
     /// Unenroll an agent: all its tokens and keys stop working at once.
     Unenroll {
-        #[arg(long)]
+        /// May start with `-` (ids are base64url).
+        #[arg(long, allow_hyphen_values = true)]
         agent_id: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -275,4 +278,22 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
         Command::Config(ConfigCommand::Check { .. }) => print_json(settings.describe()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_start_with_a_hyphen_are_values_not_flags() {
+        let cli = Cli::try_parse_from(["fleetauth", "api-key", "invalidate", "--id", "-ZgmALNRrk"])
+            .expect("a hyphen-leading id parses");
+        assert!(
+            matches!(cli.command, Command::ApiKey(ApiKeyCommand::Invalidate { id, .. }) if id == "-ZgmALNRrk")
+        );
+        for command in [["agent", "unenroll"], ["api-key", "create"]] {
+            let args = ["fleetauth", command[0], command[1], "--agent-id", "-a1"];
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
 }
