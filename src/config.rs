@@ -29,6 +29,8 @@ pub struct RawSettings {
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
     pub vault: RawVault,
+    /// `[credential_checks]`: the secret verifier's budget and failure limits.
+    pub credential_checks: crate::secrets::RawCredentialChecks,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -155,6 +157,7 @@ impl Default for RawSettings {
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
+            credential_checks: Default::default(),
         }
     }
 }
@@ -365,6 +368,8 @@ pub struct Settings {
     pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    /// `[credential_checks]` (see `crate::secrets`).
+    pub credential_checks: crate::secrets::CredentialCheckSettings,
     /// The password of the built-in `elastic` user when this start creates the store.
     /// Never read from the config file or `FLEETAUTH_*` settings: `startup` takes it from
     /// `FLEETAUTH_BOOTSTRAP_PASSWORD` when this is `None` (embedding code and tests may
@@ -485,7 +490,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(setting: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &str, reason: impl Into<String>) -> Self {
         Self {
             setting: setting.into(),
             reason: reason.into(),
@@ -671,6 +676,7 @@ impl RawSettings {
             }
         }
         let vault = self.vault.validate()?;
+        let credential_checks = self.credential_checks.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
         let api_key_purge_interval =
             duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
@@ -715,6 +721,7 @@ impl RawSettings {
                 scopes: self.oauth.scopes,
             },
             vault,
+            credential_checks,
         })
     }
 }
@@ -909,6 +916,7 @@ impl Settings {
                 "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
+            "credential_checks": self.credential_checks.describe(),
         })
     }
 

@@ -14,6 +14,7 @@ use crate::config::{Settings, StoreKind};
 use crate::grant::security::SecurityApi;
 use crate::grant::{GrantService, SecurityServices};
 use crate::http::{self, AppState};
+use crate::secrets::SecretVerifier;
 use crate::security::users::{Bootstrapped, UserError, ELASTIC};
 use crate::security::{RoleService, ServiceAccounts, UserService};
 use crate::store::elasticsearch::ElasticsearchStore;
@@ -93,6 +94,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
     pub api_keys: Arc<ApiKeyService>,
+    /// The one secret verifier behind API keys, passwords and service tokens.
+    pub secrets: Arc<SecretVerifier>,
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method.
     pub jwt_auth: Arc<JwtAuth>,
@@ -112,26 +115,33 @@ impl Services {
         let (store, created) = open_store(settings).await?;
         let tokens =
             TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+        // One verifier for every kind of secret: one argon2 budget, one cache, one set
+        // of failure limits.
+        let secrets = Arc::new(
+            SecretVerifier::new(&settings.credential_checks, settings.api_key_cache_size)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?,
+        );
         let api_keys = Arc::new(ApiKeyService::new(
             store.clone(),
             clock.clone(),
-            settings.api_key_cache_size,
-        )?);
+            secrets.clone(),
+        ));
         let jwt_auth = Arc::new(JwtAuth::new(
             store.clone(),
             clock.clone(),
             settings.vault.clone(),
             &settings.jwt,
         ));
-        let users = Arc::new(
-            UserService::new(store.clone(), clock.clone(), settings.api_key_cache_size)
-                .map_err(|e| StartError::Bootstrap(e.to_string()))?,
-        );
+        let users = Arc::new(UserService::new(
+            store.clone(),
+            clock.clone(),
+            secrets.clone(),
+        ));
         bootstrap_elastic(&users, settings).await?;
         let security = SecurityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
-            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock)),
+            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock, secrets.clone())),
         };
         let grants = Arc::new(
             GrantService::new(tokens.clone(), api_keys.clone(), security.clone())
@@ -148,6 +158,7 @@ impl Services {
             store,
             tokens,
             api_keys,
+            secrets,
             grants,
             jwt_auth,
             security,

@@ -44,6 +44,7 @@ use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
 use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
+use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
 use external_jwt::ExternalJwts;
@@ -53,33 +54,6 @@ use issuer::{Issued, JwtIssuer};
 use registrar::ApiKeyRegistrar;
 pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
 use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
-
-/// Which grant produced a pair (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    ApiKey,
-    AccessToken,
-    RefreshToken,
-    /// An external JWT (Vault JWT auth login, or token exchange of one).
-    ExternalJwt,
-    /// The token API's `password` grant.
-    Password,
-    /// The token API's `client_credentials` grant (a token for the calling user).
-    UserCredentials,
-}
-
-impl GrantKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ApiKey => "api_key",
-            Self::AccessToken => "access_token",
-            Self::RefreshToken => "refresh_token",
-            Self::ExternalJwt => "external_jwt",
-            Self::Password => "password",
-            Self::UserCredentials => "client_credentials",
-        }
-    }
-}
 
 /// How a principal authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -172,22 +146,18 @@ pub struct TokenLookup {
 }
 
 pub(crate) fn record_failure(e: &GrantError) {
-    metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason()).increment(1);
+    metrics::auth_failure(e.failure_reason(), e.reason());
 }
 
-/// The issuance metrics, for every front door: tokens issued by grant and kind, and the
-/// time to issue.
-pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
-    let grant = kind.as_str();
-    metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access")
-        .increment(1);
-    if refresh_token {
-        metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "refresh")
-            .increment(1);
-    }
-    metrics::histogram!("fleetauth_token_issue_seconds", "grant" => grant)
-        .record(started.elapsed().as_secs_f64());
-}
+/// The issuance metrics of every front door.
+const CLIENT_CREDENTIALS_OF_A_KEY: Issuance = Issuance {
+    grant: Grant::ClientCredentials,
+    credential: Credential::ApiKey,
+};
+const REFRESH: Issuance = Issuance {
+    grant: Grant::RefreshToken,
+    credential: Credential::RefreshToken,
+};
 
 impl GrantService {
     pub fn new(
@@ -264,11 +234,16 @@ impl GrantService {
             client_credentials::GRANT_TYPE => {
                 client_credentials::grant(&registrar, &issuer, request)
                     .await
-                    .map(|issued| (GrantKind::ApiKey, TokenResponse::new(issued, None)))
+                    .map(|issued| {
+                        (
+                            CLIENT_CREDENTIALS_OF_A_KEY,
+                            TokenResponse::new(issued, None),
+                        )
+                    })
             }
             refresh::GRANT_TYPE => refresh::grant(&registrar, &issuer, request)
                 .await
-                .map(|issued| (GrantKind::RefreshToken, TokenResponse::new(issued, None))),
+                .map(|issued| (REFRESH, TokenResponse::new(issued, None))),
             token_exchange::GRANT_TYPE => token_exchange::grant(
                 &registrar,
                 &issuer,
@@ -279,7 +254,10 @@ impl GrantService {
             .await
             .map(|exchanged| {
                 (
-                    exchanged.kind,
+                    Issuance {
+                        grant: Grant::TokenExchange,
+                        credential: exchanged.credential,
+                    },
                     TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type)),
                 )
             }),
@@ -295,8 +273,13 @@ impl GrantService {
                 return Err(e);
             }
         };
-        let result = result.map(|(kind, response)| {
-            record_issued(kind, response.refresh_token.is_some(), started);
+        let result = result.map(|(how, response)| {
+            metrics::tokens_issued(
+                Endpoint::OAuth,
+                how,
+                response.refresh_token.is_some(),
+                started,
+            );
             response
         });
         if let Err(e) = &result {
@@ -329,9 +312,16 @@ impl GrantService {
             ))),
         };
         match &result {
-            Ok(_) => record_issued(GrantKind::ExternalJwt, false, started),
-            Err(e) => metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason())
-                .increment(1),
+            Ok(_) => metrics::tokens_issued(
+                Endpoint::Vault,
+                Issuance {
+                    grant: Grant::JwtLogin,
+                    credential: Credential::ExternalJwt,
+                },
+                false,
+                started,
+            ),
+            Err(e) => metrics::auth_failure(e.failure_reason(), e.reason()),
         }
         result
     }
@@ -407,23 +397,24 @@ impl GrantService {
     /// Trades a credential for a new access/refresh pair.
     pub async fn exchange(&self, presented: &Presented) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
-        let (kind, result) = match presented {
-            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
-                (GrantKind::ApiKey, self.exchange_api_key(id, secret).await)
-            }
+        let (how, result) = match presented {
+            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
+                CLIENT_CREDENTIALS_OF_A_KEY,
+                self.exchange_api_key(id, secret).await,
+            ),
             Presented::Bearer(token) => match tokens::refresh::parse(token) {
-                Some(parsed) => (
-                    GrantKind::RefreshToken,
-                    self.exchange_refresh(&parsed).await,
-                ),
+                Some(parsed) => (REFRESH, self.exchange_refresh(&parsed).await),
                 None => (
-                    GrantKind::AccessToken,
+                    Issuance {
+                        grant: Grant::TokenExchange,
+                        credential: Credential::AccessToken,
+                    },
                     self.exchange_access_token(token).await,
                 ),
             },
         };
         match &result {
-            Ok(_) => record_issued(kind, true, started),
+            Ok(_) => metrics::tokens_issued(Endpoint::Fleet, how, true, started),
             Err(e) => record_failure(e),
         }
         result

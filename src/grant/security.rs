@@ -21,15 +21,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{record_issued, GrantError, GrantKind, GrantService, Principal};
-use crate::api_keys::ApiKeyService;
+use super::{GrantError, GrantService, Principal};
+use crate::api_keys::{ApiKeyError, ApiKeyService};
 use crate::clock::UnixTime;
 use crate::credentials::Presented;
+use crate::secrets::{SecretError, ThrottleReason, Throttled};
 use crate::security::roles::{check_role_name, RoleDescriptor, RoleError};
 use crate::security::service_accounts::ServiceTokenError;
 use crate::security::users::{PutUser, UserError};
 use crate::security::{Action, AuthenticationType, Identity, Realm, ServiceAccount};
 use crate::store::{ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, StoreError};
+use crate::telemetry::metrics::{self, Credential, Endpoint, FailureReason, Grant, Issuance};
 use crate::tokens::{self, refresh, Subject, TokenError, TokenService};
 
 /// Elasticsearch's error types, as the security APIs use them.
@@ -51,6 +53,10 @@ pub enum SecurityErrorKind {
     NotFound,
     /// Creating what exists (`version_conflict_engine_exception`).
     Conflict,
+    /// Not checked now: busy (`es_rejected_execution_exception`, 429, as Elasticsearch
+    /// answers when its queues are full) or too many failed checks
+    /// (`security_exception`, 429); the error carries the `Retry-After`.
+    TooManyRequests(ThrottleReason),
     /// The store is unavailable; the client may retry.
     Unavailable,
     /// Our failure.
@@ -65,6 +71,8 @@ pub struct SecurityError {
     pub reason: String,
     /// For `InvalidGrant`: the `error_description` Elasticsearch sends in the header.
     pub description: Option<String>,
+    /// For `TooManyRequests`: when to retry.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl SecurityError {
@@ -73,6 +81,15 @@ impl SecurityError {
             kind,
             reason: reason.into(),
             description: None,
+            retry_after: None,
+        }
+    }
+
+    /// A credential check refused for now (429 with `Retry-After`).
+    pub fn throttled(t: Throttled) -> Self {
+        Self {
+            retry_after: Some(t.retry_after),
+            ..Self::new(SecurityErrorKind::TooManyRequests(t.reason), t.to_string())
         }
     }
 
@@ -109,6 +126,7 @@ impl SecurityError {
             kind: SecurityErrorKind::InvalidGrant,
             reason: "invalid_grant".into(),
             description: Some(description.into()),
+            retry_after: None,
         }
     }
 
@@ -139,8 +157,26 @@ impl SecurityError {
             | SecurityErrorKind::IllegalArgument => "invalid_request",
             SecurityErrorKind::NotFound => "not_found",
             SecurityErrorKind::Conflict => "conflict",
+            SecurityErrorKind::TooManyRequests(reason) => reason.as_str(),
             SecurityErrorKind::Unavailable => "store_unavailable",
             SecurityErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The metrics' reason of this refusal.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self.kind {
+            SecurityErrorKind::Unauthenticated => FailureReason::InvalidClient,
+            SecurityErrorKind::Forbidden => FailureReason::Forbidden,
+            SecurityErrorKind::InvalidGrant => FailureReason::InvalidGrant,
+            SecurityErrorKind::Validation
+            | SecurityErrorKind::Parse
+            | SecurityErrorKind::IllegalArgument => FailureReason::InvalidRequest,
+            SecurityErrorKind::NotFound => FailureReason::NotFound,
+            SecurityErrorKind::Conflict => FailureReason::Conflict,
+            SecurityErrorKind::TooManyRequests(_) => FailureReason::Throttled,
+            SecurityErrorKind::Unavailable => FailureReason::Unavailable,
+            SecurityErrorKind::Internal => FailureReason::Internal,
         }
     }
 
@@ -155,6 +191,10 @@ impl SecurityError {
             SecurityErrorKind::IllegalArgument => "illegal_argument_exception",
             SecurityErrorKind::NotFound => "resource_not_found_exception",
             SecurityErrorKind::Conflict => "version_conflict_engine_exception",
+            SecurityErrorKind::TooManyRequests(ThrottleReason::Busy) => {
+                "es_rejected_execution_exception"
+            }
+            SecurityErrorKind::TooManyRequests(_) => "security_exception",
             SecurityErrorKind::Unavailable => "status_exception",
             SecurityErrorKind::Internal => "exception",
         }
@@ -182,11 +222,30 @@ impl From<TokenError> for SecurityError {
     }
 }
 
+impl From<SecretError> for SecurityError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Throttled(t) => Self::throttled(t),
+            SecretError::Hashing(m) => Self::new(SecurityErrorKind::Internal, m),
+        }
+    }
+}
+
+impl From<ApiKeyError> for SecurityError {
+    fn from(e: ApiKeyError) -> Self {
+        match e {
+            ApiKeyError::Store(s) => s.into(),
+            ApiKeyError::Secret(s) => s.into(),
+            _ => Self::unauthenticated("unable to authenticate with provided credentials"),
+        }
+    }
+}
+
 impl From<UserError> for SecurityError {
     fn from(e: UserError) -> Self {
         match e {
             UserError::Store(s) => s.into(),
-            UserError::Hash(h) => Self::new(SecurityErrorKind::Internal, h.to_string()),
+            UserError::Secret(s) => s.into(),
             UserError::Invalid(m) => Self::new(SecurityErrorKind::Validation, m),
             UserError::Reserved(_) => Self::new(
                 SecurityErrorKind::Validation,
@@ -216,6 +275,7 @@ impl From<ServiceTokenError> for SecurityError {
     fn from(e: ServiceTokenError) -> Self {
         match e {
             ServiceTokenError::Store(s) => s.into(),
+            ServiceTokenError::Secret(s) => s.into(),
             ServiceTokenError::UnknownAccount(_) => Self::illegal_argument(e.to_string()),
             ServiceTokenError::InvalidName(_) => Self::validation(&[e.to_string()]),
             ServiceTokenError::Exists(ref id) => Self::new(
@@ -534,6 +594,7 @@ impl SecurityApi {
         };
         match self.grants.authenticate(presented).await {
             Ok(principal) => Ok(principal),
+            Err(GrantError::Throttled(t)) => Err(SecurityError::throttled(t)),
             Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(match e {
                 GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
                 other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
@@ -567,13 +628,28 @@ impl SecurityApi {
         let request: CreateTokenRequest = read_body("token_request", body)?;
         let started = Instant::now();
         let grant_type = request.grant_type.clone().unwrap_or_default();
-        let (kind, result) = match grant_type.as_str() {
-            "password" => (GrantKind::Password, self.password_grant(request).await),
+        let (how, result) = match grant_type.as_str() {
+            "password" => (
+                Issuance {
+                    grant: Grant::Password,
+                    credential: Credential::Password,
+                },
+                self.password_grant(request).await,
+            ),
             "client_credentials" => (
-                GrantKind::UserCredentials,
+                Issuance {
+                    grant: Grant::ClientCredentials,
+                    credential: principal_credential(principal),
+                },
                 self.client_credentials_grant(principal, request).await,
             ),
-            "refresh_token" => (GrantKind::RefreshToken, self.refresh_grant(request).await),
+            "refresh_token" => (
+                Issuance {
+                    grant: Grant::RefreshToken,
+                    credential: Credential::RefreshToken,
+                },
+                self.refresh_grant(request).await,
+            ),
             "" => return Err(SecurityError::validation(&["grant_type is missing".into()])),
             other => {
                 return Err(SecurityError::validation(&[format!(
@@ -582,11 +658,13 @@ impl SecurityApi {
             }
         };
         match &result {
-            Ok(token) => record_issued(kind, token.refresh_token.is_some(), started),
-            Err(e) => {
-                metrics::counter!("fleetauth_auth_failures_total", "reason" => e.metric_reason())
-                    .increment(1)
-            }
+            Ok(token) => metrics::tokens_issued(
+                Endpoint::Elasticsearch,
+                how,
+                token.refresh_token.is_some(),
+                started,
+            ),
+            Err(e) => metrics::auth_failure(e.failure_reason(), e.metric_reason()),
         }
         result
     }
@@ -620,9 +698,7 @@ impl SecurityApi {
             .await
             .map_err(|e| match e {
                 UserError::Store(s) => SecurityError::from(s),
-                UserError::Hash(h) => {
-                    SecurityError::new(SecurityErrorKind::Internal, h.to_string())
-                }
+                UserError::Secret(s) => SecurityError::from(s),
                 _ => SecurityError::unauthenticated(format!(
                     "unable to authenticate user [{username}] for action [{}]",
                     Action::CreateToken.name()
@@ -1362,8 +1438,19 @@ impl SecurityApi {
     }
 }
 
+/// What authenticated the caller of the token API's `client_credentials` grant.
+fn principal_credential(principal: &Principal) -> Credential {
+    match principal.auth_method {
+        super::AuthMethod::ApiKey => Credential::ApiKey,
+        super::AuthMethod::Jwt => Credential::AccessToken,
+        super::AuthMethod::Password => Credential::Password,
+        super::AuthMethod::ServiceToken => Credential::ServiceToken,
+    }
+}
+
 fn grant_to_security(e: GrantError) -> SecurityError {
     match e {
+        GrantError::Throttled(t) => SecurityError::throttled(t),
         GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
         other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
     }

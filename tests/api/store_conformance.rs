@@ -42,7 +42,7 @@ impl Fixture {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         Self {
-            settings: Settings::for_data_dir(dir.path()),
+            settings: crate::helpers::test_settings(dir.path()),
             _dir: dir,
             _standin: None,
         }
@@ -67,7 +67,7 @@ impl Fixture {
 
     fn elasticsearch(es: ElasticsearchSettings) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings::for_data_dir(dir.path());
+        let mut settings = crate::helpers::test_settings(dir.path());
         settings.store = StoreKind::Elasticsearch;
         settings.elasticsearch = Some(es);
         Self {
