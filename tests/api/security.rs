@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use fleetauth::clock::ManualClock;
-use fleetauth::config::{ElasticsearchSettings, Secret, Settings, StoreKind};
+use fleetauth::config::{ElasticsearchSettings, Secret, StoreKind};
 use reqwest::Method;
 use serde_json::{json, Value};
 
