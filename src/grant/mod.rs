@@ -273,7 +273,7 @@ impl GrantService {
                 &registrar,
                 &issuer,
                 &self.subject_validators,
-                self.tokens.settings().audience.as_deref(),
+                Some(self.tokens.audience()),
                 request,
             )
             .await

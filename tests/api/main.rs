@@ -6,6 +6,7 @@ mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for 
 mod helpers;
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
+mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
