@@ -114,7 +114,7 @@ impl Services {
         install_crypto_provider();
         let (store, created) = open_store(settings).await?;
         let tokens =
-            TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+            TokenService::start(store.clone(), clock.clone(), settings.jwt_settings()).await?;
         // One verifier for every kind of secret: one argon2 budget, one cache, one set
         // of failure limits.
         let secrets = Arc::new(
