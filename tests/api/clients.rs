@@ -14,6 +14,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 const ELASTIC_PASSWORD: &str = "elastic-password-for-clients";
 const VAULT_ADMIN_TOKEN: &str = "vault-admin-token-for-clients-0123456789";
+/// The longest a client program may run (seconds, for `timeout`).
+const CLIENT_TIME_LIMIT: &str = "600";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -142,7 +144,10 @@ fn clean_env(command: &mut Command) {
 /// Runs a client program to completion; its output goes to the test's output, and a
 /// non-zero exit fails the test (with the server's log).
 fn run_client(server: &Server, program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) {
-    let output = Command::new(program)
+    // Bounded in time: coreutils' timeout ends a client that hangs (exit status 124).
+    let output = Command::new("timeout")
+        .arg(CLIENT_TIME_LIMIT)
+        .arg(program)
         .args(args)
         .current_dir(dir)
         .envs(env.iter().copied())
