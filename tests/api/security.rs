@@ -2083,6 +2083,18 @@ async fn the_family_answers_as_elasticsearch_with_the_product_header_and_info() 
         .unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    // Answers of the HTTP layers too (a body over max_body_bytes).
+    let response = app
+        .client
+        .post(app.url("/_security/api_key"))
+        .header("Authorization", &admin)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; app.settings.max_body_bytes + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
     for path in ["/healthz", "/.well-known/jwks.json", "/v1/auth/jwt/config"] {
         let response = send(Method::GET, path, &[]).await.unwrap();
         assert_eq!(product(&response), None, "{path}");
