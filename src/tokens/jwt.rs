@@ -45,6 +45,23 @@ pub struct AccessClaims {
     /// token state, and `sub` is the user. Absent on agents' and clients' tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// RFC 9449 §6.1 confirmation: the token is DPoP-bound to the key whose RFC 7638
+    /// thumbprint is `cnf.jkt`; it is accepted only with a proof signed by that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token (RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+impl AccessClaims {
+    /// The thumbprint of the DPoP key the token is bound to, if it is bound.
+    pub fn bound_key(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|c| c.jkt.as_str())
+    }
 }
 
 impl AccessClaims {

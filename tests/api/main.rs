@@ -7,7 +7,9 @@ mod helpers;
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
+mod dpop; // RFC 9449: proofs signed with jsonwebtoken, bound pairs at every token endpoint, resources, replay, wrong keys, nonces
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
+mod enrollment; // enrollment tokens (CLI binary, admin API), POST /api/fleet/agents/enroll with API keys or JWTs, re-enrollment, limits
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
 mod logs; // no secret in the server's output at trace level, through every kind of secret
