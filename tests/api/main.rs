@@ -4,9 +4,13 @@
 
 mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for CI
 mod helpers;
+mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/elasticsearch.sh) and FLEETAUTH_TEST_STORE
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
+mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
+mod elasticsearch_real; // the real node: what the stand-in models and what it hides
+mod es_faults; // a real node of its own killed -9 under load and restarted: 503s with Retry-After, recovery, no acknowledged rotation lost
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
 mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), introspection, revocation, metadata: with the oauth2 crate and raw forms
