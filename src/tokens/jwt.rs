@@ -385,6 +385,7 @@ mod tests {
             vault_role: None,
             max_uses: None,
             sid: None,
+            cnf: None,
         }
     }
 
