@@ -20,7 +20,7 @@ use crate::clock::UnixTime;
 pub use model::{
     AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
     RoleRecord, SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, UserRecord,
+    TokenFamilyRecord, TokenPairRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
 };
 
 /// A change to one agent record: given the record as it is now (or `None`), return the
