@@ -2,8 +2,10 @@
 //! tower layers (body size limit, timeout, panic guard, tracing). Handlers parse
 //! requests, call the grant layer and render; they never touch a store backend.
 
+pub mod dpop;
 pub mod error;
 pub mod fleet;
+pub mod fleet_enroll;
 pub mod oauth;
 pub mod ops;
 pub mod security;
@@ -27,6 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::enrollment::EnrollmentService;
 use crate::grant::security::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
@@ -38,6 +41,7 @@ pub struct AppState {
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
     pub security: Arc<SecurityApi>,
+    pub enrollment: Arc<EnrollmentService>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -66,7 +70,7 @@ pub fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-async fn not_found() -> impl IntoResponse {
+pub(crate) async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })),
@@ -78,6 +82,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/api/fleet/agents/enroll", post(fleet_enroll::enroll))
+        .route(
+            "/api/fleet/enrollment_api_keys",
+            post(fleet_enroll::create_token).get(fleet_enroll::list_tokens),
+        )
+        .route(
+            "/api/fleet/enrollment_api_keys/{id}",
+            get(fleet_enroll::get_token).delete(fleet_enroll::revoke_token),
+        )
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
@@ -137,6 +150,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(security::delete_role),
         )
         .route("/_security/{*rest}", any(security::no_handler))
+        .route("/", get(security::info))
+        .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -149,5 +164,9 @@ pub fn router(state: AppState) -> Router {
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            settings.es_product_header,
+            security::as_elasticsearch,
+        ))
         .layer(TraceLayer::new_for_http())
 }
