@@ -377,10 +377,16 @@ impl GrantService {
     /// a pending pair, and takes one use of a use-limited token).
     pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
         let result = async {
-            let claims = self
-                .issuer()
-                .validate_access(token, issuer::Check::Use)
-                .await?;
+            if !jwt::looks_like_jwt(token) {
+                return Err(GrantError::invalid_grant(
+                    "unknown_token",
+                    "the token is not a JWT access token",
+                ));
+            }
+            let claims = self.tokens.verify_access(token).await?;
+            // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
+            self.check_presentation(&claims, token, &DpopRequest::NONE)?;
+            self.issuer().confirm(&claims, issuer::Check::Use).await?;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
