@@ -10,8 +10,6 @@
 //!   apply are the Fleet API's, through the same token-service calls.
 //! - [`GrantService::introspect`] and [`GrantService::revoke`]: RFC 7662 and RFC 7009
 //!   ([`introspection`]).
-//! - [`GrantService::authenticate`]: the authentication chain for protected resources
-//!   (SPEC §2 order: service accounts, then the token service, then API keys).
 //! - [`GrantService::jwt_login`]: the Vault-compatible JWT auth method's login
 //!   ([`external_jwt`]); the same checks back token exchange of external JWTs.
 //!
@@ -22,7 +20,6 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
-mod chain;
 pub mod client_credentials;
 pub mod error;
 pub mod external_jwt;
@@ -31,7 +28,6 @@ pub mod issuer;
 pub mod refresh;
 pub mod registrar;
 pub mod request;
-pub mod security;
 pub mod token_exchange;
 
 use std::net::IpAddr;
@@ -43,7 +39,6 @@ pub use error::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
-use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
 use external_jwt::ExternalJwts;
@@ -79,38 +74,6 @@ impl GrantKind {
             Self::UserCredentials => "client_credentials",
         }
     }
-}
-
-/// How a principal authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ApiKey,
-    Jwt,
-    /// A user's username and password (HTTP Basic).
-    Password,
-    ServiceToken,
-}
-
-/// Who a credential belongs to.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// The agent, when the credential is an agent's.
-    pub agent_id: Option<String>,
-    pub auth_method: AuthMethod,
-    /// The API key id, the JWT ID, the username or the service token's name.
-    pub token_id: String,
-    /// Who it is in Elasticsearch's terms, and its cluster privileges.
-    pub identity: Identity,
-}
-
-/// The services behind users, roles and service accounts, shared by the
-/// authentication chain and the security APIs.
-#[derive(Clone)]
-pub struct SecurityServices {
-    pub users: Arc<UserService>,
-    pub roles: Arc<RoleService>,
-    pub service_accounts: Arc<ServiceAccounts>,
 }
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -154,7 +117,6 @@ pub struct GrantMetadata {
 pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
-    security: SecurityServices,
     oauth: OAuthSettings,
     /// Recognise token exchange's subject tokens, in order (ours first).
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
@@ -190,16 +152,11 @@ pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Insta
 }
 
 impl GrantService {
-    pub fn new(
-        tokens: Arc<TokenService>,
-        api_keys: Arc<ApiKeyService>,
-        security: SecurityServices,
-    ) -> Self {
+    pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
         let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
         Self {
             tokens,
             api_keys,
-            security,
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
@@ -233,10 +190,6 @@ impl GrantService {
 
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
-    }
-
-    pub fn security(&self) -> &SecurityServices {
-        &self.security
     }
 
     fn registrar(&self) -> ApiKeyRegistrar<'_> {

@@ -106,7 +106,7 @@ pub async fn whoami(
 ) -> Result<Response, FleetError> {
     let presented =
         presented_header(&headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
-    let principal = state.grants.authenticate(&presented).await?;
+    let principal = state.authenticator.authenticate(&presented).await?;
     let Some(agent_id) = principal.agent_id else {
         return Err(GrantError::InvalidClient {
             reason: "not_an_agent",

@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use super::error::VaultApiError;
 use super::{no_store, AppState, RemoteAddr};
 use crate::grant::{GrantError, TokenLookup};
-use crate::security::privileges::Action;
+use crate::identity::privileges::Action;
 use crate::vault::fields::Fields;
 use crate::vault::VaultError;
 
@@ -74,7 +74,7 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Vaul
     let Ok(Some(presented)) = super::fleet::presented_header(headers) else {
         return Err(VaultError::PermissionDenied.into());
     };
-    match state.grants.authenticate(&presented).await {
+    match state.authenticator.authenticate(&presented).await {
         Ok(principal)
             if principal
                 .identity
