@@ -115,7 +115,7 @@ impl Services {
         install_crypto_provider();
         let (store, created) = open_store(settings).await?;
         let tokens =
-            TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+            TokenService::start(store.clone(), clock.clone(), settings.jwt_settings()).await?;
         let api_keys = Arc::new(ApiKeyService::new(
             store.clone(),
             clock.clone(),

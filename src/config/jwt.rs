@@ -73,8 +73,9 @@ pub struct JwtSettings {
     /// No access token lives longer (the Vault JWT auth method's roles are capped by it).
     pub max_access_ttl: Duration,
     pub refresh_ttl: Duration,
-    /// `None`: derived from the deployment id kept in the store.
+    /// `jwt.issuer` as configured; see [`Settings::jwt_settings`](super::Settings::jwt_settings) for the issuer used.
     pub issuer: Option<String>,
+    /// The `aud` of access tokens; `None`: the issuer.
     pub audience: Option<String>,
     pub algorithm: SigningAlgorithm,
     pub leeway: Duration,

@@ -45,6 +45,25 @@ pub struct RawSettings {
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
     pub vault: RawVault,
+    pub elasticsearch_api: RawElasticsearchApi,
+}
+
+/// How the Elasticsearch-compatible API family presents itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawElasticsearchApi {
+    /// Answer as Elasticsearch: `X-Elastic-Product: Elasticsearch` on the family's
+    /// answers and Elasticsearch's info document at `GET /` (the official clients
+    /// refuse a server without them).
+    pub product_header: bool,
+}
+
+impl Default for RawElasticsearchApi {
+    fn default() -> Self {
+        Self {
+            product_header: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +91,7 @@ impl Default for RawSettings {
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
+            elasticsearch_api: RawElasticsearchApi::default(),
         }
     }
 }
@@ -132,6 +152,9 @@ pub struct Settings {
     pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
+    /// with `X-Elastic-Product: Elasticsearch` and serves `GET /` (see `http::es_api`).
+    pub es_product_header: bool,
     /// The password of the built-in `elastic` user when this start creates the store.
     /// Never read from the config file or `FLEETAUTH_*` settings: `startup` takes it from
     /// `FLEETAUTH_BOOTSTRAP_PASSWORD` when this is `None` (embedding code and tests may
@@ -301,11 +324,24 @@ impl RawSettings {
             public_url,
             oauth,
             vault,
+            es_product_header: self.elasticsearch_api.product_header,
         })
     }
 }
 
 impl Settings {
+    /// The token settings as the token service uses them. SPEC §7: `public_url` is the
+    /// issuer unless `jwt.issuer` is set, so that RFC 8414 §3.3 discovery from that URL
+    /// finds exactly its issuer; with neither, the issuer is derived from the deployment
+    /// id kept in the store.
+    pub fn jwt_settings(&self) -> JwtSettings {
+        let mut jwt = self.jwt.clone();
+        if jwt.issuer.is_none() {
+            jwt.issuer = self.public_url.clone();
+        }
+        jwt
+    }
+
     /// The effective settings as JSON, for `fleetauth config check` (no secrets).
     pub fn describe(&self) -> serde_json::Value {
         let secs = |d: Duration| d.as_secs_f64();
@@ -320,7 +356,7 @@ impl Settings {
                 "access_ttl_secs": secs(self.jwt.access_ttl),
                 "max_access_ttl_secs": secs(self.jwt.max_access_ttl),
                 "refresh_ttl_secs": secs(self.jwt.refresh_ttl),
-                "issuer": self.jwt.issuer,
+                "issuer": self.jwt_settings().issuer,
                 "audience": self.jwt.audience,
                 "algorithm": self.jwt.algorithm.as_str(),
                 "leeway_secs": secs(self.jwt.leeway),
@@ -344,6 +380,7 @@ impl Settings {
                 "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
+            "elasticsearch_api": { "product_header": self.es_product_header },
         })
     }
 
@@ -369,6 +406,35 @@ mod tests {
         assert_eq!(s.jwt.access_ttl, Duration::from_secs(20 * 60));
         assert_eq!(s.jwt.refresh_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(s.jwt.algorithm, SigningAlgorithm::EdDSA);
+        assert!(
+            s.es_product_header,
+            "elasticsearch_api.product_header defaults to on"
+        );
+        assert_eq!(
+            s.jwt_settings().issuer,
+            None,
+            "no public_url: derived issuer"
+        );
+    }
+
+    #[test]
+    fn public_url_is_the_issuer_unless_jwt_issuer_is_set() {
+        let raw: RawSettings = Figment::from(Serialized::defaults(RawSettings::default()))
+            .merge(Toml::string(
+                "public_url = \"https://auth.example.com/\"\n[elasticsearch_api]\nproduct_header = false\n",
+            ))
+            .extract()
+            .unwrap();
+        let s = raw.clone().validate().unwrap();
+        assert!(!s.es_product_header);
+        assert_eq!(
+            s.jwt_settings().issuer.as_deref(),
+            Some("https://auth.example.com")
+        );
+        let mut raw = raw;
+        raw.jwt.issuer = Some("urn:fleet".into());
+        let s = raw.validate().unwrap();
+        assert_eq!(s.jwt_settings().issuer.as_deref(), Some("urn:fleet"));
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl GrantService {
                 &registrar,
                 &issuer,
                 &self.subject_validators,
-                self.tokens.settings().audience.as_deref(),
+                Some(self.tokens.audience()),
                 request,
             )
             .await
@@ -377,6 +377,26 @@ impl GrantService {
         };
         match &result {
             Ok(_) => record_issued(kind, true, started),
+            Err(e) => record_failure(e),
+        }
+        result
+    }
+
+    /// Trades a value presented *as a refresh token* (the Fleet API's JSON body
+    /// `{"refresh_token": ...}`) for a new pair. Only a refresh token is accepted there:
+    /// an access token, or anything else, is `invalid_grant` (token-type confusion,
+    /// RFC 8725 §2.8), as at `/oauth/token`.
+    pub async fn exchange_refresh_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+        let started = Instant::now();
+        let result = match tokens::refresh::parse(token) {
+            Some(parsed) => self.exchange_refresh(&parsed).await,
+            None => Err(GrantError::invalid_grant(
+                "not_a_refresh_token",
+                "the refresh token is not valid",
+            )),
+        };
+        match &result {
+            Ok(_) => record_issued(GrantKind::RefreshToken, true, started),
             Err(e) => record_failure(e),
         }
         result

@@ -298,6 +298,9 @@ pub enum EsApiError {
     Body(StatusCode, String),
     /// A body that is not JSON (Elasticsearch answers 406 with a flat error).
     ContentType(String),
+    /// An `Accept` or `Content-Type` asking for a REST API compatibility version this
+    /// server does not speak.
+    MediaType(String),
 }
 
 impl From<SecurityError> for EsApiError {
@@ -346,6 +349,12 @@ impl IntoResponse for EsApiError {
                 (status, e.es_type(), reason, header)
             }
             Self::Body(status, why) => (*status, "parse_exception", why.clone(), None),
+            Self::MediaType(why) => (
+                StatusCode::BAD_REQUEST,
+                "media_type_header_exception",
+                why.clone(),
+                None,
+            ),
             Self::ContentType(content_type) => {
                 let status = StatusCode::NOT_ACCEPTABLE;
                 let mut response = (

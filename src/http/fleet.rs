@@ -45,8 +45,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The refresh token in a JSON body `{"refresh_token": "..."}`, if any.
-fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<Presented>, FleetError> {
+/// The refresh token in a JSON body `{"refresh_token": "..."}`, if any. It is only
+/// ever a refresh token: the grant layer refuses any other kind of token there.
+fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, FleetError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -55,7 +56,7 @@ fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<Presented>
     }
     let parsed: AuthenticateBody = serde_json::from_slice(body)
         .map_err(|e| FleetError::BadRequest(format!("invalid JSON body: {e}")))?;
-    Ok(parsed.refresh_token.map(Presented::Bearer))
+    Ok(parsed.refresh_token)
 }
 
 pub async fn authenticate(
@@ -68,16 +69,16 @@ pub async fn authenticate(
     }
     let from_body = presented_body(&headers, &body)?;
     let from_header = presented_header(&headers)?;
-    let presented = match (from_header, from_body) {
+    let pair = match (from_header, from_body) {
         (Some(_), Some(_)) => {
             return Err(FleetError::BadRequest(
                 "present one credential: a header or a body refresh_token".into(),
             ))
         }
-        (Some(p), None) | (None, Some(p)) => p,
+        (Some(presented), None) => state.grants.exchange(&presented).await?,
+        (None, Some(refresh_token)) => state.grants.exchange_refresh_token(&refresh_token).await?,
         (None, None) => return Err(GrantError::from(CredentialError::Missing).into()),
     };
-    let pair = state.grants.exchange(&presented).await?;
     let expires_in = pair.expires_in.to_string();
     let mut response = Json(json!({
         "access_token": pair.access_token,

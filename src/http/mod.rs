@@ -69,7 +69,7 @@ pub fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-async fn not_found() -> impl IntoResponse {
+pub(crate) async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })),
@@ -140,6 +140,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(es_api::delete_role),
         )
         .route("/_security/{*rest}", any(es_api::no_handler))
+        .route("/", get(es_api::info))
+        .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -152,5 +154,9 @@ pub fn router(state: AppState) -> Router {
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            settings.es_product_header,
+            es_api::as_elasticsearch,
+        ))
         .layer(TraceLayer::new_for_http())
 }

@@ -147,6 +147,10 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     settings: JwtSettings,
     issuer: String,
+    /// `aud` of every access token (RFC 9068 §2.2): `jwt.audience`, else the issuer.
+    audience: String,
+    /// The deployment's random id, kept in the store (the fingerprint issuer's).
+    deployment_id: String,
     ring: RwLock<Arc<KeyRing>>,
     last_unknown_kid_reload: Mutex<Option<Instant>>,
 }
@@ -166,21 +170,22 @@ impl TokenService {
             tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
             rotate_signing_key(store.as_ref(), now, &settings).await?;
         }
+        let deployment_id = store
+            .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
+            .await?;
         let issuer = match &settings.issuer {
             Some(issuer) => issuer.clone(),
-            None => {
-                let id = store
-                    .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
-                    .await?;
-                format!("fleetauth:{id}")
-            }
+            None => format!("fleetauth:{deployment_id}"),
         };
+        let audience = settings.audience.clone().unwrap_or_else(|| issuer.clone());
         let ring = KeyRing::from_records(&store.signing_keys(now).await?)?;
         Ok(Arc::new(Self {
             store,
             clock,
             settings,
             issuer,
+            audience,
+            deployment_id,
             ring: RwLock::new(Arc::new(ring)),
             last_unknown_kid_reload: Mutex::new(None),
         }))
@@ -188,6 +193,16 @@ impl TokenService {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The `aud` claim of this server's access tokens.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The deployment's stable random id (32 hex digits).
+    pub fn deployment_id(&self) -> &str {
+        &self.deployment_id
     }
 
     pub fn settings(&self) -> &JwtSettings {
@@ -317,7 +332,7 @@ impl TokenService {
             iat: now,
             exp: now + ttl.as_secs() as i64,
             client_id: subject.client_id.to_string(),
-            aud: self.settings.audience.clone(),
+            aud: Some(self.audience.clone()),
             scope: scope.filter(|s| !s.is_empty()).map(str::to_string),
             groups: None,
             vault_role: None,
@@ -541,7 +556,7 @@ impl TokenService {
         let verify = |ring: &KeyRing| {
             let expect = jwt::Expectations {
                 issuer: &self.issuer,
-                audience: self.settings.audience.as_deref(),
+                audience: Some(&self.audience),
                 leeway,
                 now: self.clock.now(),
             };

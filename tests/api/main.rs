@@ -6,9 +6,11 @@ mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for 
 mod helpers;
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
+mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
+mod logs; // no secret in the server's output at trace level, through every kind of secret
 mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), introspection, revocation, metadata: with the oauth2 crate and raw forms
 mod process; // the binary: CLI beside a running server, settings, restart, kill -9
 mod rotation; // the rotation protocol: pending/current, lost responses, reuse, races

@@ -2011,3 +2011,144 @@ async fn the_bootstrap_password_comes_from_the_environment_and_is_never_printed(
     );
     assert!(!stderr.contains("short\n"), "{stderr}");
 }
+
+// ---- answering as Elasticsearch (SPEC §7; elasticsearch_api.product_header) ----
+
+#[tokio::test]
+async fn the_family_answers_as_elasticsearch_with_the_product_header_and_info() {
+    let app = spawn().await;
+    let send = |method: Method, path: &str, headers: &[(&str, &str)]| {
+        let mut request = app.client.request(method, app.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let product = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-elastic-product")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    // GET / without a credential: Elasticsearch's info shape, as the clients read it.
+    let response = send(Method::GET, "/", &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let info: Value = response.json().await.unwrap();
+    for field in ["name", "cluster_name", "cluster_uuid", "tagline"] {
+        assert!(info[field].is_string(), "{field}: {info}");
+    }
+    assert_eq!(info["tagline"], "You Know, for Search");
+    assert_eq!(info["cluster_uuid"].as_str().unwrap().len(), 22);
+    let version = &info["version"];
+    assert_eq!(version["build_flavor"], "default");
+    for field in [
+        "number",
+        "minimum_wire_compatibility_version",
+        "minimum_index_compatibility_version",
+    ] {
+        assert!(version[field].is_string(), "{field}: {info}");
+    }
+    // The cluster UUID is stable: the deployment's.
+    let again: Value = send(Method::GET, "/", &[])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["cluster_uuid"], info["cluster_uuid"]);
+    // HEAD / is the clients' ping.
+    let response = send(Method::HEAD, "/", &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Successes and errors of the family carry the header; other families do not.
+    let admin = admin();
+    let response = send(
+        Method::GET,
+        "/_security/_authenticate",
+        &[("Authorization", &admin)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let response = send(Method::GET, "/_security/_authenticate", &[])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let response = send(Method::GET, "/_security/nope", &[("Authorization", &admin)])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    for path in ["/healthz", "/.well-known/jwks.json", "/v1/auth/jwt/config"] {
+        let response = send(Method::GET, path, &[]).await.unwrap();
+        assert_eq!(product(&response), None, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_official_clients_compatible_with_media_types_are_accepted() {
+    let app = spawn().await;
+    for version in ["8", "9"] {
+        let media_type = format!("application/vnd.elasticsearch+json; compatible-with={version}");
+        let response = app
+            .client
+            .post(app.url("/_security/api_key"))
+            .header("Authorization", admin())
+            .header("Accept", &media_type)
+            .header("Content-Type", &media_type)
+            .body(json!({"name": format!("compat-{version}")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "compatible-with={version}");
+        assert_eq!(
+            response.headers()["content-type"],
+            format!("application/vnd.elasticsearch+json;compatible-with={version}")
+        );
+        let key: Value = response.json().await.unwrap();
+        assert!(key["encoded"].is_string(), "{key}");
+    }
+    // A version this server does not speak: Elasticsearch's 400, in its error format.
+    let response = app
+        .client
+        .get(app.url("/_security/_authenticate"))
+        .header("Authorization", admin())
+        .header(
+            "Accept",
+            "application/vnd.elasticsearch+json; compatible-with=6",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["type"], "media_type_header_exception",
+        "{body}"
+    );
+    assert_eq!(body["status"], 400);
+}
+
+#[tokio::test]
+async fn without_the_product_header_setting_the_family_does_not_claim_to_be_elasticsearch() {
+    let app = spawn_app_with(|s| {
+        s.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD));
+        s.es_product_header = false;
+    })
+    .await;
+    let response = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let response = app
+        .client
+        .get(app.url("/_security/_authenticate"))
+        .header("Authorization", admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-elastic-product").is_none());
+}
