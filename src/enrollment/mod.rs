@@ -145,7 +145,7 @@ impl Creator {
     /// The command line, acting as the built-in superuser.
     pub fn cli() -> Self {
         Self {
-            username: crate::security::users::ELASTIC.to_string(),
+            username: crate::identity::users::ELASTIC.to_string(),
             realm: "reserved".into(),
             realm_type: "reserved".into(),
         }
