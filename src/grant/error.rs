@@ -196,6 +196,14 @@ impl From<StoreError> for GrantError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            // Every attempt was overtaken by another change of the same agent or token:
+            // the credential was being used concurrently, and this use lost.
+            StoreError::Contended(m) => Self::InvalidGrant {
+                reason: "lost_race",
+                description: format!(
+                    "the grant lost a race with concurrent uses of the same credential ({m})"
+                ),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

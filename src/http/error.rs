@@ -273,6 +273,10 @@ fn store_status(e: &StoreError) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "the store is temporarily unavailable".into(),
         ),
+        StoreError::Contended(_) => (
+            StatusCode::CONFLICT,
+            "the record was changed concurrently; retry".into(),
+        ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
     }
 }
