@@ -190,9 +190,9 @@ impl SecurityRecord for EnrolledAgentRecord {
     }
 }
 
-/// The body of `POST /api/fleet/agents/enroll` (Fleet Server's `EnrollRequest`).
+/// The body of `POST /api/fleet/agents/enroll` (Fleet Server's `EnrollRequest`). Other
+/// fields are ignored, as Fleet Server ignores them (agents of other versions send more).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     #[serde(rename = "type")]
     pub agent_type: String,
@@ -211,7 +211,6 @@ pub struct EnrollRequest {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollMetadata {
     pub local: Map<String, Value>,
     #[serde(default)]
