@@ -176,7 +176,7 @@ async fn probes(base: &str, fixtures: &mut Fixtures, length: Duration) -> (Probe
         );
         let mut requests = vec![(&mut cached, cached_request), (&mut jwt, jwt_request)];
         // A first-time exchange every fifth round (each needs a key never used before).
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let fresh = fixtures.fresh_keys.pop().expect("enough fresh keys");
             requests.push((
                 &mut first_time,

@@ -27,6 +27,10 @@ pub enum ApiKeyError {
     /// Not checked now (busy, too many failures), or hashing failed on our side.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// An enrollment token presented anywhere but enrollment, or another key presented
+    /// for enrollment.
+    #[error("the API key is not valid for this request")]
+    WrongPurpose,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,6 +44,7 @@ impl ApiKeyError {
             Self::Invalidated => "api_key_invalidated",
             Self::Secret(SecretError::Throttled(_)) => "throttled",
             Self::Secret(SecretError::Hashing(_)) => "hashing_failed",
+            Self::WrongPurpose => "api_key_wrong_purpose",
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -91,7 +96,7 @@ impl ApiKeyService {
     }
 
     /// Creates a key for `POST /_security/api_key`: owned by its creator and limited
-    /// by the creator's privileges (see `grant::security`).
+    /// by the creator's privileges (see `crate::es_api::api_keys`).
     pub async fn create_owned(
         &self,
         name: &str,
@@ -138,12 +143,35 @@ impl ApiKeyService {
         record.invalidated_at.is_none() && record.expires_at.is_none_or(|t| t > self.clock.now())
     }
 
-    /// Verifies a presented key; returns its record. An unknown, invalidated or expired
-    /// key is not an active credential: the verifier answers it as it answers an
-    /// unknown id (the error still says which, for logs and metrics).
+    /// Verifies a presented key; returns its record. Enrollment tokens are refused:
+    /// they are good for [`verify_enrollment_token`](Self::verify_enrollment_token) only.
+    /// An unknown, invalidated or expired key, or one of the other purpose, is not an
+    /// active credential here: the verifier answers it as it answers an unknown id (the
+    /// error still says which, for logs and metrics).
     pub async fn verify(&self, id: &str, secret: &str) -> Result<ApiKeyRecord, ApiKeyError> {
+        self.verify_for(id, secret, false).await
+    }
+
+    /// Verifies a presented enrollment token (an API key marked as one); any other key
+    /// is refused.
+    pub async fn verify_enrollment_token(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<ApiKeyRecord, ApiKeyError> {
+        self.verify_for(id, secret, true).await
+    }
+
+    async fn verify_for(
+        &self,
+        id: &str,
+        secret: &str,
+        enrollment: bool,
+    ) -> Result<ApiKeyRecord, ApiKeyError> {
         let record = self.store.api_key(id).await?;
-        let active = record.as_ref().filter(|r| self.is_active(r));
+        let active = record
+            .as_ref()
+            .filter(|r| self.is_active(r) && r.is_enrollment_token() == enrollment);
         let stored = active.map(|r| Stored::Argon2(&r.hash));
         if self
             .secrets
@@ -158,6 +186,7 @@ impl ApiKeyService {
             None => ApiKeyError::Unknown,
             Some(r) if r.invalidated_at.is_some() => ApiKeyError::Invalidated,
             Some(r) if !self.is_active(&r) => ApiKeyError::Expired,
+            Some(r) if r.is_enrollment_token() != enrollment => ApiKeyError::WrongPurpose,
             Some(_) => ApiKeyError::WrongSecret,
         })
     }

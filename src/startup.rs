@@ -9,18 +9,21 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api_keys::ApiKeyService;
+use crate::authentication::{Authenticator, IdentityServices};
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
-use crate::grant::security::SecurityApi;
-use crate::grant::{GrantService, SecurityServices};
+use crate::enrollment::EnrollmentService;
+use crate::es_api::SecurityApi;
+use crate::grant::{DpopPolicy, GrantService};
 use crate::http::{self, AppState};
+use crate::identity::users::{Bootstrapped, UserError, ELASTIC};
+use crate::identity::{RoleService, ServiceAccounts, UserService};
 use crate::secrets::SecretVerifier;
-use crate::security::users::{Bootstrapped, UserError, ELASTIC};
-use crate::security::{RoleService, ServiceAccounts, UserService};
 use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::{TokenError, TokenService};
 use crate::vault::JwtAuth;
 
@@ -99,8 +102,13 @@ pub struct Services {
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method.
     pub jwt_auth: Arc<JwtAuth>,
-    pub security: SecurityServices,
+    /// The authentication chain of every protected resource.
+    pub authenticator: Arc<Authenticator>,
+    /// Users, roles and service accounts.
+    pub identity: IdentityServices,
     pub security_api: Arc<SecurityApi>,
+    /// Enrollment tokens and `POST /api/fleet/agents/enroll`.
+    pub enrollment: Arc<EnrollmentService>,
     /// True when this start created the store.
     pub created: bool,
 }
@@ -138,18 +146,45 @@ impl Services {
             secrets.clone(),
         ));
         bootstrap_elastic(&users, settings).await?;
-        let security = SecurityServices {
+        let identity = IdentityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
-            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock, secrets.clone())),
+            service_accounts: Arc::new(ServiceAccounts::new(
+                store.clone(),
+                clock.clone(),
+                secrets.clone(),
+            )),
         };
+        let dpop = DpopPolicy::new(Arc::new(DpopVerifier::new(
+            settings.dpop.clone(),
+            clock.clone(),
+            dpop_nonce_key(store.as_ref()).await?,
+        )));
         let grants = Arc::new(
-            GrantService::new(tokens.clone(), api_keys.clone(), security.clone())
+            GrantService::new(tokens.clone(), api_keys.clone())
                 .with_oauth(settings.oauth.clone())
-                .with_jwt_auth(jwt_auth.clone()),
+                .with_jwt_auth(jwt_auth.clone())
+                .with_dpop(dpop.clone()),
         );
-        let security_api = Arc::new(SecurityApi::new(
+        let authenticator = Arc::new(
+            Authenticator::new(
+                tokens.clone(),
+                api_keys.clone(),
+                identity.clone(),
+                settings.oauth.clone(),
+            )
+            .with_dpop(dpop),
+        );
+        let enrollment = Arc::new(EnrollmentService::new(
+            store.clone(),
+            api_keys.clone(),
             grants.clone(),
+            clock.clone(),
+            settings.enrollment,
+        ));
+        let security_api = Arc::new(SecurityApi::new(
+            authenticator.clone(),
+            identity.clone(),
             tokens.clone(),
             api_keys.clone(),
             settings.api_key_retention,
@@ -160,12 +195,34 @@ impl Services {
             api_keys,
             secrets,
             grants,
+            authenticator,
             jwt_auth,
-            security,
+            identity,
             security_api,
+            enrollment,
             created,
         })
     }
+}
+
+/// The meta key of the HMAC key of DPoP server nonces (shared by every instance).
+const DPOP_NONCE_KEY: &str = "dpop_nonce_key";
+
+/// The HMAC key of DPoP server nonces: created once per store, so that every instance
+/// issues and accepts the same nonces.
+async fn dpop_nonce_key(store: &dyn Store) -> Result<[u8; 32], StartError> {
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+    let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = store.meta_get_or_insert(DPOP_NONCE_KEY, &hex).await?;
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = stored
+            .get(i * 2..i * 2 + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {DPOP_NONCE_KEY}")))?;
+    }
+    Ok(key)
 }
 
 /// Creates `elastic` in a store that has no such user, and says so on stderr (the
@@ -221,8 +278,10 @@ impl Application {
         }
         let state = AppState {
             grants: services.grants.clone(),
+            authenticator: services.authenticator.clone(),
             vault: services.jwt_auth.clone(),
             security: services.security_api.clone(),
+            enrollment: services.enrollment.clone(),
             settings: Arc::new(settings.clone()),
             metrics: telemetry::metrics_handle(),
         };

@@ -10,8 +10,6 @@
 //!   apply are the Fleet API's, through the same token-service calls.
 //! - [`GrantService::introspect`] and [`GrantService::revoke`]: RFC 7662 and RFC 7009
 //!   ([`introspection`]).
-//! - [`GrantService::authenticate`]: the authentication chain for protected resources
-//!   (SPEC §2 order: service accounts, then the token service, then API keys).
 //! - [`GrantService::jwt_login`]: the Vault-compatible JWT auth method's login
 //!   ([`external_jwt`]); the same checks back token exchange of external JWTs.
 //!
@@ -22,8 +20,9 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
-mod chain;
 pub mod client_credentials;
+mod dpop;
+mod enrolled;
 pub mod error;
 pub mod external_jwt;
 pub mod introspection;
@@ -31,19 +30,19 @@ pub mod issuer;
 pub mod refresh;
 pub mod registrar;
 pub mod request;
-pub mod security;
 pub mod token_exchange;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use dpop::{Binding, DpopPolicy, DpopRequest};
+pub use enrolled::EnrollmentBinding;
 pub use error::GrantError;
 
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
-use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
 use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
@@ -54,38 +53,6 @@ use issuer::{Issued, JwtIssuer};
 use registrar::ApiKeyRegistrar;
 pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
 use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
-
-/// How a principal authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ApiKey,
-    Jwt,
-    /// A user's username and password (HTTP Basic).
-    Password,
-    ServiceToken,
-}
-
-/// Who a credential belongs to.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// The agent, when the credential is an agent's.
-    pub agent_id: Option<String>,
-    pub auth_method: AuthMethod,
-    /// The API key id, the JWT ID, the username or the service token's name.
-    pub token_id: String,
-    /// Who it is in Elasticsearch's terms, and its cluster privileges.
-    pub identity: Identity,
-}
-
-/// The services behind users, roles and service accounts, shared by the
-/// authentication chain and the security APIs.
-#[derive(Clone)]
-pub struct SecurityServices {
-    pub users: Arc<UserService>,
-    pub roles: Arc<RoleService>,
-    pub service_accounts: Arc<ServiceAccounts>,
-}
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Clone, serde::Serialize)]
@@ -104,8 +71,8 @@ pub struct TokenResponse {
 impl TokenResponse {
     fn new(issued: Issued, issued_token_type: Option<&'static str>) -> Self {
         Self {
+            token_type: tokens::token_type(issued.bound_key.is_some()),
             access_token: issued.access_token,
-            token_type: "Bearer",
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
             scope: issued.scope,
@@ -123,17 +90,20 @@ pub struct GrantMetadata {
     pub client_auth_methods: Vec<&'static str>,
     pub scopes: Vec<String>,
     pub signing_algorithms: Vec<SigningAlgorithm>,
+    /// The DPoP proof algorithms accepted (RFC 9449 §5.1); empty without DPoP.
+    pub dpop_algorithms: Vec<&'static str>,
 }
 
 pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
-    security: SecurityServices,
     oauth: OAuthSettings,
     /// Recognise token exchange's subject tokens, in order (ours first).
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
     /// The Vault-compatible JWT auth method, when wired in.
     jwt_auth: Option<Arc<JwtAuth>>,
+    /// DPoP proofs (RFC 9449), when wired in; without, a proof is refused.
+    dpop: DpopPolicy,
 }
 
 /// A verified access token looked up by its holder (Vault's `lookup-self`), which
@@ -160,20 +130,27 @@ const REFRESH: Issuance = Issuance {
 };
 
 impl GrantService {
-    pub fn new(
-        tokens: Arc<TokenService>,
-        api_keys: Arc<ApiKeyService>,
-        security: SecurityServices,
-    ) -> Self {
+    pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
         let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
         Self {
             tokens,
             api_keys,
-            security,
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
+            dpop: DpopPolicy::default(),
         }
+    }
+
+    /// Wires in DPoP (RFC 9449) proofs at the token endpoints and protected resources.
+    pub fn with_dpop(mut self, dpop: DpopPolicy) -> Self {
+        self.dpop = dpop;
+        self
+    }
+
+    /// The nonce for `DPoP-Nonce` on successful answers, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop.nonce()
     }
 
     /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
@@ -205,10 +182,6 @@ impl GrantService {
         &self.tokens
     }
 
-    pub fn security(&self) -> &SecurityServices {
-        &self.security
-    }
-
     fn registrar(&self) -> ApiKeyRegistrar<'_> {
         ApiKeyRegistrar::new(&self.api_keys, &self.oauth.scopes)
     }
@@ -220,9 +193,26 @@ impl GrantService {
     /// The OAuth2 token endpoint: dispatches on `grant_type` (RFC 6749 §4.4, §6;
     /// RFC 8693).
     pub async fn token(&self, request: &TokenRequest) -> Result<TokenResponse, GrantError> {
+        self.token_with_dpop(request, &DpopRequest::NONE).await
+    }
+
+    /// [`token`](Self::token) for a request that may carry a DPoP proof: the tokens are
+    /// bound to its key ([`Binding`]).
+    pub async fn token_with_dpop(
+        &self,
+        request: &TokenRequest,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<TokenResponse, GrantError> {
         let started = Instant::now();
         let registrar = self.registrar();
-        let issuer = self.issuer();
+        let binding = match self.dpop.binding(dpop) {
+            Ok(binding) => binding,
+            Err(e) => {
+                record_failure(&e);
+                return Err(e);
+            }
+        };
+        let issuer = self.issuer().with_binding(binding);
         let grant_type = match request.params.require("grant_type") {
             Ok(grant_type) => grant_type,
             Err(e) => {
@@ -331,10 +321,17 @@ impl GrantService {
     /// a pending pair, and takes one use of a use-limited token).
     pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
         let result = async {
-            let claims = self
-                .issuer()
-                .validate_access(token, issuer::Check::Use)
-                .await?;
+            if !jwt::looks_like_jwt(token) {
+                return Err(GrantError::invalid_grant(
+                    "unknown_token",
+                    "the token is not a JWT access token",
+                ));
+            }
+            let claims = self.tokens.verify_access(token).await?;
+            // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
+            self.dpop
+                .check_presentation(&claims, token, &DpopRequest::NONE)?;
+            self.issuer().confirm(&claims, issuer::Check::Use).await?;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -391,25 +388,40 @@ impl GrantService {
             client_auth_methods: vec!["client_secret_basic", "client_secret_post"],
             scopes: self.oauth.scopes.clone(),
             signing_algorithms: self.tokens.algorithms(),
+            dpop_algorithms: if self.dpop.enabled() {
+                tokens::dpop::ALGORITHMS.to_vec()
+            } else {
+                Vec::new()
+            },
         }
     }
 
     /// Trades a credential for a new access/refresh pair.
     pub async fn exchange(&self, presented: &Presented) -> Result<IssuedPair, GrantError> {
+        self.exchange_with_dpop(presented, &DpopRequest::NONE).await
+    }
+
+    /// [`exchange`](Self::exchange) for a request that may carry a DPoP proof: the pair
+    /// is bound to its key ([`Binding`]).
+    pub async fn exchange_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
         let (how, result) = match presented {
             Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
                 CLIENT_CREDENTIALS_OF_A_KEY,
-                self.exchange_api_key(id, secret).await,
+                self.exchange_api_key(id, secret, dpop).await,
             ),
             Presented::Bearer(token) => match tokens::refresh::parse(token) {
-                Some(parsed) => (REFRESH, self.exchange_refresh(&parsed).await),
+                Some(parsed) => (REFRESH, self.exchange_refresh(&parsed, dpop).await),
                 None => (
                     Issuance {
                         grant: Grant::TokenExchange,
                         credential: Credential::AccessToken,
                     },
-                    self.exchange_access_token(token).await,
+                    self.exchange_access_token(token, dpop).await,
                 ),
             },
         };
@@ -425,9 +437,20 @@ impl GrantService {
     /// an access token, or anything else, is `invalid_grant` (token-type confusion,
     /// RFC 8725 §2.8), as at `/oauth/token`.
     pub async fn exchange_refresh_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+        self.exchange_refresh_token_with_dpop(token, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`exchange_refresh_token`](Self::exchange_refresh_token) for a request that may
+    /// carry a DPoP proof (a bound refresh token needs one of its key).
+    pub async fn exchange_refresh_token_with_dpop(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
         let result = match tokens::refresh::parse(token) {
-            Some(parsed) => self.exchange_refresh(&parsed).await,
+            Some(parsed) => self.exchange_refresh(&parsed, dpop).await,
             None => Err(GrantError::invalid_grant(
                 "not_a_refresh_token",
                 "the refresh token is not valid",
@@ -440,7 +463,13 @@ impl GrantService {
         result
     }
 
-    async fn exchange_api_key(&self, id: &str, secret: &str) -> Result<IssuedPair, GrantError> {
+    async fn exchange_api_key(
+        &self,
+        id: &str,
+        secret: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
+        let binding = self.dpop.binding(dpop)?;
         let key = self.api_keys.verify(id, secret).await?;
         let agent_id = key
             .agent_id
@@ -449,10 +478,12 @@ impl GrantService {
                 reason: "api_key_not_an_agent",
                 description: "the API key does not belong to an agent".into(),
             })?;
+        let bound_key = binding.key_for(None, true)?;
         let subject = Subject {
             agent_id,
             client_id: &key.id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         Ok(self
             .tokens
@@ -463,14 +494,21 @@ impl GrantService {
     async fn exchange_refresh(
         &self,
         parsed: &tokens::refresh::PresentedRefresh,
+        dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
         if parsed.family.is_some() {
             return Err(issuer::not_a_client_token());
         }
+        let agent = !issuer::is_client_token(&parsed.agent_id, &parsed.client_id);
+        let bound_key = self
+            .dpop
+            .binding(dpop)?
+            .key_for(parsed.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
         let scope = parsed.scope.as_deref();
@@ -480,7 +518,11 @@ impl GrantService {
             .await?)
     }
 
-    async fn exchange_access_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+    async fn exchange_access_token(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         if !jwt::looks_like_jwt(token) {
             return Err(GrantError::invalid_grant(
                 "unknown_token",
@@ -497,10 +539,21 @@ impl GrantService {
         if claims.sid.is_some() {
             return Err(issuer::not_a_client_token());
         }
+        // A bound token is a credential only with a proof of its key (and its `ath`).
+        let proved = match claims.bound_key() {
+            Some(_) => self.dpop.proved_key(dpop, Some(token))?,
+            None => self.dpop.proved_key(dpop, None)?,
+        };
+        let agent = !issuer::is_client_token(&claims.sub, &claims.client_id);
+        let bound_key = self
+            .dpop
+            .binding_of(proved)
+            .key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
         let scope = claims.scope.as_deref();

@@ -2,11 +2,13 @@
 //! tower layers (body size limit, timeout, panic guard, tracing). Handlers parse
 //! requests, call the grant layer and render; they never touch a store backend.
 
+pub mod dpop;
 pub mod error;
+pub mod es_api;
 pub mod fleet;
+pub mod fleet_enroll;
 pub mod oauth;
 pub mod ops;
-pub mod security;
 pub mod vault;
 
 use std::convert::Infallible;
@@ -26,8 +28,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::authentication::Authenticator;
 use crate::config::Settings;
-use crate::grant::security::SecurityApi;
+use crate::enrollment::EnrollmentService;
+use crate::es_api::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
 
@@ -35,9 +39,12 @@ use crate::vault::JwtAuth;
 #[derive(Clone)]
 pub struct AppState {
     pub grants: Arc<GrantService>,
+    /// The authentication chain of every protected resource.
+    pub authenticator: Arc<Authenticator>,
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
     pub security: Arc<SecurityApi>,
+    pub enrollment: Arc<EnrollmentService>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -88,6 +95,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/api/fleet/agents/enroll", post(fleet_enroll::enroll))
+        .route(
+            "/api/fleet/enrollment_api_keys",
+            post(fleet_enroll::create_token).get(fleet_enroll::list_tokens),
+        )
+        .route(
+            "/api/fleet/enrollment_api_keys/{id}",
+            get(fleet_enroll::get_token).delete(fleet_enroll::revoke_token),
+        )
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
@@ -96,58 +112,58 @@ pub fn router(state: AppState) -> Router {
             get(oauth::metadata),
         )
         .route("/.well-known/jwks.json", get(ops::jwks))
-        .route("/_security/_authenticate", get(security::authenticate))
+        .route("/_security/_authenticate", get(es_api::authenticate))
         .route(
             "/_security/oauth2/token",
-            post(security::create_token).delete(security::invalidate_token),
+            post(es_api::create_token).delete(es_api::invalidate_token),
         )
         .route(
             "/_security/api_key",
-            post(security::create_api_key)
-                .put(security::create_api_key)
-                .get(security::get_api_keys)
-                .delete(security::invalidate_api_keys),
+            post(es_api::create_api_key)
+                .put(es_api::create_api_key)
+                .get(es_api::get_api_keys)
+                .delete(es_api::invalidate_api_keys),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential/token/{name}",
-            post(security::create_service_token)
-                .put(security::create_service_token)
-                .delete(security::delete_service_token),
+            post(es_api::create_service_token)
+                .put(es_api::create_service_token)
+                .delete(es_api::delete_service_token),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential/token",
-            post(security::create_service_token_named_by_server),
+            post(es_api::create_service_token_named_by_server),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential",
-            get(security::service_credentials),
+            get(es_api::service_credentials),
         )
-        .route("/_security/user", get(security::get_all_users))
+        .route("/_security/user", get(es_api::get_all_users))
         .route(
             "/_security/user/_password",
-            post(security::change_own_password).put(security::change_own_password),
+            post(es_api::change_own_password).put(es_api::change_own_password),
         )
         .route(
             "/_security/user/{username}",
-            put(security::put_user)
-                .post(security::put_user)
-                .get(security::get_user)
-                .delete(security::delete_user),
+            put(es_api::put_user)
+                .post(es_api::put_user)
+                .get(es_api::get_user)
+                .delete(es_api::delete_user),
         )
         .route(
             "/_security/user/{username}/_password",
-            post(security::change_password).put(security::change_password),
+            post(es_api::change_password).put(es_api::change_password),
         )
-        .route("/_security/role", get(security::get_all_roles))
+        .route("/_security/role", get(es_api::get_all_roles))
         .route(
             "/_security/role/{name}",
-            put(security::put_role)
-                .post(security::put_role)
-                .get(security::get_role)
-                .delete(security::delete_role),
+            put(es_api::put_role)
+                .post(es_api::put_role)
+                .get(es_api::get_role)
+                .delete(es_api::delete_role),
         )
-        .route("/_security/{*rest}", any(security::no_handler))
-        .route("/", get(security::info))
+        .route("/_security/{*rest}", any(es_api::no_handler))
+        .route("/", get(es_api::info))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
@@ -164,7 +180,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn_with_state(
             settings.es_product_header,
-            security::as_elasticsearch,
+            es_api::as_elasticsearch,
         ))
         .layer(TraceLayer::new_for_http())
 }

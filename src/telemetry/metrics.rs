@@ -14,6 +14,9 @@
 //! | `fleetauth_argon2_seconds` | — |
 //! | `fleetauth_store_batch_size` | — |
 //! | `fleetauth_store_cas_conflicts_total` | record |
+//! | `fleetauth_enrollments_total` | result (`created`, `replaced`, `refused`), auth |
+//! | `fleetauth_enrollment_tokens_total` | event (`created`, `revoked`) |
+//! | `fleetauth_dpop_proof_failures_total` | reason |
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,9 @@ const CREDENTIAL_CHECKS_THROTTLED: &str = "fleetauth_credential_checks_throttled
 const ARGON2_SECONDS: &str = "fleetauth_argon2_seconds";
 const STORE_BATCH_SIZE: &str = "fleetauth_store_batch_size";
 const STORE_CAS_CONFLICTS: &str = "fleetauth_store_cas_conflicts_total";
+const ENROLLMENTS: &str = "fleetauth_enrollments_total";
+const ENROLLMENT_TOKENS: &str = "fleetauth_enrollment_tokens_total";
+const DPOP_PROOF_FAILURES: &str = "fleetauth_dpop_proof_failures_total";
 
 /// Histogram buckets, by series.
 pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
@@ -83,6 +89,12 @@ pub fn describe() {
         STORE_CAS_CONFLICTS,
         "Elasticsearch store: compare-and-set attempts lost to a concurrent writer (each retried)"
     );
+    describe_counter!(
+        ENROLLMENTS,
+        "Agent enrollments, by result (created, replaced, refused) and requested auth"
+    );
+    describe_counter!(ENROLLMENT_TOKENS, "Enrollment tokens created and revoked");
+    describe_counter!(DPOP_PROOF_FAILURES, "DPoP proofs refused, by reason");
 }
 
 /// The front door a request came in by.
@@ -120,6 +132,8 @@ pub enum Grant {
     Password,
     /// `POST /v1/auth/jwt/login`.
     JwtLogin,
+    /// An agent's first pair, at enrollment (`POST /api/fleet/agents/enroll`).
+    Enrollment,
 }
 
 impl Grant {
@@ -130,6 +144,7 @@ impl Grant {
             Self::TokenExchange => "token_exchange",
             Self::Password => "password",
             Self::JwtLogin => "jwt_login",
+            Self::Enrollment => "enrollment",
         }
     }
 }
@@ -145,6 +160,8 @@ pub enum Credential {
     ExternalJwt,
     Password,
     ServiceToken,
+    /// A Fleet enrollment token (an API key marked as one).
+    EnrollmentToken,
 }
 
 impl Credential {
@@ -156,6 +173,7 @@ impl Credential {
             Self::ExternalJwt => "external_jwt",
             Self::Password => "password",
             Self::ServiceToken => "service_token",
+            Self::EnrollmentToken => "enrollment_token",
         }
     }
 }
@@ -186,6 +204,10 @@ pub enum FailureReason {
     Conflict,
     /// 429: busy, or too many failed credential checks.
     Throttled,
+    /// RFC 9449: a missing, malformed or replayed DPoP proof.
+    InvalidDpopProof,
+    /// RFC 9449 §8: a proof without the server's nonce.
+    UseDpopNonce,
     /// The store (or a key source) could not be reached.
     Unavailable,
     Internal,
@@ -206,6 +228,8 @@ impl FailureReason {
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::Throttled => "throttled",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -281,4 +305,20 @@ pub fn store_batch_size(writes: usize) {
 /// The Elasticsearch store lost a compare-and-set on a `record` kind.
 pub fn store_cas_conflict(record: &'static str) {
     counter!(STORE_CAS_CONFLICTS, "record" => record).increment(1);
+}
+
+/// An enrollment ended: `result` = `created`, `replaced` or `refused`; `auth` = what the
+/// agent asked for (`api_key`, `jwt`).
+pub fn enrollment(result: &'static str, auth: &'static str) {
+    counter!(ENROLLMENTS, "result" => result, "auth" => auth).increment(1);
+}
+
+/// An enrollment token was `created` or `revoked`.
+pub fn enrollment_token(event: &'static str) {
+    counter!(ENROLLMENT_TOKENS, "event" => event).increment(1);
+}
+
+/// A DPoP proof was refused for `reason`.
+pub fn dpop_proof_failure(reason: &'static str) {
+    counter!(DPOP_PROOF_FAILURES, "reason" => reason).increment(1);
 }

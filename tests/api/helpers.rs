@@ -39,7 +39,7 @@ pub struct Pair {
 /// cores, where one argon2 verification can take far longer than in production; the
 /// bounded wait itself is tested by `throttling`, which sets it.
 pub fn test_settings(data_dir: &Path) -> Settings {
-    let mut settings = Settings::for_data_dir(data_dir);
+    let mut settings = crate::real_es::settings_for(data_dir);
     settings.credential_checks.max_queue_wait = std::time::Duration::from_secs(10);
     settings
 }
@@ -294,6 +294,17 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        // On a real Elasticsearch, the last server of a temporary data dir deletes that
+        // store's indices (the node is shared by every test).
+        if let (Some(dir), crate::real_es::TestStore::Elasticsearch { url }) =
+            (&self._dir, crate::real_es::selected_store())
+        {
+            if Arc::strong_count(dir) == 1 {
+                if let Some(es) = &self.settings.elasticsearch {
+                    crate::real_es::delete_indices_blocking(url, &es.index_prefix);
+                }
+            }
         }
     }
 }

@@ -1,14 +1,36 @@
 //! Settings: parsed once, in layers (built-in defaults < TOML file < `FLEETAUTH_*`
 //! environment < command-line flags), then validated into typed [`Settings`] that are
 //! passed down. An invalid value becomes one [`SettingsError`] naming the setting.
+//!
+//! One file per section of the config file: [`jwt`], [`oauth`], [`elasticsearch`],
+//! [`vault`]; the top-level settings and the `api_keys` section are here; [`Secret`]
+//! wraps every secret value.
+
+pub mod elasticsearch;
+pub mod jwt;
+pub mod oauth;
+pub mod secret;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod dpop;
+pub mod enrollment;
+
+pub use dpop::{DpopSettings, RawDpop};
+pub use enrollment::{EnrollmentSettings, RawEnrollment};
+
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use elasticsearch::{redact_url, ElasticsearchSettings, EsAuth, RawElasticsearch};
+pub use jwt::{JwtSettings, RawJwt, SigningAlgorithm};
+pub use oauth::{OAuthSettings, RawOAuth};
+pub use secret::Secret;
+pub use vault::{RawVault, VaultSettings};
 
 /// The config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "config/fleetauth.toml";
@@ -31,6 +53,8 @@ pub struct RawSettings {
     pub vault: RawVault,
     /// `[credential_checks]`: the secret verifier's budget and failure limits.
     pub credential_checks: crate::secrets::RawCredentialChecks,
+    pub enrollment: RawEnrollment,
+    pub dpop: RawDpop,
     pub elasticsearch_api: RawElasticsearchApi,
 }
 
@@ -52,63 +76,6 @@ impl Default for RawElasticsearchApi {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawElasticsearch {
-    pub url: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub api_key: Option<String>,
-    pub ca_cert: Option<PathBuf>,
-    pub index_prefix: String,
-    /// Bound on each request to the cluster.
-    pub timeout: String,
-}
-
-impl Default for RawElasticsearch {
-    fn default() -> Self {
-        Self {
-            url: None,
-            username: None,
-            password: None,
-            api_key: None,
-            ca_cert: None,
-            index_prefix: String::new(),
-            timeout: "5s".into(),
-        }
-    }
-}
-
-impl std::fmt::Debug for RawElasticsearch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
-        f.debug_struct("RawElasticsearch")
-            .field("url", &self.url.as_deref().map(redact_url))
-            .field("username", &self.username)
-            .field("password", &redacted(&self.password))
-            .field("api_key", &redacted(&self.api_key))
-            .field("ca_cert", &self.ca_cert)
-            .field("index_prefix", &self.index_prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawJwt {
-    pub enabled: bool,
-    pub access_ttl: String,
-    pub max_access_ttl: String,
-    pub refresh_ttl: String,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub algorithm: String,
-    pub leeway: String,
-    pub stateless: bool,
-    pub key_poll_interval: String,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawApiKeys {
@@ -118,48 +85,6 @@ pub struct RawApiKeys {
     /// How often the background remover looks for API keys past their retention (and
     /// token families whose every token has expired).
     pub purge_interval: String,
-}
-
-/// The Vault-compatible JWT auth method (`/v1/auth/jwt/...`).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawVault {
-    pub admin_token: Option<String>,
-    pub http_timeout: String,
-    pub jwks_min_refresh_interval: String,
-    pub jwks_max_age: String,
-}
-
-impl std::fmt::Debug for RawVault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawVault")
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("http_timeout", &self.http_timeout)
-            .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
-            .field("jwks_max_age", &self.jwks_max_age)
-            .finish()
-    }
-}
-
-impl Default for RawVault {
-    fn default() -> Self {
-        Self {
-            admin_token: None,
-            http_timeout: "10s".into(),
-            jwks_min_refresh_interval: "30s".into(),
-            jwks_max_age: "1h".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawOAuth {
-    pub client_credentials_refresh: bool,
-    pub scopes: Vec<String>,
 }
 
 impl Default for RawSettings {
@@ -177,24 +102,9 @@ impl Default for RawSettings {
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
             credential_checks: Default::default(),
+            enrollment: RawEnrollment::default(),
+            dpop: RawDpop::default(),
             elasticsearch_api: RawElasticsearchApi::default(),
-        }
-    }
-}
-
-impl Default for RawJwt {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            access_ttl: "20m".into(),
-            max_access_ttl: "1h".into(),
-            refresh_ttl: "24h".into(),
-            issuer: None,
-            audience: None,
-            algorithm: "EdDSA".into(),
-            leeway: "30s".into(),
-            stateless: false,
-            key_poll_interval: "1s".into(),
         }
     }
 }
@@ -234,139 +144,6 @@ pub enum StoreKind {
     Elasticsearch,
 }
 
-/// The signing algorithms this server can sign with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SigningAlgorithm {
-    EdDSA,
-    ES256,
-    RS256,
-}
-
-impl SigningAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EdDSA => "EdDSA",
-            Self::ES256 => "ES256",
-            Self::RS256 => "RS256",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "EdDSA" => Some(Self::EdDSA),
-            "ES256" => Some(Self::ES256),
-            "RS256" => Some(Self::RS256),
-            _ => None,
-        }
-    }
-}
-
-/// A secret setting (password, API key): kept out of `Debug` output and logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The clear value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// How fleetauth authenticates to Elasticsearch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EsAuth {
-    None,
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    /// `id:key`, or the base64 `encoded` form Elasticsearch returns.
-    ApiKey(Secret),
-}
-
-/// The Elasticsearch backend's settings (present when `store = "elasticsearch"`).
-#[derive(Clone)]
-pub struct ElasticsearchSettings {
-    /// The cluster's base URL, without credentials (those are in `auth`).
-    pub url: url::Url,
-    pub auth: EsAuth,
-    /// PEM of the CA that signed the cluster's certificate, read from `elasticsearch.ca_cert`.
-    pub ca_cert_pem: Option<Vec<u8>>,
-    /// Prepended to every index name: `<prefix>.fleet-agents`, `<prefix>.fleetauth-*`.
-    pub index_prefix: String,
-    /// Bound on each request to the cluster; past it the store reports "unavailable".
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for ElasticsearchSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ElasticsearchSettings")
-            .field("url", &self.url.as_str())
-            .field("auth", &self.auth)
-            .field(
-                "ca_cert_pem",
-                &self
-                    .ca_cert_pem
-                    .as_ref()
-                    .map(|pem| format!("<{} bytes>", pem.len())),
-            )
-            .field("index_prefix", &self.index_prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-impl ElasticsearchSettings {
-    /// As JSON for `fleetauth config check`: which credentials, never their values.
-    pub fn describe(&self) -> serde_json::Value {
-        let auth = match &self.auth {
-            EsAuth::None => serde_json::json!({ "kind": "none" }),
-            EsAuth::Basic { username, .. } => {
-                serde_json::json!({ "kind": "basic", "username": username })
-            }
-            EsAuth::ApiKey(_) => serde_json::json!({ "kind": "api_key" }),
-        };
-        serde_json::json!({
-            "url": self.url.as_str(),
-            "auth": auth,
-            "ca_cert": self.ca_cert_pem.is_some(),
-            "index_prefix": self.index_prefix,
-            "timeout_secs": self.timeout.as_secs_f64(),
-        })
-    }
-
-    /// Settings for a cluster at `url` with defaults for everything else (tests).
-    pub fn for_url(url: &str) -> Result<Self, SettingsError> {
-        RawElasticsearch {
-            url: Some(url.to_string()),
-            ..Default::default()
-        }
-        .validate()
-    }
-}
-
-/// `url` without its user-info, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Err(_) => "<unparsable url>".into(),
-    }
-}
-
 /// Checked settings, passed down to every layer that needs them.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -390,119 +167,16 @@ pub struct Settings {
     pub vault: VaultSettings,
     /// `[credential_checks]` (see `crate::secrets`).
     pub credential_checks: crate::secrets::CredentialCheckSettings,
+    pub enrollment: EnrollmentSettings,
+    pub dpop: DpopSettings,
     /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
-    /// with `X-Elastic-Product: Elasticsearch` and serves `GET /` (see `http::security`).
+    /// with `X-Elastic-Product: Elasticsearch` and serves `GET /` (see `http::es_api`).
     pub es_product_header: bool,
     /// The password of the built-in `elastic` user when this start creates the store.
     /// Never read from the config file or `FLEETAUTH_*` settings: `startup` takes it from
     /// `FLEETAUTH_BOOTSTRAP_PASSWORD` when this is `None` (embedding code and tests may
     /// set it here instead).
     pub bootstrap_password: Option<Secret>,
-}
-
-/// The Vault-compatible JWT auth method (SPEC §4 "Vault-compatible JWT auth method").
-#[derive(Debug, Clone)]
-pub struct VaultSettings {
-    /// The token (`X-Vault-Token` or `Authorization: Bearer`) that may read and write
-    /// the auth method's config and roles, besides any `manage_security` principal (the
-    /// `elastic` superuser). `None`: only those.
-    pub admin_token: Option<Secret>,
-    /// Timeout of each OIDC discovery or JWKS request.
-    pub http_timeout: Duration,
-    /// A token signed by an unknown `kid` makes the server fetch the provider's JWKS
-    /// again at most this often, so a flood of unknown kids cannot hammer it.
-    pub jwks_min_refresh_interval: Duration,
-    /// Keys fetched longer ago than this are fetched again before use (so a key the
-    /// provider has removed stops validating).
-    pub jwks_max_age: Duration,
-}
-
-impl Default for VaultSettings {
-    fn default() -> Self {
-        RawVault::default()
-            .validate()
-            .expect("built-in defaults are valid")
-    }
-}
-
-/// The shortest admin token accepted.
-const MIN_ADMIN_TOKEN_LEN: usize = 16;
-
-impl RawVault {
-    fn validate(self) -> Result<VaultSettings, SettingsError> {
-        let admin_token = match self.admin_token {
-            None => None,
-            Some(token) => {
-                if token.chars().count() < MIN_ADMIN_TOKEN_LEN
-                    || !token.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    return Err(SettingsError::new(
-                        "vault.admin_token",
-                        format!("must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters without spaces (leave it out to disable the config and role APIs)"),
-                    ));
-                }
-                Some(Secret(token))
-            }
-        };
-        let http_timeout = duration("vault.http_timeout", &self.http_timeout)?;
-        if http_timeout < Duration::from_millis(100) || http_timeout > Duration::from_secs(120) {
-            return Err(SettingsError::new(
-                "vault.http_timeout",
-                "must be between 100ms and 2m",
-            ));
-        }
-        let jwks_min_refresh_interval = duration(
-            "vault.jwks_min_refresh_interval",
-            &self.jwks_min_refresh_interval,
-        )?;
-        if jwks_min_refresh_interval < Duration::from_secs(1) {
-            return Err(SettingsError::new(
-                "vault.jwks_min_refresh_interval",
-                "must be at least 1s",
-            ));
-        }
-        let jwks_max_age = duration("vault.jwks_max_age", &self.jwks_max_age)?;
-        if jwks_max_age < jwks_min_refresh_interval {
-            return Err(SettingsError::new(
-                "vault.jwks_max_age",
-                "must not be shorter than vault.jwks_min_refresh_interval",
-            ));
-        }
-        Ok(VaultSettings {
-            admin_token,
-            http_timeout,
-            jwks_min_refresh_interval,
-            jwks_max_age,
-        })
-    }
-}
-
-/// The OAuth2 token endpoint's policy (SPEC §4 "OAuth2").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OAuthSettings {
-    /// Also give non-agent clients a refresh token from `client_credentials` (RFC 6749
-    /// §4.4.3 says they get none). Their token state is then kept like an agent's.
-    pub client_credentials_refresh: bool,
-    /// The scopes a client may request (RFC 6749 §3.3). Empty: any request that names
-    /// a scope is refused with `invalid_scope`.
-    pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub enabled: bool,
-    pub access_ttl: Duration,
-    /// No access token lives longer (the Vault JWT auth method's roles are capped by it).
-    pub max_access_ttl: Duration,
-    pub refresh_ttl: Duration,
-    /// `jwt.issuer` as configured; see [`Settings::jwt_settings`] for the issuer used.
-    pub issuer: Option<String>,
-    /// The `aud` of access tokens; `None`: the issuer.
-    pub audience: Option<String>,
-    pub algorithm: SigningAlgorithm,
-    pub leeway: Duration,
-    pub stateless: bool,
-    pub key_poll_interval: Duration,
 }
 
 /// One invalid setting, named the way the user wrote it.
@@ -568,14 +242,6 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<Setting
     raw.validate()
 }
 
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-pub fn valid_scope_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-}
-
 /// An absolute http(s) URL without query or fragment; returned without a trailing `/`.
 fn validate_public_url(setting: &str, value: &str) -> Result<String, SettingsError> {
     let url = url::Url::parse(value.trim()).map_err(|e| {
@@ -599,7 +265,7 @@ fn validate_public_url(setting: &str, value: &str) -> Result<String, SettingsErr
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
-fn duration(setting: &str, value: &str) -> Result<Duration, SettingsError> {
+pub(crate) fn duration(setting: &str, value: &str) -> Result<Duration, SettingsError> {
     humantime::parse_duration(value.trim()).map_err(|e| {
         SettingsError::new(
             setting,
@@ -637,70 +303,17 @@ impl RawSettings {
             ));
         }
         let request_timeout = duration("request_timeout", &self.request_timeout)?;
-        let jwt = &self.jwt;
-        let access_ttl = duration("jwt.access_ttl", &jwt.access_ttl)?;
-        let max_access_ttl = duration("jwt.max_access_ttl", &jwt.max_access_ttl)?;
-        let refresh_ttl = duration("jwt.refresh_ttl", &jwt.refresh_ttl)?;
-        let leeway = duration("jwt.leeway", &jwt.leeway)?;
-        let key_poll_interval = duration("jwt.key_poll_interval", &jwt.key_poll_interval)?;
-        if access_ttl < Duration::from_secs(1) {
-            return Err(SettingsError::new("jwt.access_ttl", "must be at least 1s"));
-        }
-        if access_ttl > max_access_ttl {
-            return Err(SettingsError::new(
-                "jwt.access_ttl",
-                format!(
-                    "{} exceeds jwt.max_access_ttl ({})",
-                    jwt.access_ttl, jwt.max_access_ttl
-                ),
-            ));
-        }
-        if refresh_ttl < access_ttl {
-            return Err(SettingsError::new(
-                "jwt.refresh_ttl",
-                "must not be shorter than jwt.access_ttl",
-            ));
-        }
-        if leeway > Duration::from_secs(300) {
-            return Err(SettingsError::new("jwt.leeway", "must be at most 5m"));
-        }
-        if key_poll_interval < Duration::from_millis(100) {
-            return Err(SettingsError::new(
-                "jwt.key_poll_interval",
-                "must be at least 100ms",
-            ));
-        }
-        let algorithm = SigningAlgorithm::parse(&jwt.algorithm).ok_or_else(|| {
-            SettingsError::new(
-                "jwt.algorithm",
-                format!("{:?} is not one of EdDSA, ES256, RS256", jwt.algorithm),
-            )
-        })?;
-        if let Some(issuer) = &jwt.issuer {
-            if issuer.trim().is_empty() {
-                return Err(SettingsError::new(
-                    "jwt.issuer",
-                    "must not be empty (leave it out to derive one)",
-                ));
-            }
-        }
+        let jwt = self.jwt.validate()?;
         let public_url = self
             .public_url
             .as_deref()
             .map(|url| validate_public_url("public_url", url))
             .transpose()?;
-        for scope in &self.oauth.scopes {
-            if !valid_scope_token(scope) {
-                return Err(SettingsError::new(
-                    "oauth.scopes",
-                    format!(
-                        "{scope:?} is not a scope token (RFC 6749 §3.3: printable ASCII, no space, '\"' or '\\')"
-                    ),
-                ));
-            }
-        }
+        let oauth = self.oauth.validate()?;
         let vault = self.vault.validate()?;
         let credential_checks = self.credential_checks.validate()?;
+        let enrollment = self.enrollment.validate()?;
+        let dpop = self.dpop.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
         let api_key_purge_interval =
             duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
@@ -723,183 +336,20 @@ impl RawSettings {
             elasticsearch,
             max_body_bytes: self.max_body_bytes,
             request_timeout,
-            jwt: JwtSettings {
-                enabled: jwt.enabled,
-                access_ttl,
-                max_access_ttl,
-                refresh_ttl,
-                issuer: jwt.issuer.clone(),
-                audience: jwt.audience.clone(),
-                algorithm,
-                leeway,
-                stateless: jwt.stateless,
-                key_poll_interval,
-            },
+            jwt,
             api_key_cache_size: self.api_keys.cache_size,
             api_key_retention,
             api_key_purge_interval,
             bootstrap_password: None,
             public_url,
-            oauth: OAuthSettings {
-                client_credentials_refresh: self.oauth.client_credentials_refresh,
-                scopes: self.oauth.scopes,
-            },
+            oauth,
             vault,
             credential_checks,
+            enrollment,
+            dpop,
             es_product_header: self.elasticsearch_api.product_header,
         })
     }
-}
-
-/// The longest index prefix accepted (index names are limited to 255 bytes).
-const MAX_INDEX_PREFIX_LEN: usize = 100;
-
-impl RawElasticsearch {
-    pub fn validate(&self) -> Result<ElasticsearchSettings, SettingsError> {
-        let raw_url = self.url.as_deref().ok_or_else(|| {
-            SettingsError::new(
-                "elasticsearch.url",
-                "required when store = \"elasticsearch\"",
-            )
-        })?;
-        let mut url = url::Url::parse(raw_url.trim()).map_err(|e| {
-            SettingsError::new(
-                "elasticsearch.url",
-                format!("{:?} is not a URL ({e})", redact_url(raw_url)),
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-            return Err(SettingsError::new(
-                "elasticsearch.url",
-                format!(
-                    "{:?} is not an http(s) URL like https://localhost:9200",
-                    redact_url(raw_url)
-                ),
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(SettingsError::new(
-                "elasticsearch.url",
-                "must not have a query or a fragment",
-            ));
-        }
-        // Credentials in the URL (https://user:pass@host) count as username/password.
-        let url_user = match url.username() {
-            "" => None,
-            user => Some((
-                decode_userinfo(user),
-                url.password().map(decode_userinfo).unwrap_or_default(),
-            )),
-        };
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let username = self.username.clone().filter(|u| !u.is_empty());
-        let auth = match (url_user, username, &self.password, &self.api_key) {
-            (Some(_), Some(_), _, _) => {
-                return Err(SettingsError::new(
-                    "elasticsearch.username",
-                    "given both in elasticsearch.url and on its own; give it once",
-                ))
-            }
-            (Some(_), None, _, Some(_)) | (None, Some(_), _, Some(_)) => {
-                return Err(SettingsError::new(
-                    "elasticsearch.api_key",
-                    "give either an API key or a username and password, not both",
-                ))
-            }
-            (Some((username, password)), None, None, None) => EsAuth::Basic {
-                username,
-                password: Secret(password),
-            },
-            (Some(_), None, Some(_), None) => {
-                return Err(SettingsError::new(
-                    "elasticsearch.password",
-                    "given both in elasticsearch.url and on its own; give it once",
-                ))
-            }
-            (None, Some(username), Some(password), None) => EsAuth::Basic {
-                username,
-                password: Secret(password.clone()),
-            },
-            (None, Some(_), None, None) => {
-                return Err(SettingsError::new(
-                    "elasticsearch.password",
-                    "required with elasticsearch.username",
-                ))
-            }
-            (None, None, Some(_), _) => {
-                return Err(SettingsError::new(
-                    "elasticsearch.username",
-                    "required with elasticsearch.password",
-                ))
-            }
-            (None, None, None, Some(key)) => {
-                let key = key.trim();
-                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(SettingsError::new(
-                        "elasticsearch.api_key",
-                        "must be \"id:key\" or the base64 encoded form, without spaces",
-                    ));
-                }
-                EsAuth::ApiKey(Secret(key.to_string()))
-            }
-            (None, None, None, None) => EsAuth::None,
-        };
-        let ca_cert_pem = match &self.ca_cert {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    SettingsError::new(
-                        "elasticsearch.ca_cert",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                    return Err(SettingsError::new(
-                        "elasticsearch.ca_cert",
-                        format!("{} holds no PEM certificate", path.display()),
-                    ));
-                }
-                Some(pem)
-            }
-        };
-        let prefix = &self.index_prefix;
-        if prefix.len() > MAX_INDEX_PREFIX_LEN
-            || prefix.starts_with(['-', '_', '+'])
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        {
-            return Err(SettingsError::new(
-                "elasticsearch.index_prefix",
-                format!(
-                    "{prefix:?} must be at most {MAX_INDEX_PREFIX_LEN} characters of a-z 0-9 . _ - \
-                     and not start with - _ +"
-                ),
-            ));
-        }
-        let timeout = duration("elasticsearch.timeout", &self.timeout)?;
-        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(120) {
-            return Err(SettingsError::new(
-                "elasticsearch.timeout",
-                "must be between 100ms and 2m",
-            ));
-        }
-        Ok(ElasticsearchSettings {
-            url,
-            auth,
-            ca_cert_pem,
-            index_prefix: prefix.clone(),
-            timeout,
-        })
-    }
-}
-
-/// URL user-info is percent-encoded.
-fn decode_userinfo(part: &str) -> String {
-    percent_encoding::percent_decode_str(part)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 impl Settings {
@@ -954,6 +404,17 @@ impl Settings {
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
             "credential_checks": self.credential_checks.describe(),
+            "enrollment": {
+                "rate_per_minute": self.enrollment.refill_per_second * 60.0,
+                "burst": self.enrollment.burst,
+            },
+            "dpop": {
+                "proof_window_secs": secs(self.dpop.proof_window),
+                "require_nonce": self.dpop.require_nonce,
+                "nonce_lifetime_secs": secs(self.dpop.nonce_lifetime),
+                "require_for_agents": self.dpop.require_for_agents,
+                "replay_cache_size": self.dpop.replay_cache_size,
+            },
             "elasticsearch_api": { "product_header": self.es_product_header },
         })
     }

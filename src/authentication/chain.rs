@@ -21,13 +21,14 @@
 
 use serde_json::json;
 
-use super::issuer::{is_client_token, Check};
-use super::{AuthMethod, GrantError, GrantService, Principal};
+use super::{AuthMethod, Authenticator, Principal};
 use crate::credentials::Presented;
-use crate::security::roles::Resolved;
-use crate::security::service_accounts::{self, ServiceTokenError};
-use crate::security::users::{self, UserError};
-use crate::security::{AuthenticationType, Identity, Privileges, Realm};
+use crate::grant::issuer::{is_client_token, Check, JwtIssuer};
+use crate::grant::{record_failure, DpopRequest, GrantError};
+use crate::identity::roles::Resolved;
+use crate::identity::service_accounts::{self, ServiceTokenError};
+use crate::identity::users::{self, UserError};
+use crate::identity::{AuthenticationType, Identity, Privileges, Realm};
 use crate::store::{ApiKeyRecord, StoreError, UserRecord};
 use crate::tokens::{self, jwt, AccessClaims};
 
@@ -62,23 +63,53 @@ fn store_error(e: StoreError) -> GrantError {
     e.into()
 }
 
-impl GrantService {
+impl Authenticator {
+    fn issuer(&self) -> JwtIssuer<'_> {
+        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth)
+    }
+
     /// Says who a credential is, for protected resources. A refresh token is not
     /// accepted here (only token endpoints take it).
+    /// A DPoP-bound access token is refused here: resources that accept those call
+    /// [`authenticate_with_dpop`](Self::authenticate_with_dpop).
     pub async fn authenticate(&self, presented: &Presented) -> Result<Principal, GrantError> {
-        let result = self.authenticate_inner(presented).await;
+        self.authenticate_with_dpop(presented, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`authenticate`](Self::authenticate) for a request that may carry a DPoP proof: a
+    /// bound access token is accepted with `Authorization: DPoP` and a fresh proof of
+    /// its key (checked before the token counts as used), RFC 9449 §7.
+    pub async fn authenticate_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        let result = self.authenticate_inner(presented, dpop).await;
         if let Err(e) = &result {
-            super::record_failure(e);
+            record_failure(e);
         }
         result
     }
 
-    async fn authenticate_inner(&self, presented: &Presented) -> Result<Principal, GrantError> {
+    async fn authenticate_inner(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        if dpop.dpop_scheme
+            && !matches!(presented, Presented::Bearer(token) if jwt::looks_like_jwt(token))
+        {
+            return Err(GrantError::invalid_request(
+                "dpop_scheme_not_a_token",
+                "Authorization: DPoP carries an access token",
+            ));
+        }
         match presented {
             Presented::ApiKey { id, secret } => self.api_key_principal(id, secret).await,
             Presented::Basic { id, secret } => {
                 let user = self
-                    .security
+                    .identity
                     .users
                     .get(id)
                     .await
@@ -93,7 +124,9 @@ impl GrantService {
                     return self.service_token_principal(&parsed).await;
                 }
                 if jwt::looks_like_jwt(token) {
-                    let claims = self.issuer().validate_access(token, Check::Use).await?;
+                    let claims = self.tokens.verify_access(token).await?;
+                    self.dpop.check_presentation(&claims, token, dpop)?;
+                    self.issuer().confirm(&claims, Check::Use).await?;
                     return self.access_token_principal(claims).await;
                 }
                 if tokens::refresh::parse(token).is_some() {
@@ -125,7 +158,7 @@ impl GrantService {
         username: &str,
         password: &str,
     ) -> Result<Principal, GrantError> {
-        let user = self.security.users.authenticate(username, password).await?;
+        let user = self.identity.users.authenticate(username, password).await?;
         let identity = self.user_identity(&user, AuthenticationType::Realm).await?;
         Ok(Principal {
             agent_id: None,
@@ -139,7 +172,7 @@ impl GrantService {
         &self,
         parsed: &service_accounts::ParsedToken,
     ) -> Result<Principal, GrantError> {
-        let (account, record) = self.security.service_accounts.verify(parsed).await?;
+        let (account, record) = self.identity.service_accounts.verify(parsed).await?;
         let resolved = account.resolved();
         let identity = Identity {
             username: account.principal.to_string(),
@@ -169,7 +202,7 @@ impl GrantService {
             // A user's token (the token API): the user must still exist and be enabled;
             // its privileges are its roles' now.
             let user = self
-                .security
+                .identity
                 .users
                 .get(&claims.sub)
                 .await
@@ -217,18 +250,18 @@ impl GrantService {
     }
 
     /// A user's identity, with the privileges of its roles as they are now.
-    pub(crate) async fn user_identity(
+    pub async fn user_identity(
         &self,
         user: &UserRecord,
         authentication_type: AuthenticationType,
     ) -> Result<Identity, GrantError> {
         let resolved = self
-            .security
+            .identity
             .roles
             .resolve(&user.roles)
             .await
             .map_err(|e| match e {
-                crate::security::roles::RoleError::Store(s) => store_error(s),
+                crate::identity::roles::RoleError::Store(s) => store_error(s),
                 other => GrantError::Internal(other.to_string()),
             })?;
         let realm = users::realm_of(user);
@@ -254,7 +287,7 @@ impl GrantService {
 /// owner's, limited by the owner's privileges at creation and by its own role
 /// descriptors (when it has any); a key made by the CLI (an agent's, or a plain OAuth2
 /// client's) has no cluster privilege.
-pub(crate) fn api_key_identity(key: &ApiKeyRecord) -> Identity {
+fn api_key_identity(key: &ApiKeyRecord) -> Identity {
     let (username, privileges, metadata) = match &key.owner {
         Some(owner) => (
             owner.username.clone(),
