@@ -73,6 +73,7 @@ fn claims() -> AccessClaims {
         vault_role: None,
         max_uses: None,
         sid: None,
+        cnf: None,
     }
 }
 

@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod dpop;
+pub mod enrollment;
+
+pub use dpop::{DpopSettings, RawDpop};
+pub use enrollment::{EnrollmentSettings, RawEnrollment};
+
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -31,6 +37,27 @@ pub struct RawSettings {
     pub vault: RawVault,
     pub tls: RawTls,
     pub connections: RawConnections,
+    pub enrollment: RawEnrollment,
+    pub dpop: RawDpop,
+    pub elasticsearch_api: RawElasticsearchApi,
+}
+
+/// How the Elasticsearch-compatible API family presents itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawElasticsearchApi {
+    /// Answer as Elasticsearch: `X-Elastic-Product: Elasticsearch` on the family's
+    /// answers and Elasticsearch's info document at `GET /` (the official clients
+    /// refuse a server without them).
+    pub product_header: bool,
+}
+
+impl Default for RawElasticsearchApi {
+    fn default() -> Self {
+        Self {
+            product_header: true,
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -159,6 +186,9 @@ impl Default for RawSettings {
             vault: RawVault::default(),
             tls: RawTls::default(),
             connections: RawConnections::default(),
+            enrollment: RawEnrollment::default(),
+            dpop: RawDpop::default(),
+            elasticsearch_api: RawElasticsearchApi::default(),
         }
     }
 }
@@ -373,6 +403,11 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Timeouts and limits of client connections (the `[connections]` section).
     pub connections: ConnectionSettings,
+    pub enrollment: EnrollmentSettings,
+    pub dpop: DpopSettings,
+    /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
+    /// with `X-Elastic-Product: Elasticsearch` and serves `GET /` (see `http::security`).
+    pub es_product_header: bool,
     /// The password of the built-in `elastic` user when this start creates the store.
     /// Never read from the config file or `FLEETAUTH_*` settings: `startup` takes it from
     /// `FLEETAUTH_BOOTSTRAP_PASSWORD` when this is `None` (embedding code and tests may
@@ -475,8 +510,9 @@ pub struct JwtSettings {
     /// No access token lives longer (the Vault JWT auth method's roles are capped by it).
     pub max_access_ttl: Duration,
     pub refresh_ttl: Duration,
-    /// `None`: derived from the deployment id kept in the store.
+    /// `jwt.issuer` as configured; see [`Settings::jwt_settings`] for the issuer used.
     pub issuer: Option<String>,
+    /// The `aud` of access tokens; `None`: the issuer.
     pub audience: Option<String>,
     pub algorithm: SigningAlgorithm,
     pub leeway: Duration,
@@ -681,6 +717,8 @@ impl RawSettings {
         let vault = self.vault.validate()?;
         let tls = self.tls.validate()?;
         let connections = self.connections.validate()?;
+        let enrollment = self.enrollment.validate()?;
+        let dpop = self.dpop.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
         let api_key_purge_interval =
             duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
@@ -727,6 +765,9 @@ impl RawSettings {
             vault,
             tls,
             connections,
+            enrollment,
+            dpop,
+            es_product_header: self.elasticsearch_api.product_header,
         })
     }
 }
@@ -883,6 +924,18 @@ fn decode_userinfo(part: &str) -> String {
 }
 
 impl Settings {
+    /// The token settings as the token service uses them. SPEC §7: `public_url` is the
+    /// issuer unless `jwt.issuer` is set, so that RFC 8414 §3.3 discovery from that URL
+    /// finds exactly its issuer; with neither, the issuer is derived from the deployment
+    /// id kept in the store.
+    pub fn jwt_settings(&self) -> JwtSettings {
+        let mut jwt = self.jwt.clone();
+        if jwt.issuer.is_none() {
+            jwt.issuer = self.public_url.clone();
+        }
+        jwt
+    }
+
     /// The effective settings as JSON, for `fleetauth config check` (no secrets).
     pub fn describe(&self) -> serde_json::Value {
         let secs = |d: Duration| d.as_secs_f64();
@@ -897,7 +950,7 @@ impl Settings {
                 "access_ttl_secs": secs(self.jwt.access_ttl),
                 "max_access_ttl_secs": secs(self.jwt.max_access_ttl),
                 "refresh_ttl_secs": secs(self.jwt.refresh_ttl),
-                "issuer": self.jwt.issuer,
+                "issuer": self.jwt_settings().issuer,
                 "audience": self.jwt.audience,
                 "algorithm": self.jwt.algorithm.as_str(),
                 "leeway_secs": secs(self.jwt.leeway),
@@ -923,6 +976,18 @@ impl Settings {
             },
             "tls": self.tls.as_ref().map(TlsSettings::describe),
             "connections": self.connections.describe(),
+            "enrollment": {
+                "rate_per_minute": self.enrollment.refill_per_second * 60.0,
+                "burst": self.enrollment.burst,
+            },
+            "dpop": {
+                "proof_window_secs": secs(self.dpop.proof_window),
+                "require_nonce": self.dpop.require_nonce,
+                "nonce_lifetime_secs": secs(self.dpop.nonce_lifetime),
+                "require_for_agents": self.dpop.require_for_agents,
+                "replay_cache_size": self.dpop.replay_cache_size,
+            },
+            "elasticsearch_api": { "product_header": self.es_product_header },
         })
     }
 
@@ -1170,6 +1235,35 @@ mod tests {
         assert_eq!(s.jwt.access_ttl, Duration::from_secs(20 * 60));
         assert_eq!(s.jwt.refresh_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(s.jwt.algorithm, SigningAlgorithm::EdDSA);
+        assert!(
+            s.es_product_header,
+            "elasticsearch_api.product_header defaults to on"
+        );
+        assert_eq!(
+            s.jwt_settings().issuer,
+            None,
+            "no public_url: derived issuer"
+        );
+    }
+
+    #[test]
+    fn public_url_is_the_issuer_unless_jwt_issuer_is_set() {
+        let raw: RawSettings = Figment::from(Serialized::defaults(RawSettings::default()))
+            .merge(Toml::string(
+                "public_url = \"https://auth.example.com/\"\n[elasticsearch_api]\nproduct_header = false\n",
+            ))
+            .extract()
+            .unwrap();
+        let s = raw.clone().validate().unwrap();
+        assert!(!s.es_product_header);
+        assert_eq!(
+            s.jwt_settings().issuer.as_deref(),
+            Some("https://auth.example.com")
+        );
+        let mut raw = raw;
+        raw.jwt.issuer = Some("urn:fleet".into());
+        let s = raw.validate().unwrap();
+        assert_eq!(s.jwt_settings().issuer.as_deref(), Some("urn:fleet"));
     }
 
     #[test]

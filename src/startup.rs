@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::api_keys::ApiKeyService;
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
+use crate::enrollment::EnrollmentService;
 use crate::grant::security::SecurityApi;
 use crate::grant::{GrantService, SecurityServices};
 use crate::http::tls::{TlsError, TlsReloader};
@@ -20,6 +21,7 @@ use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::{TokenError, TokenService};
 use crate::vault::JwtAuth;
 
@@ -100,6 +102,8 @@ pub struct Services {
     pub jwt_auth: Arc<JwtAuth>,
     pub security: SecurityServices,
     pub security_api: Arc<SecurityApi>,
+    /// Enrollment tokens and `POST /api/fleet/agents/enroll`.
+    pub enrollment: Arc<EnrollmentService>,
     /// True when this start created the store.
     pub created: bool,
 }
@@ -113,7 +117,7 @@ impl Services {
         install_crypto_provider();
         let (store, created) = open_store(settings).await?;
         let tokens =
-            TokenService::start(store.clone(), clock.clone(), settings.jwt.clone()).await?;
+            TokenService::start(store.clone(), clock.clone(), settings.jwt_settings()).await?;
         let api_keys = Arc::new(ApiKeyService::new(
             store.clone(),
             clock.clone(),
@@ -133,13 +137,26 @@ impl Services {
         let security = SecurityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
-            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock)),
+            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock.clone())),
         };
+        let dpop = Arc::new(DpopVerifier::new(
+            settings.dpop.clone(),
+            clock.clone(),
+            dpop_nonce_key(store.as_ref()).await?,
+        ));
         let grants = Arc::new(
             GrantService::new(tokens.clone(), api_keys.clone(), security.clone())
                 .with_oauth(settings.oauth.clone())
-                .with_jwt_auth(jwt_auth.clone()),
+                .with_jwt_auth(jwt_auth.clone())
+                .with_dpop(dpop),
         );
+        let enrollment = Arc::new(EnrollmentService::new(
+            store.clone(),
+            api_keys.clone(),
+            grants.clone(),
+            clock.clone(),
+            settings.enrollment,
+        ));
         let security_api = Arc::new(SecurityApi::new(
             grants.clone(),
             tokens.clone(),
@@ -154,9 +171,30 @@ impl Services {
             jwt_auth,
             security,
             security_api,
+            enrollment,
             created,
         })
     }
+}
+
+/// The meta key of the HMAC key of DPoP server nonces (shared by every instance).
+const DPOP_NONCE_KEY: &str = "dpop_nonce_key";
+
+/// The HMAC key of DPoP server nonces: created once per store, so that every instance
+/// issues and accepts the same nonces.
+async fn dpop_nonce_key(store: &dyn Store) -> Result<[u8; 32], StartError> {
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+    let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = store.meta_get_or_insert(DPOP_NONCE_KEY, &hex).await?;
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = stored
+            .get(i * 2..i * 2 + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {DPOP_NONCE_KEY}")))?;
+    }
+    Ok(key)
 }
 
 /// Creates `elastic` in a store that has no such user, and says so on stderr (the
@@ -251,6 +289,7 @@ impl Application {
             grants: services.grants.clone(),
             vault: services.jwt_auth.clone(),
             security: services.security_api.clone(),
+            enrollment: services.enrollment.clone(),
             settings: Arc::new(settings.clone()),
             metrics: telemetry::metrics_handle(),
         };

@@ -22,7 +22,7 @@
 use serde_json::json;
 
 use super::issuer::{is_client_token, Check};
-use super::{AuthMethod, GrantError, GrantService, Principal};
+use super::{AuthMethod, DpopRequest, GrantError, GrantService, Principal};
 use crate::credentials::Presented;
 use crate::security::roles::Resolved;
 use crate::security::service_accounts::{self, ServiceTokenError};
@@ -64,15 +64,41 @@ fn store_error(e: StoreError) -> GrantError {
 impl GrantService {
     /// Says who a credential is, for protected resources. A refresh token is not
     /// accepted here (only token endpoints take it).
+    /// A DPoP-bound access token is refused here: resources that accept those call
+    /// [`authenticate_with_dpop`](Self::authenticate_with_dpop).
     pub async fn authenticate(&self, presented: &Presented) -> Result<Principal, GrantError> {
-        let result = self.authenticate_inner(presented).await;
+        self.authenticate_with_dpop(presented, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`authenticate`](Self::authenticate) for a request that may carry a DPoP proof: a
+    /// bound access token is accepted with `Authorization: DPoP` and a fresh proof of
+    /// its key (checked before the token counts as used), RFC 9449 §7.
+    pub async fn authenticate_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        let result = self.authenticate_inner(presented, dpop).await;
         if let Err(e) = &result {
             super::record_failure(e);
         }
         result
     }
 
-    async fn authenticate_inner(&self, presented: &Presented) -> Result<Principal, GrantError> {
+    async fn authenticate_inner(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        if dpop.dpop_scheme
+            && !matches!(presented, Presented::Bearer(token) if jwt::looks_like_jwt(token))
+        {
+            return Err(GrantError::invalid_request(
+                "dpop_scheme_not_a_token",
+                "Authorization: DPoP carries an access token",
+            ));
+        }
         match presented {
             Presented::ApiKey { id, secret } => self.api_key_principal(id, secret).await,
             Presented::Basic { id, secret } => {
@@ -92,7 +118,9 @@ impl GrantService {
                     return self.service_token_principal(&parsed).await;
                 }
                 if jwt::looks_like_jwt(token) {
-                    let claims = self.issuer().validate_access(token, Check::Use).await?;
+                    let claims = self.tokens.verify_access(token).await?;
+                    self.check_presentation(&claims, token, dpop)?;
+                    self.issuer().confirm(&claims, Check::Use).await?;
                     return self.access_token_principal(claims).await;
                 }
                 if tokens::refresh::parse(token).is_some() {

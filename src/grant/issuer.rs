@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
 
+use super::dpop::Binding;
 use super::registrar::{placeholder_redirect, Client};
 use super::request::{empty_scope, parse_scope, scope_text};
 use super::GrantError;
@@ -47,6 +48,8 @@ pub struct Issued {
     /// The granted scope, normalized; `None` for none.
     pub scope: Option<String>,
     pub jti: String,
+    /// The DPoP key the tokens are bound to, if any (`token_type: DPoP`).
+    pub bound_key: Option<String>,
 }
 
 impl Issued {
@@ -57,6 +60,7 @@ impl Issued {
             refresh_token: Some(pair.refresh_token),
             scope: scope.map(str::to_string),
             jti: pair.jti,
+            bound_key: pair.bound_key,
         }
     }
 
@@ -67,6 +71,7 @@ impl Issued {
             refresh_token: None,
             scope: scope.map(str::to_string),
             jti: access.jti,
+            bound_key: access.bound_key,
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct JwtIssuer<'a> {
     tokens: &'a TokenService,
     api_keys: &'a ApiKeyService,
     policy: &'a OAuthSettings,
+    /// The DPoP key the request proved, and the agents' DPoP policy.
+    binding: Binding,
     failure: Option<GrantError>,
 }
 
@@ -113,8 +120,16 @@ impl<'a> JwtIssuer<'a> {
             tokens,
             api_keys,
             policy,
+            binding: Binding::default(),
             failure: None,
         }
+    }
+
+    /// The issuer for a request that proved a DPoP key (or none): what it issues is
+    /// bound as [`Binding`] decides.
+    pub fn with_binding(mut self, binding: Binding) -> Self {
+        self.binding = binding;
+        self
     }
 
     pub fn tokens(&self) -> &'a TokenService {
@@ -143,10 +158,12 @@ impl<'a> JwtIssuer<'a> {
         client: &Client,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
+        let bound_key = self.binding.key_for(None, client.agent_id.is_some())?;
         let subject = Subject {
             agent_id: client.subject(),
             client_id: &client.id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         if !self.stateful(client.subject(), &client.id) {
             let access = self.tokens.issue_access_only(subject, scope);
@@ -171,10 +188,13 @@ impl<'a> JwtIssuer<'a> {
         if presented.family.is_some() {
             return Err(not_a_client_token());
         }
+        let agent = !is_client_token(&presented.agent_id, &presented.client_id);
+        let bound_key = self.binding.key_for(presented.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &presented.agent_id,
             client_id: &presented.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::RefreshToken {
             hash: &presented.hash,
@@ -204,10 +224,13 @@ impl<'a> JwtIssuer<'a> {
         if claims.sid.is_some() {
             return Err(not_a_client_token());
         }
+        let agent = !is_client_token(&claims.sub, &claims.client_id);
+        let bound_key = self.binding.key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         if !self.stateful(&claims.sub, &claims.client_id) {
             self.check_client_key(&claims.client_id).await?;

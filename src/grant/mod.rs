@@ -24,6 +24,8 @@
 
 mod chain;
 pub mod client_credentials;
+mod dpop;
+mod enrolled;
 pub mod error;
 pub mod external_jwt;
 pub mod introspection;
@@ -38,12 +40,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use dpop::{Binding, DpopRequest};
+pub use enrolled::EnrollmentBinding;
 pub use error::GrantError;
 
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
 use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
+use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
 use external_jwt::ExternalJwts;
@@ -66,6 +71,8 @@ pub enum GrantKind {
     Password,
     /// The token API's `client_credentials` grant (a token for the calling user).
     UserCredentials,
+    /// An agent's first pair, at enrollment (`POST /api/fleet/agents/enroll`).
+    Enrollment,
 }
 
 impl GrantKind {
@@ -77,6 +84,7 @@ impl GrantKind {
             Self::ExternalJwt => "external_jwt",
             Self::Password => "password",
             Self::UserCredentials => "client_credentials",
+            Self::Enrollment => "enrollment",
         }
     }
 }
@@ -130,8 +138,8 @@ pub struct TokenResponse {
 impl TokenResponse {
     fn new(issued: Issued, issued_token_type: Option<&'static str>) -> Self {
         Self {
+            token_type: tokens::token_type(issued.bound_key.is_some()),
             access_token: issued.access_token,
-            token_type: "Bearer",
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
             scope: issued.scope,
@@ -149,6 +157,8 @@ pub struct GrantMetadata {
     pub client_auth_methods: Vec<&'static str>,
     pub scopes: Vec<String>,
     pub signing_algorithms: Vec<SigningAlgorithm>,
+    /// The DPoP proof algorithms accepted (RFC 9449 §5.1); empty without DPoP.
+    pub dpop_algorithms: Vec<&'static str>,
 }
 
 pub struct GrantService {
@@ -160,6 +170,8 @@ pub struct GrantService {
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
     /// The Vault-compatible JWT auth method, when wired in.
     jwt_auth: Option<Arc<JwtAuth>>,
+    /// DPoP proofs (RFC 9449), when wired in; without, a proof is refused.
+    dpop: Option<Arc<DpopVerifier>>,
 }
 
 /// A verified access token looked up by its holder (Vault's `lookup-self`), which
@@ -203,7 +215,14 @@ impl GrantService {
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
+            dpop: None,
         }
+    }
+
+    /// Wires in DPoP (RFC 9449) proofs at the token endpoints and protected resources.
+    pub fn with_dpop(mut self, verifier: Arc<DpopVerifier>) -> Self {
+        self.dpop = Some(verifier);
+        self
     }
 
     /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
@@ -250,9 +269,26 @@ impl GrantService {
     /// The OAuth2 token endpoint: dispatches on `grant_type` (RFC 6749 §4.4, §6;
     /// RFC 8693).
     pub async fn token(&self, request: &TokenRequest) -> Result<TokenResponse, GrantError> {
+        self.token_with_dpop(request, &DpopRequest::NONE).await
+    }
+
+    /// [`token`](Self::token) for a request that may carry a DPoP proof: the tokens are
+    /// bound to its key ([`Binding`]).
+    pub async fn token_with_dpop(
+        &self,
+        request: &TokenRequest,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<TokenResponse, GrantError> {
         let started = Instant::now();
         let registrar = self.registrar();
-        let issuer = self.issuer();
+        let binding = match self.binding(dpop) {
+            Ok(binding) => binding,
+            Err(e) => {
+                record_failure(&e);
+                return Err(e);
+            }
+        };
+        let issuer = self.issuer().with_binding(binding);
         let grant_type = match request.params.require("grant_type") {
             Ok(grant_type) => grant_type,
             Err(e) => {
@@ -273,7 +309,7 @@ impl GrantService {
                 &registrar,
                 &issuer,
                 &self.subject_validators,
-                self.tokens.settings().audience.as_deref(),
+                Some(self.tokens.audience()),
                 request,
             )
             .await
@@ -401,24 +437,39 @@ impl GrantService {
             client_auth_methods: vec!["client_secret_basic", "client_secret_post"],
             scopes: self.oauth.scopes.clone(),
             signing_algorithms: self.tokens.algorithms(),
+            dpop_algorithms: match &self.dpop {
+                Some(_) => tokens::dpop::ALGORITHMS.to_vec(),
+                None => Vec::new(),
+            },
         }
     }
 
     /// Trades a credential for a new access/refresh pair.
     pub async fn exchange(&self, presented: &Presented) -> Result<IssuedPair, GrantError> {
+        self.exchange_with_dpop(presented, &DpopRequest::NONE).await
+    }
+
+    /// [`exchange`](Self::exchange) for a request that may carry a DPoP proof: the pair
+    /// is bound to its key ([`Binding`]).
+    pub async fn exchange_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
         let (kind, result) = match presented {
-            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
-                (GrantKind::ApiKey, self.exchange_api_key(id, secret).await)
-            }
+            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
+                GrantKind::ApiKey,
+                self.exchange_api_key(id, secret, dpop).await,
+            ),
             Presented::Bearer(token) => match tokens::refresh::parse(token) {
                 Some(parsed) => (
                     GrantKind::RefreshToken,
-                    self.exchange_refresh(&parsed).await,
+                    self.exchange_refresh(&parsed, dpop).await,
                 ),
                 None => (
                     GrantKind::AccessToken,
-                    self.exchange_access_token(token).await,
+                    self.exchange_access_token(token, dpop).await,
                 ),
             },
         };
@@ -429,7 +480,44 @@ impl GrantService {
         result
     }
 
-    async fn exchange_api_key(&self, id: &str, secret: &str) -> Result<IssuedPair, GrantError> {
+    /// Trades a value presented *as a refresh token* (the Fleet API's JSON body
+    /// `{"refresh_token": ...}`) for a new pair. Only a refresh token is accepted there:
+    /// an access token, or anything else, is `invalid_grant` (token-type confusion,
+    /// RFC 8725 §2.8), as at `/oauth/token`.
+    pub async fn exchange_refresh_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+        self.exchange_refresh_token_with_dpop(token, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`exchange_refresh_token`](Self::exchange_refresh_token) for a request that may
+    /// carry a DPoP proof (a bound refresh token needs one of its key).
+    pub async fn exchange_refresh_token_with_dpop(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
+        let started = Instant::now();
+        let result = match tokens::refresh::parse(token) {
+            Some(parsed) => self.exchange_refresh(&parsed, dpop).await,
+            None => Err(GrantError::invalid_grant(
+                "not_a_refresh_token",
+                "the refresh token is not valid",
+            )),
+        };
+        match &result {
+            Ok(_) => record_issued(GrantKind::RefreshToken, true, started),
+            Err(e) => record_failure(e),
+        }
+        result
+    }
+
+    async fn exchange_api_key(
+        &self,
+        id: &str,
+        secret: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
+        let binding = self.binding(dpop)?;
         let key = self.api_keys.verify(id, secret).await?;
         let agent_id = key
             .agent_id
@@ -438,10 +526,12 @@ impl GrantService {
                 reason: "api_key_not_an_agent",
                 description: "the API key does not belong to an agent".into(),
             })?;
+        let bound_key = binding.key_for(None, true)?;
         let subject = Subject {
             agent_id,
             client_id: &key.id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         Ok(self
             .tokens
@@ -452,14 +542,18 @@ impl GrantService {
     async fn exchange_refresh(
         &self,
         parsed: &tokens::refresh::PresentedRefresh,
+        dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
         if parsed.family.is_some() {
             return Err(issuer::not_a_client_token());
         }
+        let agent = !issuer::is_client_token(&parsed.agent_id, &parsed.client_id);
+        let bound_key = self.binding(dpop)?.key_for(parsed.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
         let scope = parsed.scope.as_deref();
@@ -469,7 +563,11 @@ impl GrantService {
             .await?)
     }
 
-    async fn exchange_access_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+    async fn exchange_access_token(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         if !jwt::looks_like_jwt(token) {
             return Err(GrantError::invalid_grant(
                 "unknown_token",
@@ -486,10 +584,18 @@ impl GrantService {
         if claims.sid.is_some() {
             return Err(issuer::not_a_client_token());
         }
+        // A bound token is a credential only with a proof of its key (and its `ath`).
+        let proved = match claims.bound_key() {
+            Some(_) => self.proved_key(dpop, Some(token))?,
+            None => self.proved_key(dpop, None)?,
+        };
+        let agent = !issuer::is_client_token(&claims.sub, &claims.client_id);
+        let bound_key = self.binding_of(proved).key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
         let scope = claims.scope.as_deref();

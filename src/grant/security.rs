@@ -165,6 +165,8 @@ impl From<StoreError> for SecurityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::new(SecurityErrorKind::Unavailable, m),
+            // What Elasticsearch itself answers when concurrent writes of a document win.
+            StoreError::Contended(m) => Self::new(SecurityErrorKind::Conflict, m),
             other => Self::new(SecurityErrorKind::Internal, other.to_string()),
         }
     }
@@ -708,6 +710,7 @@ impl SecurityApi {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
             family: parsed.family.as_deref(),
+            bound_key: None,
         };
         let pair = self
             .tokens
@@ -827,6 +830,14 @@ impl SecurityApi {
             problems.push("api key name may not be more than [1024] characters long".into());
         } else if name.starts_with('_') {
             problems.push("api key name may not begin with an underscore".into());
+        }
+        if request
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.keys().any(|k| k.starts_with('_')))
+        {
+            // As Elasticsearch: such keys are reserved (here: enrollment tokens' marker).
+            problems.push("API key metadata keys may not start with [_]".into());
         }
         if !problems.is_empty() {
             return Err(SecurityError::validation(&problems));

@@ -4,8 +4,10 @@
 //! call the grant layer and render; they never touch a store backend. The server
 //! around the router (accept loop, connection limits, TLS) is [`server`] and [`tls`].
 
+pub mod dpop;
 pub mod error;
 pub mod fleet;
+pub mod fleet_enroll;
 pub mod layers;
 pub mod oauth;
 pub mod ops;
@@ -30,6 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::enrollment::EnrollmentService;
 use crate::grant::security::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
@@ -41,6 +44,7 @@ pub struct AppState {
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
     pub security: Arc<SecurityApi>,
+    pub enrollment: Arc<EnrollmentService>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -69,11 +73,25 @@ pub fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// A 404 in the Fleet format, for a path that exists only under some settings.
+pub(crate) async fn not_found() -> axum::response::Response {
+    error::ApiFamily::Other.layer_error(StatusCode::NOT_FOUND, "GET", "/")
+}
+
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/api/fleet/agents/enroll", post(fleet_enroll::enroll))
+        .route(
+            "/api/fleet/enrollment_api_keys",
+            post(fleet_enroll::create_token).get(fleet_enroll::list_tokens),
+        )
+        .route(
+            "/api/fleet/enrollment_api_keys/{id}",
+            get(fleet_enroll::get_token).delete(fleet_enroll::revoke_token),
+        )
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
@@ -133,6 +151,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(security::delete_role),
         )
         .route("/_security/{*rest}", any(security::no_handler))
+        .route("/", get(security::info))
+        .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -148,6 +168,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.connections.clone()),
             layers::edge,
+        ))
+        // Outside the edge, so that its own answers (414, 431) are marked too.
+        .layer(axum::middleware::from_fn_with_state(
+            settings.es_product_header,
+            security::as_elasticsearch,
         ))
         .layer(TraceLayer::new_for_http())
 }

@@ -40,3 +40,15 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     );
     response
 }
+
+/// The OpenAPI 3.1 document of every endpoint (`docs/openapi.json`, built in).
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_DOCUMENT,
+    )
+        .into_response()
+}

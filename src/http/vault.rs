@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::VaultApiError;
 use super::{no_store, AppState, RemoteAddr};
+use crate::credentials::Presented;
 use crate::grant::{GrantError, TokenLookup};
 use crate::security::privileges::Action;
 use crate::vault::fields::Fields;
@@ -62,16 +63,21 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 /// The admin check of the config and role APIs: a credential that the authentication
 /// chain resolves to a principal with `manage_security` (the `elastic` superuser, by
 /// Basic or a token of the Elasticsearch token API), or the configured
-/// `vault.admin_token` (`X-Vault-Token`). Anything else is Vault's "permission denied".
+/// `vault.admin_token`. The credential comes in `Authorization`, or, as every Vault
+/// client sends it, in `X-Vault-Token` (then a token: the admin token, or an access
+/// token of this server). Anything else is Vault's "permission denied".
 async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), VaultApiError> {
-    if state
-        .vault
-        .authorize_admin(presented_token(headers).as_deref())
-        .is_ok()
-    {
+    let token = presented_token(headers);
+    if state.vault.authorize_admin(token.as_deref()).is_ok() {
         return Ok(());
     }
-    let Ok(Some(presented)) = super::fleet::presented_header(headers) else {
+    // `X-Vault-Token` wins over `Authorization`, as in Vault.
+    let presented = if headers.contains_key("x-vault-token") {
+        token.map(Presented::Bearer)
+    } else {
+        super::fleet::presented_header(headers).ok().flatten()
+    };
+    let Some(presented) = presented else {
         return Err(VaultError::PermissionDenied.into());
     };
     match state.grants.authenticate(&presented).await {

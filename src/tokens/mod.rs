@@ -8,6 +8,7 @@
 //! in the store, keyed by its `jti`, that every use decrements atomically
 //! ([`TokenService::use_external`]).
 
+pub mod dpop;
 pub mod jwt;
 pub mod keys;
 pub mod refresh;
@@ -24,7 +25,7 @@ use crate::store::{
     AgentChange, AgentRecord, RecordKind, RecordWrite, Store, StoreError, StoredRecord,
     TokenFamilyRecord, TokenPairRecord, TypedWrite,
 };
-pub use jwt::{AccessClaims, JwtError};
+pub use jwt::{AccessClaims, Confirmation, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use rotation::{Outcome, Presented, Refusal};
 
@@ -80,6 +81,24 @@ pub struct IssuedPair {
     pub refresh_token: String,
     pub expires_in: u64,
     pub jti: String,
+    /// The DPoP key (thumbprint) both tokens are bound to, if any.
+    pub bound_key: Option<String>,
+}
+
+impl IssuedPair {
+    /// The `token_type` to answer: `DPoP` for a bound pair (RFC 9449 §5), else `Bearer`.
+    pub fn token_type(&self) -> &'static str {
+        token_type(self.bound_key.is_some())
+    }
+}
+
+/// `DPoP` for a DPoP-bound token (RFC 9449 §5), else `Bearer`.
+pub fn token_type(bound: bool) -> &'static str {
+    if bound {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 /// A freshly issued access token without a refresh token and without stored state
@@ -89,6 +108,8 @@ pub struct IssuedAccess {
     pub access_token: String,
     pub expires_in: u64,
     pub jti: String,
+    /// The DPoP key (thumbprint) the token is bound to, if any.
+    pub bound_key: Option<String>,
 }
 
 /// Who an access token was issued to.
@@ -100,6 +121,9 @@ pub struct Subject<'a> {
     pub client_id: &'a str,
     /// The token family whose record holds the token state (the token API's tokens).
     pub family: Option<&'a str>,
+    /// The DPoP key (RFC 7638 thumbprint) the tokens are bound to (`cnf.jkt`, and the
+    /// refresh token's binding), if the request proved one.
+    pub bound_key: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -147,6 +171,10 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     settings: JwtSettings,
     issuer: String,
+    /// `aud` of every access token (RFC 9068 §2.2): `jwt.audience`, else the issuer.
+    audience: String,
+    /// The deployment's random id, kept in the store (the fingerprint issuer's).
+    deployment_id: String,
     ring: RwLock<Arc<KeyRing>>,
     last_unknown_kid_reload: Mutex<Option<Instant>>,
 }
@@ -166,21 +194,22 @@ impl TokenService {
             tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
             rotate_signing_key(store.as_ref(), now, &settings).await?;
         }
+        let deployment_id = store
+            .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
+            .await?;
         let issuer = match &settings.issuer {
             Some(issuer) => issuer.clone(),
-            None => {
-                let id = store
-                    .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
-                    .await?;
-                format!("fleetauth:{id}")
-            }
+            None => format!("fleetauth:{deployment_id}"),
         };
+        let audience = settings.audience.clone().unwrap_or_else(|| issuer.clone());
         let ring = KeyRing::from_records(&store.signing_keys(now).await?)?;
         Ok(Arc::new(Self {
             store,
             clock,
             settings,
             issuer,
+            audience,
+            deployment_id,
             ring: RwLock::new(Arc::new(ring)),
             last_unknown_kid_reload: Mutex::new(None),
         }))
@@ -188,6 +217,16 @@ impl TokenService {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The `aud` claim of this server's access tokens.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The deployment's stable random id (32 hex digits).
+    pub fn deployment_id(&self) -> &str {
+        &self.deployment_id
     }
 
     pub fn settings(&self) -> &JwtSettings {
@@ -317,12 +356,15 @@ impl TokenService {
             iat: now,
             exp: now + ttl.as_secs() as i64,
             client_id: subject.client_id.to_string(),
-            aud: self.settings.audience.clone(),
+            aud: Some(self.audience.clone()),
             scope: scope.filter(|s| !s.is_empty()).map(str::to_string),
             groups: None,
             vault_role: None,
             max_uses: None,
             sid: subject.family.map(str::to_string),
+            cnf: subject.bound_key.map(|jkt| Confirmation {
+                jkt: jkt.to_string(),
+            }),
         }
     }
 
@@ -332,6 +374,7 @@ impl TokenService {
             access_token: jwt::sign(&ring.signing, &claims),
             expires_in: (claims.exp - claims.iat).max(0) as u64,
             jti: claims.jti,
+            bound_key: claims.cnf.map(|c| c.jkt),
         }
     }
 
@@ -345,7 +388,12 @@ impl TokenService {
         let access = self.mint_access(subject, scope, now);
         let refresh = match subject.family {
             Some(family) => refresh::mint_family(family, subject.agent_id),
-            None => refresh::mint(subject.agent_id, subject.client_id, scope),
+            None => refresh::mint_bound(
+                subject.agent_id,
+                subject.client_id,
+                scope,
+                subject.bound_key,
+            ),
         };
         let record = TokenPairRecord {
             jti: access.jti.clone(),
@@ -358,6 +406,7 @@ impl TokenService {
             refresh_token: refresh.token,
             expires_in: access.expires_in,
             jti: access.jti,
+            bound_key: access.bound_key,
         };
         (issued, record)
     }
@@ -385,6 +434,7 @@ impl TokenService {
             agent_id: access.subject,
             client_id: access.client_id,
             family: None,
+            bound_key: None,
         };
         let mut claims = self.access_claims(&subject, access.scope, lifetime, now);
         claims.vault_role = Some(access.vault_role.to_string());
@@ -541,7 +591,7 @@ impl TokenService {
         let verify = |ring: &KeyRing| {
             let expect = jwt::Expectations {
                 issuer: &self.issuer,
-                audience: self.settings.audience.as_deref(),
+                audience: Some(&self.audience),
                 leeway,
                 now: self.clock.now(),
             };
@@ -702,6 +752,7 @@ impl TokenService {
             agent_id: username,
             client_id: refresh::FAMILY_CLIENT_ID,
             family: Some(&family_id),
+            bound_key: None,
         };
         let (pair, record) = self.mint(&subject, None, now);
         let mut state = AgentRecord::enrolled(&family_id, now);

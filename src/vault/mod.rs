@@ -361,6 +361,13 @@ impl JwtAuth {
                 format!("role {role_name:?} could not be found"),
             )
         })?;
+        if role.role_type == "oidc" {
+            // As Vault: an OIDC role is for the browser login flow only.
+            return Err(VaultError::invalid(
+                "oidc_role",
+                "role with oidc role_type is not allowed",
+            ));
+        }
         if attempt.jwt.is_empty() {
             return Err(VaultError::invalid("missing_token", "missing token"));
         }

@@ -28,20 +28,33 @@ pub const DEFAULT_NOT_BEFORE_LEEWAY: i64 = 150;
 /// The longest role name.
 const MAX_NAME_LEN: usize = 128;
 
-/// Vault role parameters this server does not implement: accepted only with their
-/// default value (tools such as Terraform send them all).
-const UNSUPPORTED: [&str; 4] = [
-    "allowed_redirect_uris",
-    "oidc_scopes",
-    "verbose_oidc_logging",
-    "max_age",
+/// The token types Vault accepts on a role. All are stored and shown as given; the
+/// tokens issued are this server's access tokens whatever the type (they are neither
+/// renewable nor revocable one by one, like Vault's batch tokens).
+const TOKEN_TYPES: [&str; 5] = [
+    "default",
+    "service",
+    "batch",
+    "default-service",
+    "default-batch",
 ];
 
 /// A stored role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JwtRole {
+    /// `jwt` (the default here) or `oidc`. An `oidc` role is stored and shown, but, as
+    /// in Vault, refused by `POST /v1/auth/jwt/login`: this server has no OIDC
+    /// (browser redirect) login flow.
     pub role_type: String,
+    /// OIDC login only (stored and shown): where the provider may redirect to.
+    pub allowed_redirect_uris: Vec<String>,
+    /// OIDC login only (stored and shown): the scopes asked of the provider.
+    pub oidc_scopes: Vec<String>,
+    /// OIDC login only (stored and shown).
+    pub verbose_oidc_logging: bool,
+    /// OIDC login only (stored and shown): seconds, 0 for none.
+    pub max_age: u64,
     pub bound_audiences: Vec<String>,
     pub user_claim: String,
     pub user_claim_json_pointer: bool,
@@ -60,6 +73,8 @@ pub struct JwtRole {
     pub token_num_uses: u32,
     /// Networks, normalized (`10.0.0.0/8`, `127.0.0.1/32`).
     pub token_bound_cidrs: Vec<String>,
+    /// One of [`TOKEN_TYPES`]; shown, not acted on.
+    pub token_type: String,
     pub clock_skew_leeway: i64,
     pub expiration_leeway: i64,
     pub not_before_leeway: i64,
@@ -69,6 +84,10 @@ impl Default for JwtRole {
     fn default() -> Self {
         Self {
             role_type: "jwt".into(),
+            allowed_redirect_uris: Vec::new(),
+            oidc_scopes: Vec::new(),
+            verbose_oidc_logging: false,
+            max_age: 0,
             bound_audiences: Vec::new(),
             user_claim: String::new(),
             user_claim_json_pointer: false,
@@ -85,6 +104,7 @@ impl Default for JwtRole {
             token_period: 0,
             token_num_uses: 0,
             token_bound_cidrs: Vec::new(),
+            token_type: "default".into(),
             clock_skew_leeway: DEFAULT_CLOCK_SKEW_LEEWAY,
             expiration_leeway: DEFAULT_EXPIRATION_LEEWAY,
             not_before_leeway: DEFAULT_NOT_BEFORE_LEEWAY,
@@ -192,13 +212,23 @@ impl JwtRole {
                 }
                 "token_type" => {
                     let kind = fields::string(name, value)?;
-                    if !matches!(kind.as_str(), "" | "default" | "service") {
-                        return Err(VaultError::invalid(
-                            "unsupported_parameter",
-                            format!("token_type {kind:?} is not supported: this server issues one kind of token (\"default\")"),
-                        ));
-                    }
+                    role.token_type = match kind.as_str() {
+                        "" => "default".into(),
+                        known if TOKEN_TYPES.contains(&known) => kind,
+                        other => {
+                            return Err(VaultError::invalid(
+                                "invalid_field",
+                                format!("invalid 'token_type' value {other:?}"),
+                            ))
+                        }
+                    };
                 }
+                "allowed_redirect_uris" => {
+                    role.allowed_redirect_uris = fields::string_list(name, value)?
+                }
+                "oidc_scopes" => role.oidc_scopes = fields::string_list(name, value)?,
+                "verbose_oidc_logging" => role.verbose_oidc_logging = fields::boolean(name, value)?,
+                "max_age" => role.max_age = fields::seconds(name, value)?,
                 "clock_skew_leeway" => {
                     role.clock_skew_leeway = fields::signed_seconds(name, value)?
                 }
@@ -210,14 +240,6 @@ impl JwtRole {
                 }
                 "name" => {}
                 other if ALIASES.iter().any(|(a, b)| other == *a || other == *b) => {}
-                other if UNSUPPORTED.contains(&other) => {
-                    if !fields::is_empty(value) {
-                        return Err(VaultError::invalid(
-                            "unsupported_parameter",
-                            format!("{other:?} is not supported by this server (it has no OIDC login flow)"),
-                        ));
-                    }
-                }
                 other => ignored.push(other.to_string()),
             }
         }
@@ -275,16 +297,19 @@ impl JwtRole {
         match self.role_type.as_str() {
             "" | "jwt" => self.role_type = "jwt".into(),
             "oidc" => {
-                return Err(invalid(
-                    "role_type \"oidc\" is not supported: this server has no OIDC login flow; use \"jwt\"".into(),
-                ))
+                // Vault's rule for OIDC roles; such a role can be stored, not used here.
+                if self.allowed_redirect_uris.is_empty() {
+                    return Err(invalid(
+                        "'allowed_redirect_uris' must be set if 'role_type' is 'oidc' or unspecified".into(),
+                    ));
+                }
             }
             other => return Err(invalid(format!("invalid 'role_type': {other}"))),
         }
         if self.user_claim.trim().is_empty() {
             return Err(invalid("a user claim must be defined on the role".into()));
         }
-        if self.bound_audiences.is_empty() {
+        if self.role_type == "jwt" && self.bound_audiences.is_empty() {
             return Err(invalid(
                 "bound_audiences must be set: a JWT is accepted only if its aud claim names one of them".into(),
             ));
@@ -443,7 +468,11 @@ impl JwtRole {
             "num_uses": self.token_num_uses,
             "token_bound_cidrs": self.token_bound_cidrs,
             "bound_cidrs": self.token_bound_cidrs,
-            "token_type": "default",
+            "token_type": self.token_type,
+            "allowed_redirect_uris": self.allowed_redirect_uris,
+            "oidc_scopes": self.oidc_scopes,
+            "verbose_oidc_logging": self.verbose_oidc_logging,
+            "max_age": self.max_age,
             "clock_skew_leeway": self.clock_skew_leeway,
             "expiration_leeway": self.expiration_leeway,
             "not_before_leeway": self.not_before_leeway,
@@ -521,6 +550,39 @@ mod tests {
         assert_eq!(role.token_bound_cidrs, vec!["10.0.0.0/8", "192.168.1.1/32"]);
         assert_eq!(role.token_policies, vec!["dev", "ops"]);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn oidc_only_fields_are_stored_and_shown() {
+        let mut body = minimal();
+        body["allowed_redirect_uris"] = json!(["http://localhost:8250/oidc/callback"]);
+        body["oidc_scopes"] = json!("profile,email");
+        body["verbose_oidc_logging"] = json!(true);
+        body["max_age"] = json!("5m");
+        body["token_type"] = json!("batch");
+        let (role, warnings) = apply(None, body).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let data = role.read_data();
+        assert_eq!(
+            data["allowed_redirect_uris"],
+            json!(["http://localhost:8250/oidc/callback"])
+        );
+        assert_eq!(data["oidc_scopes"], json!(["profile", "email"]));
+        assert_eq!(data["verbose_oidc_logging"], json!(true));
+        assert_eq!(data["max_age"], json!(300));
+        assert_eq!(data["token_type"], json!("batch"));
+        let mut body = minimal();
+        body["token_type"] = json!("forever");
+        assert!(apply(None, body).is_err());
+        // An OIDC role needs redirect URIs (Vault's rule), not bound audiences.
+        let oidc = json!({"role_type": "oidc", "user_claim": "sub"});
+        assert!(apply(None, oidc.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("allowed_redirect_uris"));
+        let mut oidc = oidc;
+        oidc["allowed_redirect_uris"] = json!("https://app.example/cb");
+        assert_eq!(apply(None, oidc).unwrap().0.role_type, "oidc");
     }
 
     #[test]

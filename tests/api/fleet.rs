@@ -115,6 +115,59 @@ async fn a_refresh_token_is_accepted_as_bearer_and_in_a_json_body() {
     assert_eq!(app.whoami_status(&third.access_token).await, 200);
 }
 
+/// RFC 8725 §2.8: a token is accepted only where its kind is expected. The JSON body's
+/// `refresh_token` takes a refresh token only (issue 12 item 3: an access token there
+/// was exchanged); `/oauth/token` refuses the same case.
+#[tokio::test]
+async fn an_access_token_or_api_key_in_the_body_refresh_token_is_refused() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let key = app.enroll("agent-confused").await;
+    let pair = app.pair_with_api_key(&key).await;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", key.id, key.api_key));
+
+    for not_a_refresh_token in [
+        pair.access_token.as_str(),
+        key.encoded.as_str(),
+        basic.as_str(),
+        "not-a-token",
+    ] {
+        let response = app
+            .authenticate_with_body(json!({ "refresh_token": not_a_refresh_token }))
+            .await;
+        assert_eq!(response.status(), 401, "{not_a_refresh_token}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["statusCode"], 401);
+        assert_eq!(body["error"], "invalid_grant");
+    }
+
+    // The same access token at /oauth/token's refresh grant, for comparison.
+    let oauth = app
+        .client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", pair.access_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oauth.status(), 400);
+    assert_eq!(
+        oauth.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+
+    // Refused, not consumed: the pair still works where each token belongs.
+    assert_eq!(app.whoami_status(&pair.access_token).await, 200);
+    let by_body = app
+        .authenticate_with_body(json!({ "refresh_token": pair.refresh_token }))
+        .await;
+    assert_eq!(by_body.status(), 200);
+}
+
 #[tokio::test]
 async fn a_valid_access_token_buys_a_new_pair() {
     let app = spawn_app().await;

@@ -919,6 +919,7 @@ async fn introspection_requires_a_client_and_reports_an_access_tokens_claims() {
             "exp": claims["exp"],
             "iat": claims["iat"],
             "iss": claims["iss"],
+            "aud": claims["iss"],
             "jti": claims["jti"],
             "token_type": "Bearer",
             "token_use": "access_token",
@@ -1146,6 +1147,64 @@ async fn metadata_names_the_endpoints_with_absolute_urls() {
         metadata["token_endpoint"],
         "https://auth.example.com/oauth/token"
     );
+}
+
+#[tokio::test]
+async fn public_url_is_the_issuer_and_the_default_audience_unless_configured() {
+    // SPEC §7 / RFC 8414 §3.3: metadata fetched from the public URL names exactly it.
+    let public = "https://auth.example.com/fleet";
+    let app = spawn_app_with(|s| s.public_url = Some(public.into())).await;
+    let metadata = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(metadata["issuer"], public);
+    assert_eq!(
+        metadata["jwks_uri"],
+        format!("{public}/.well-known/jwks.json")
+    );
+    let key = app.enroll("oa-iss-1").await;
+    let pair = app.pair_with_api_key(&key).await;
+    let (header, claims) = jwt_parts(&pair.access_token);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(claims["iss"], public);
+    // RFC 9068 §2.2: aud always present; by default the issuer.
+    assert_eq!(claims["aud"], public);
+    for claim in ["sub", "client_id", "iat", "exp", "jti"] {
+        assert!(!claims[claim].is_null(), "{claim}: {claims}");
+    }
+    assert_eq!(app.whoami_status(&pair.access_token).await, 200);
+
+    // jwt.issuer and jwt.audience win over public_url.
+    let app = spawn_app_with(|s| {
+        s.public_url = Some(public.into());
+        s.jwt.issuer = Some("https://issuer.example".into());
+        s.jwt.audience = Some("fleet-resources".into());
+    })
+    .await;
+    let metadata = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(metadata["issuer"], "https://issuer.example");
+    assert_eq!(metadata["token_endpoint"], format!("{public}/oauth/token"));
+    let key = app.enroll("oa-iss-2").await;
+    let pair = app.pair_with_api_key(&key).await;
+    let (_, claims) = jwt_parts(&pair.access_token);
+    assert_eq!(
+        (&claims["iss"], &claims["aud"]),
+        (&json!("https://issuer.example"), &json!("fleet-resources"))
+    );
+    assert_eq!(app.whoami_status(&pair.access_token).await, 200);
+
+    // Without public_url the issuer stays the deployment fingerprint, and is the aud.
+    let app = spawn_app().await;
+    let key = app.enroll("oa-iss-3").await;
+    let pair = app.pair_with_api_key(&key).await;
+    let (_, claims) = jwt_parts(&pair.access_token);
+    assert!(
+        claims["iss"].as_str().unwrap().starts_with("fleetauth:"),
+        "{claims}"
+    );
+    assert_eq!(claims["aud"], claims["iss"]);
 }
 
 #[tokio::test]

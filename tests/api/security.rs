@@ -777,6 +777,32 @@ async fn tokens_are_invalidated_the_same_way_on_the_elasticsearch_store() {
     api_key_flow(&app).await;
 }
 
+/// RFC 8725 §2.8 (issue 12 item 3): where the token API expects a refresh token (the
+/// refresh grant, invalidation by `refresh_token`), an access token is not one, and
+/// neither is an agent's Fleet refresh token.
+#[tokio::test]
+async fn the_token_api_takes_only_its_own_refresh_tokens_where_one_is_expected() {
+    let app = spawn().await;
+    let token = password_grant(&app, "elastic", ADMIN_PASSWORD).await;
+    let key = app.enroll("agent-es-confusion").await;
+    let fleet_pair = app.pair_with_api_key(&key).await;
+
+    for not_ours in [token["access_token"].clone(), json!(fleet_pair.refresh_token)] {
+        let (status, answer) = refresh_grant(&app, &not_ours).await;
+        es_error(status, &answer, 400, "security_exception");
+        let (status, answer) = invalidate_tokens(&app, json!({ "refresh_token": not_ours })).await;
+        assert_eq!(status, 404, "{answer}");
+        assert_eq!(answer["invalidated_tokens"], 0, "{answer}");
+    }
+
+    // Nothing was consumed or revoked: each token still works where it belongs.
+    let access = bearer(token["access_token"].as_str().unwrap());
+    assert_eq!(whoami_es(&app, &access).await.0, 200);
+    let (status, refreshed) = refresh_grant(&app, &token["refresh_token"]).await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(app.refresh(&fleet_pair.refresh_token).await.status(), 200);
+}
+
 #[tokio::test]
 async fn invalidating_tokens_needs_exactly_one_criterion() {
     let app = spawn().await;
@@ -2010,4 +2036,157 @@ async fn the_bootstrap_password_comes_from_the_environment_and_is_never_printed(
         "{stderr}"
     );
     assert!(!stderr.contains("short\n"), "{stderr}");
+}
+
+// ---- answering as Elasticsearch (SPEC §7; elasticsearch_api.product_header) ----
+
+#[tokio::test]
+async fn the_family_answers_as_elasticsearch_with_the_product_header_and_info() {
+    let app = spawn().await;
+    let send = |method: Method, path: &str, headers: &[(&str, &str)]| {
+        let mut request = app.client.request(method, app.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let product = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-elastic-product")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    // GET / without a credential: Elasticsearch's info shape, as the clients read it.
+    let response = send(Method::GET, "/", &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let info: Value = response.json().await.unwrap();
+    for field in ["name", "cluster_name", "cluster_uuid", "tagline"] {
+        assert!(info[field].is_string(), "{field}: {info}");
+    }
+    assert_eq!(info["tagline"], "You Know, for Search");
+    assert_eq!(info["cluster_uuid"].as_str().unwrap().len(), 22);
+    let version = &info["version"];
+    assert_eq!(version["build_flavor"], "default");
+    for field in [
+        "number",
+        "minimum_wire_compatibility_version",
+        "minimum_index_compatibility_version",
+    ] {
+        assert!(version[field].is_string(), "{field}: {info}");
+    }
+    // The cluster UUID is stable: the deployment's.
+    let again: Value = send(Method::GET, "/", &[])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["cluster_uuid"], info["cluster_uuid"]);
+    // HEAD / is the clients' ping.
+    let response = send(Method::HEAD, "/", &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Successes and errors of the family carry the header; other families do not.
+    let admin = admin();
+    let response = send(
+        Method::GET,
+        "/_security/_authenticate",
+        &[("Authorization", &admin)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let response = send(Method::GET, "/_security/_authenticate", &[])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    let response = send(Method::GET, "/_security/nope", &[("Authorization", &admin)])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    // Answers of the HTTP layers too (a body over max_body_bytes).
+    let response = app
+        .client
+        .post(app.url("/_security/api_key"))
+        .header("Authorization", &admin)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; app.settings.max_body_bytes + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    for path in ["/healthz", "/.well-known/jwks.json", "/v1/auth/jwt/config"] {
+        let response = send(Method::GET, path, &[]).await.unwrap();
+        assert_eq!(product(&response), None, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_official_clients_compatible_with_media_types_are_accepted() {
+    let app = spawn().await;
+    for version in ["8", "9"] {
+        let media_type = format!("application/vnd.elasticsearch+json; compatible-with={version}");
+        let response = app
+            .client
+            .post(app.url("/_security/api_key"))
+            .header("Authorization", admin())
+            .header("Accept", &media_type)
+            .header("Content-Type", &media_type)
+            .body(json!({"name": format!("compat-{version}")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "compatible-with={version}");
+        assert_eq!(
+            response.headers()["content-type"],
+            format!("application/vnd.elasticsearch+json;compatible-with={version}")
+        );
+        let key: Value = response.json().await.unwrap();
+        assert!(key["encoded"].is_string(), "{key}");
+    }
+    // A version this server does not speak: Elasticsearch's 400, in its error format.
+    let response = app
+        .client
+        .get(app.url("/_security/_authenticate"))
+        .header("Authorization", admin())
+        .header(
+            "Accept",
+            "application/vnd.elasticsearch+json; compatible-with=6",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["type"], "media_type_header_exception",
+        "{body}"
+    );
+    assert_eq!(body["status"], 400);
+}
+
+#[tokio::test]
+async fn without_the_product_header_setting_the_family_does_not_claim_to_be_elasticsearch() {
+    let app = spawn_app_with(|s| {
+        s.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD));
+        s.es_product_header = false;
+    })
+    .await;
+    let response = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let response = app
+        .client
+        .get(app.url("/_security/_authenticate"))
+        .header("Authorization", admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-elastic-product").is_none());
 }

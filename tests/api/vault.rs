@@ -392,6 +392,86 @@ async fn the_elastic_superuser_administers_the_auth_method_and_an_agent_key_does
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+
+    // As every Vault client sends it: an access token of elastic (token API) in
+    // X-Vault-Token administers; an agent's access token there does not.
+    let response = app
+        .client
+        .post(app.url("/_security/oauth2/token"))
+        .basic_auth("elastic", Some(password))
+        .json(&json!({"grant_type": "password", "username": "elastic", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let elastic_token = response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = vault(
+        &app,
+        "GET",
+        "/v1/auth/jwt/config",
+        Some(&elastic_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = vault(
+        &app,
+        "POST",
+        "/v1/auth/jwt/role/by-token",
+        Some(&elastic_token),
+        Some(json!({"role_type": "jwt", "bound_audiences": "a", "user_claim": "sub"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let agent_token = app
+        .pair(&format!("ApiKey {}", agent_key.encoded))
+        .await
+        .access_token;
+    let (status, body) = vault(&app, "GET", "/v1/auth/jwt/config", Some(&agent_token), None).await;
+    assert_eq!(
+        (status, body),
+        (403, json!({"errors": ["permission denied"]}))
+    );
+    let (status, _) = vault(&app, "GET", "/v1/auth/jwt/config", Some("garbage"), None).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn an_oidc_role_is_stored_and_shown_but_cannot_log_in() {
+    let app = admin_app().await;
+    let key = ExternalKey::generate(SigningAlgorithm::ES256);
+    pem_setup(&app, &[&key]).await;
+    let fields = json!({
+        "role_type": "oidc",
+        "user_claim": "sub",
+        "bound_audiences": "fleet",
+        "allowed_redirect_uris": ["http://localhost:8250/oidc/callback"],
+        "oidc_scopes": ["profile"],
+        "verbose_oidc_logging": true,
+        "max_age": "10m",
+        "token_type": "default-service",
+    });
+    write(&app, "/v1/auth/jwt/role/browser", fields).await;
+    let (status, body) = admin(&app, "GET", "/v1/auth/jwt/role/browser", None).await;
+    assert_eq!(status, 200);
+    let data = &body["data"];
+    assert_eq!(data["role_type"], "oidc");
+    assert_eq!(
+        data["allowed_redirect_uris"],
+        json!(["http://localhost:8250/oidc/callback"])
+    );
+    assert_eq!(data["oidc_scopes"], json!(["profile"]));
+    assert_eq!(data["verbose_oidc_logging"], true);
+    assert_eq!(data["max_age"], 600);
+    assert_eq!(data["token_type"], "default-service");
+    let jwt = key.sign(&ci_claims(&app));
+    let error = refused(&app, "browser", &jwt, 400).await;
+    assert!(error.contains("oidc role_type is not allowed"), "{error}");
+    // The same JWT logs in through a jwt role.
+    logged_in(&app, "ci", &jwt).await;
 }
 
 #[tokio::test]
@@ -636,12 +716,9 @@ async fn role_and_config_writes_are_validated_with_clear_errors() {
             "bound_claims_type",
         ),
         (
-            "unsupported",
-            with(
-                valid.clone(),
-                json!({"allowed_redirect_uris": ["https://x"]}),
-            ),
-            "allowed_redirect_uris",
+            "bad token type",
+            with(valid.clone(), json!({"token_type": "forever"})),
+            "token_type",
         ),
     ];
     for (case, body, expect) in cases {

@@ -45,6 +45,10 @@ pub enum EsError {
     },
     #[error("elasticsearch sent an unexpected answer: {0}")]
     Unexpected(String),
+    /// A search that did not see every shard (`timed_out`, or failed shards): its hits
+    /// may lack documents, so nothing may be decided from it.
+    #[error("elasticsearch answered a search from part of the index only: {0}")]
+    PartialSearch(String),
     #[error("document {index}/{id} cannot be read: {reason}")]
     BadDocument {
         index: String,
@@ -129,7 +133,21 @@ struct GetResponse {
 
 #[derive(Deserialize)]
 struct SearchResponse {
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    _shards: Option<ShardCounts>,
     hits: SearchHits,
+}
+
+#[derive(Deserialize)]
+struct ShardCounts {
+    #[serde(default)]
+    total: u64,
+    #[serde(default)]
+    successful: u64,
+    #[serde(default)]
+    failed: u64,
 }
 
 #[derive(Deserialize)]
@@ -433,6 +451,21 @@ impl EsClient {
             (200, body) => {
                 let found: SearchResponse = serde_json::from_value(body)
                     .map_err(|e| EsError::Unexpected(format!("search answer: {e}")))?;
+                // A 200 may still be a partial answer; hits from it would silently drop
+                // keys from an invalidation, a purge or a listing.
+                if found.timed_out {
+                    return Err(EsError::PartialSearch(format!(
+                        "search of {index} timed out"
+                    )));
+                }
+                if let Some(shards) = &found._shards {
+                    if shards.failed > 0 || shards.successful < shards.total {
+                        return Err(EsError::PartialSearch(format!(
+                            "search of {index}: {} of {} shards answered, {} failed",
+                            shards.successful, shards.total, shards.failed
+                        )));
+                    }
+                }
                 Ok(found
                     .hits
                     .hits

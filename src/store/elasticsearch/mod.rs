@@ -12,7 +12,8 @@
 //!   `if_seq_no`/`if_primary_term`. A 409 means another writer won: read again and
 //!   decide again ([`Store::update_agent`]'s change closure is called again with the
 //!   newer record), at most [`MAX_CAS_ATTEMPTS`] times with jittered backoff, then
-//!   report [`StoreError::Unavailable`]. Two writers can never both win.
+//!   report [`StoreError::Contended`] (the caller lost a race: `invalid_grant` for a
+//!   grant, never a 5xx). Two writers can never both win.
 //! - **Inserts that must not overwrite use `op_type=create`** (409 → conflict). A
 //!   record created by a change (an agent's first enrollment, the key ring, a meta
 //!   value) is created the same way, and a lost creation race is retried as above.
@@ -53,8 +54,8 @@ use super::{
 use crate::clock::UnixTime;
 use crate::config::ElasticsearchSettings;
 
-/// How many times a compare-and-set is tried before the store reports contention as
-/// "unavailable". Each lost attempt means another writer succeeded, so this bounds the
+/// How many times a compare-and-set is tried before the store reports
+/// [`StoreError::Contended`]. Each lost attempt means another writer succeeded, so this bounds the
 /// number of writers that may overtake one change, not the total throughput.
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// The longest pause between two attempts of a compare-and-set.
@@ -244,7 +245,7 @@ impl ElasticsearchStore {
             attempts = MAX_CAS_ATTEMPTS,
             "compare-and-set gave up under contention"
         );
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Contended(format!(
             "{kind} record is changing too fast: {MAX_CAS_ATTEMPTS} conflicting writes in a row"
         )))
     }

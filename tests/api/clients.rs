@@ -1,0 +1,273 @@
+//! Real third-party clients, installed from their registries by `scripts/client-deps.sh`
+//! (pinned versions, into ignored folders; run here when missing), driven against a
+//! real `fleetauth serve` process on loopback. Each client uses its library as the
+//! library's documentation shows, with no switch that disables a check; the scripts are
+//! under `tests/clients/`. A missing dependency fails the test, loudly.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
+const ELASTIC_PASSWORD: &str = "elastic-password-for-clients";
+const VAULT_ADMIN_TOKEN: &str = "vault-admin-token-for-clients-0123456789";
+/// The longest a client program may run (seconds, for `timeout`).
+const CLIENT_TIME_LIMIT: &str = "600";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs the clients once per test run (the script is idempotent and cheap when
+/// they are there). Panics, with the script's output, when it fails.
+fn client_deps() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let result = INSTALLED.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(root().join("scripts/client-deps.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/client-deps.sh: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/client-deps.sh failed ({}):\n{}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("the third-party clients could not be installed: {e}");
+    }
+}
+
+/// A `fleetauth serve` process with its own data dir, on a loopback port that is also
+/// its `public_url` (so the issuer is that URL), with the `elastic` password and a
+/// Vault admin token set.
+struct Server {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+    /// The settings given to `serve`, given to the CLI commands too (they act on the
+    /// same store with the same settings: a CLI run with another `jwt.algorithm` would
+    /// rotate the signing key).
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The issuer must be known before start: take a free port, then give it back.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let env: Vec<(String, String)> = [
+            ("FLEETAUTH_PUBLIC_URL", url.as_str()),
+            ("FLEETAUTH_BOOTSTRAP_PASSWORD", ELASTIC_PASSWORD),
+            ("FLEETAUTH_VAULT__ADMIN_TOKEN", VAULT_ADMIN_TOKEN),
+        ]
+        .iter()
+        .chain(env)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--data-dir", dir.path().to_str().unwrap()]);
+        clean_env(&mut command);
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let mut child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("fleetauth serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("listening line");
+        let started: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line:?}"));
+        assert_eq!(started["listen"], format!("127.0.0.1:{port}"));
+        Self {
+            child,
+            url,
+            dir,
+            env,
+        }
+    }
+
+    /// What the server logged (stderr), for a failure's report.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// `fleetauth api-key create` beside the running server: an agent's API key.
+    fn agent_key(&self, agent: &str) -> Value {
+        let mut command = Command::new(BIN);
+        command.args(["api-key", "create", "--agent-id", agent]);
+        command.args(["--data-dir", self.dir.path().to_str().unwrap()]);
+        clean_env(&mut command);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let output = command.output().expect("fleetauth api-key create");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clean_env(command: &mut Command) {
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+        command.env_remove(key);
+    }
+}
+
+/// Runs a client program to completion; its output goes to the test's output, and a
+/// non-zero exit fails the test (with the server's log).
+fn run_client(server: &Server, program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) {
+    // Bounded in time: coreutils' timeout ends a client that hangs (exit status 124).
+    let output = Command::new("timeout")
+        .arg(CLIENT_TIME_LIMIT)
+        .arg(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}):\n{stdout}\n{stderr}\n--- server log ---\n{}",
+        program.display(),
+        output.status,
+        server.log()
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+fn python(server: &Server, script: &str, env: &[(&str, &str)]) {
+    client_deps();
+    let venv_python = root().join("tests/clients/.venv/bin/python");
+    run_client(
+        server,
+        &venv_python,
+        &[script],
+        &root().join("tests/clients/python"),
+        env,
+    );
+}
+
+// Each test blocks on a child process: a multi-threaded runtime is not needed, and a
+// plain #[test] keeps the client's run off the async test pool.
+
+#[test]
+fn authlib_client_credentials_refresh_introspection_revocation_and_rfc9068_validation() {
+    // Authlib's RFC 9068 validator accepts ES256/RS256 (not EdDSA) by default.
+    let server = Server::start(&[("FLEETAUTH_JWT__ALGORITHM", "ES256")]);
+    let key = server.agent_key("authlib-agent");
+    python(
+        &server,
+        "test_authlib.py",
+        &[
+            ("FLEETAUTH_URL", &server.url),
+            ("FLEETAUTH_CLIENT_ID", key["id"].as_str().unwrap()),
+            ("FLEETAUTH_CLIENT_SECRET", key["api_key"].as_str().unwrap()),
+        ],
+    );
+}
+
+#[test]
+fn elasticsearch_py_drives_every_security_api() {
+    let server = Server::start(&[]);
+    python(
+        &server,
+        "test_elasticsearch.py",
+        &[
+            ("FLEETAUTH_URL", &server.url),
+            ("FLEETAUTH_ELASTIC_PASSWORD", ELASTIC_PASSWORD),
+        ],
+    );
+}
+
+#[test]
+fn hvac_configures_roles_and_logs_in_with_pem_keys_and_oidc_discovery() {
+    let server = Server::start(&[]);
+    python(
+        &server,
+        "test_hvac.py",
+        &[
+            ("FLEETAUTH_URL", &server.url),
+            ("FLEETAUTH_ELASTIC_PASSWORD", ELASTIC_PASSWORD),
+            ("FLEETAUTH_VAULT_ADMIN_TOKEN", VAULT_ADMIN_TOKEN),
+        ],
+    );
+}
+
+/// The OpenAPI document (`docs/openapi.json`, served at `/openapi.json`) checked against
+/// the running server by schemathesis: every answer's status is documented, its
+/// content type and body match the documented schema, and no generated input (valid or
+/// not) gets a 5xx. Bounded: a fixed seed and a few examples per operation.
+#[test]
+fn schemathesis_finds_the_server_true_to_its_openapi_document_and_never_5xx() {
+    let server = Server::start(&[]);
+    client_deps();
+    let url = format!("{}/openapi.json", server.url);
+    let served: Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(&url).await?.json().await })
+        .expect("GET /openapi.json");
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/openapi.json")).expect("docs/openapi.json"),
+    )
+    .expect("docs/openapi.json is JSON");
+    assert_eq!(served, kept, "the served document is the one in docs/");
+    assert_eq!(served["openapi"], "3.1.0");
+    let schemathesis = root().join("tests/clients/.venv/bin/schemathesis");
+    let report = server.dir.path().join("schemathesis");
+    run_client(
+        &server,
+        &schemathesis,
+        &[
+            "run",
+            &format!("{}/openapi.json", server.url),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--max-examples",
+            "12",
+            "--seed",
+            "11",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--auth",
+            &format!("elastic:{ELASTIC_PASSWORD}"),
+            "--report-dir",
+            report.to_str().unwrap(),
+        ],
+        &root(),
+        &[("SCHEMATHESIS_HOOKS", ""), ("NO_COLOR", "1")],
+    );
+}
