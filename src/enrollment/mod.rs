@@ -620,9 +620,11 @@ impl EnrollmentService {
             {
                 true
             }
-            Some(_) => return Err(EnrollmentError::Conflict(format!(
+            Some(_) => {
+                return Err(EnrollmentError::Conflict(format!(
                 "agent {agent_id} is already enrolled (another policy, or another replace_token)"
-            ))),
+            )))
+            }
         };
         if replaced || agent_existed {
             // Every credential of the previous enrollment stops working at once.

@@ -20,7 +20,7 @@ pub enum ApiFamily {
     Fleet,
     /// `/oauth/...` and `/.well-known/...`
     OAuth,
-    /// `/_security/...`
+    /// `/_security/...`, and `/` (Elasticsearch's info document)
     Elasticsearch,
     /// `/v1`, `/v1/...`
     Vault,
@@ -38,7 +38,8 @@ impl ApiFamily {
             Self::Fleet
         } else if under("/oauth") || under("/.well-known") {
             Self::OAuth
-        } else if under("/_security") {
+        } else if under("/_security") || path == "/" {
+            // `GET /` is Elasticsearch's info document (`http::security::info`).
             Self::Elasticsearch
         } else if under("/v1") {
             Self::Vault
@@ -614,7 +615,8 @@ mod tests {
             ("/v1/auth/jwt/login", ApiFamily::Vault),
             ("/v10", ApiFamily::Other),
             ("/metrics", ApiFamily::Other),
-            ("/", ApiFamily::Other),
+            ("/", ApiFamily::Elasticsearch),
+            ("/openapi.json", ApiFamily::Other),
         ] {
             assert_eq!(ApiFamily::of(path), family, "{path}");
         }

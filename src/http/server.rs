@@ -113,8 +113,10 @@ pub async fn serve(
         };
         let watcher = graceful.watcher();
         metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
+        tracing::trace!(%remote, "connection accepted");
         tokio::spawn(async move {
             connection.serve(tcp, watcher).await;
+            tracing::trace!(%remote, "connection closed");
             metrics::gauge!(OPEN_CONNECTIONS).decrement(1.0);
             drop(permit);
         });

@@ -787,7 +787,10 @@ async fn the_token_api_takes_only_its_own_refresh_tokens_where_one_is_expected()
     let key = app.enroll("agent-es-confusion").await;
     let fleet_pair = app.pair_with_api_key(&key).await;
 
-    for not_ours in [token["access_token"].clone(), json!(fleet_pair.refresh_token)] {
+    for not_ours in [
+        token["access_token"].clone(),
+        json!(fleet_pair.refresh_token),
+    ] {
         let (status, answer) = refresh_grant(&app, &not_ours).await;
         es_error(status, &answer, 400, "security_exception");
         let (status, answer) = invalidate_tokens(&app, json!({ "refresh_token": not_ours })).await;
