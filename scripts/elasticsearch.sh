@@ -14,7 +14,8 @@
 # VERSION defaults to the first of `versions`. The distribution is Elastic's minimal
 # `org.elasticsearch.distribution.integ-test-zip:elasticsearch:<VERSION>:zip`, fetched with
 # `mvn dependency:copy` into .elasticsearch/downloads (git-ignored). Each version runs in
-# its own folder, .elasticsearch/<VERSION>/, with its own free HTTP and transport ports
+# its own folder, .elasticsearch/<VERSION>/ (/tmp/fleetauth-es-<hash>/ when the node's
+# user cannot reach the checkout), with its own free HTTP and transport ports
 # on 127.0.0.1, a small heap (FLEETAUTH_ES_HEAP, default 512m) and fresh data on every
 # `start`. Elasticsearch refuses to run as root: as root the JVM runs as the user
 # FLEETAUTH_ES_USER (default `nobody`) through setpriv, with data, logs and tmp owned by
@@ -29,9 +30,15 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 # Newest 9.x and newest 8.x that Maven Central serves as integ-test-zip and that start here
 # (tried 2026-12-01: 9.5.6, 9.4.0 and 9.3.0 are not served; 8.19.21 is the newest 8.x listed).
 SUPPORTED_VERSIONS=(9.2.4 8.19.21)
-ROOT="${FLEETAUTH_ES_DIR:-$REPO/.elasticsearch}"
 HEAP="${FLEETAUTH_ES_HEAP:-512m}"
 RUN_USER="${FLEETAUTH_ES_USER:-nobody}"
+ROOT="${FLEETAUTH_ES_DIR:-$REPO/.elasticsearch}"
+# As root, the node's user must reach its folder: a checkout under e.g. /root is not
+# traversable by `nobody`, so the nodes then live in /tmp (one folder per checkout).
+if [ -z "${FLEETAUTH_ES_DIR:-}" ] && [ "$(id -u)" -eq 0 ] \
+  && ! setpriv --reuid="$RUN_USER" --regid="$(id -g "$RUN_USER" 2>/dev/null || echo 65534)" --clear-groups -- test -x "$REPO" 2>/dev/null; then
+  ROOT="/tmp/fleetauth-es-$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+fi
 START_TIMEOUT="${FLEETAUTH_ES_START_TIMEOUT:-180}"
 
 die() { echo "elasticsearch.sh: $*" >&2; exit 1; }

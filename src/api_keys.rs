@@ -137,7 +137,7 @@ impl ApiKeyService {
     }
 
     /// Creates a key for `POST /_security/api_key`: owned by its creator and limited
-    /// by the creator's privileges (see `grant::security`).
+    /// by the creator's privileges (see `crate::es_api::api_keys`).
     pub async fn create_owned(
         &self,
         name: &str,

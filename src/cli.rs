@@ -1,7 +1,7 @@
 //! The command line: `serve`, and the admin commands (`api-key`, `agent`, `keys`,
-//! `enrollment-token`) that
-//! act on the same store the server uses, safely while it runs. Whatever a script
-//! reads is printed as JSON on stdout; errors go to stderr as one line.
+//! `enrollment-token`) that act on the same store the server uses, safely while it
+//! runs. Whatever a script reads is printed as JSON on stdout; errors go to stderr as
+//! one line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -524,5 +524,27 @@ mod tests {
             let args = ["fleetauth", command[0], command[1], "--agent-id", "-a1"];
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
         }
+        let args = ["fleetauth", "enrollment-token", "revoke", "--id", "-Zg1"];
+        assert!(
+            matches!(Cli::try_parse_from(args).unwrap().command, Command::EnrollmentToken(EnrollmentTokenCommand::Revoke { id, .. }) if id == "-Zg1")
+        );
+        let args = [
+            "fleetauth",
+            "enrollment-token",
+            "create",
+            "--policy-id",
+            "p-1",
+            "--max-uses",
+            "3",
+            "--expiration",
+            "30d",
+        ];
+        assert!(matches!(
+            Cli::try_parse_from(args).unwrap().command,
+            Command::EnrollmentToken(EnrollmentTokenCommand::Create {
+                max_uses: Some(3),
+                ..
+            })
+        ));
     }
 }

@@ -22,14 +22,17 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod authentication;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod enrollment;
+pub mod es_api;
 pub mod grant;
 pub mod http;
-pub mod security;
+pub mod identity;
+pub mod scope;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api_keys::ApiKeyService;
+use crate::authentication::{Authenticator, IdentityServices};
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
 use crate::enrollment::EnrollmentService;
-use crate::grant::security::SecurityApi;
-use crate::grant::{GrantService, SecurityServices};
+use crate::es_api::SecurityApi;
+use crate::grant::{DpopPolicy, GrantService};
 use crate::http::tls::{TlsError, TlsReloader};
 use crate::http::{self, AppState};
-use crate::security::users::{Bootstrapped, UserError, ELASTIC};
-use crate::security::{RoleService, ServiceAccounts, UserService};
+use crate::identity::users::{Bootstrapped, UserError, ELASTIC};
+use crate::identity::{RoleService, ServiceAccounts, UserService};
 use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -100,7 +101,10 @@ pub struct Services {
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method.
     pub jwt_auth: Arc<JwtAuth>,
-    pub security: SecurityServices,
+    /// The authentication chain of every protected resource.
+    pub authenticator: Arc<Authenticator>,
+    /// Users, roles and service accounts.
+    pub identity: IdentityServices,
     pub security_api: Arc<SecurityApi>,
     /// Enrollment tokens and `POST /api/fleet/agents/enroll`.
     pub enrollment: Arc<EnrollmentService>,
@@ -134,21 +138,30 @@ impl Services {
                 .map_err(|e| StartError::Bootstrap(e.to_string()))?,
         );
         bootstrap_elastic(&users, settings).await?;
-        let security = SecurityServices {
+        let identity = IdentityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
             service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock.clone())),
         };
-        let dpop = Arc::new(DpopVerifier::new(
+        let dpop = DpopPolicy::new(Arc::new(DpopVerifier::new(
             settings.dpop.clone(),
             clock.clone(),
             dpop_nonce_key(store.as_ref()).await?,
-        ));
+        )));
         let grants = Arc::new(
-            GrantService::new(tokens.clone(), api_keys.clone(), security.clone())
+            GrantService::new(tokens.clone(), api_keys.clone())
                 .with_oauth(settings.oauth.clone())
                 .with_jwt_auth(jwt_auth.clone())
-                .with_dpop(dpop),
+                .with_dpop(dpop.clone()),
+        );
+        let authenticator = Arc::new(
+            Authenticator::new(
+                tokens.clone(),
+                api_keys.clone(),
+                identity.clone(),
+                settings.oauth.clone(),
+            )
+            .with_dpop(dpop),
         );
         let enrollment = Arc::new(EnrollmentService::new(
             store.clone(),
@@ -158,7 +171,8 @@ impl Services {
             settings.enrollment,
         ));
         let security_api = Arc::new(SecurityApi::new(
-            grants.clone(),
+            authenticator.clone(),
+            identity.clone(),
             tokens.clone(),
             api_keys.clone(),
             settings.api_key_retention,
@@ -168,8 +182,9 @@ impl Services {
             tokens,
             api_keys,
             grants,
+            authenticator,
             jwt_auth,
-            security,
+            identity,
             security_api,
             enrollment,
             created,
@@ -287,6 +302,7 @@ impl Application {
         }
         let state = AppState {
             grants: services.grants.clone(),
+            authenticator: services.authenticator.clone(),
             vault: services.jwt_auth.clone(),
             security: services.security_api.clone(),
             enrollment: services.enrollment.clone(),

@@ -362,7 +362,7 @@ async fn connection_loop(
             }
         }
         if let Rotation::Chain { every } = workload.rotation {
-            if next % every.max(1) == 0 {
+            if next.is_multiple_of(every.max(1)) {
                 let access = answer
                     .access_token
                     .as_ref()

@@ -122,6 +122,7 @@ pub async fn enroll(
                     agent_id: &agent,
                     client_id: &client,
                     family: None,
+                    bound_key: None,
                 };
                 tokens.exchange(subject, Presented::ApiKey).await
             }

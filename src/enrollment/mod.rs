@@ -145,7 +145,7 @@ impl Creator {
     /// The command line, acting as the built-in superuser.
     pub fn cli() -> Self {
         Self {
-            username: crate::security::users::ELASTIC.to_string(),
+            username: crate::identity::users::ELASTIC.to_string(),
             realm: "reserved".into(),
             realm_type: "reserved".into(),
         }
@@ -190,9 +190,9 @@ impl SecurityRecord for EnrolledAgentRecord {
     }
 }
 
-/// The body of `POST /api/fleet/agents/enroll` (Fleet Server's `EnrollRequest`).
+/// The body of `POST /api/fleet/agents/enroll` (Fleet Server's `EnrollRequest`). Other
+/// fields are ignored, as Fleet Server ignores them (agents of other versions send more).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     #[serde(rename = "type")]
     pub agent_type: String,
@@ -211,7 +211,6 @@ pub struct EnrollRequest {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollMetadata {
     pub local: Map<String, Value>,
     #[serde(default)]

@@ -14,7 +14,9 @@
 //! a proof of its key whose `ath` is the token's hash; `Authorization: DPoP` with an
 //! unbound token is refused too (RFC 9449 §7.1).
 
-use super::{GrantError, GrantService};
+use std::sync::Arc;
+
+use super::GrantError;
 use crate::tokens::dpop::{DpopError, DpopVerifier, ProofTarget};
 use crate::tokens::AccessClaims;
 
@@ -93,16 +95,34 @@ impl From<DpopError> for GrantError {
     }
 }
 
-impl GrantService {
+/// The DPoP rules of this server (RFC 9449), shared by the grant flows and the
+/// authentication chain of protected resources: without a verifier, DPoP is off.
+#[derive(Clone, Default)]
+pub struct DpopPolicy {
+    verifier: Option<Arc<DpopVerifier>>,
+}
+
+impl DpopPolicy {
+    pub fn new(verifier: Arc<DpopVerifier>) -> Self {
+        Self {
+            verifier: Some(verifier),
+        }
+    }
+
+    /// True when proofs are checked here (metadata advertises the algorithms).
+    pub fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
     fn verifier(&self) -> Result<&DpopVerifier, GrantError> {
-        self.dpop.as_deref().ok_or_else(|| {
+        self.verifier.as_deref().ok_or_else(|| {
             GrantError::invalid_dpop_proof("dpop_not_supported", "DPoP is not enabled here")
         })
     }
 
     /// Checks the request's proof, if any (with `ath` for `access_token`); returns the
     /// thumbprint of the key it proves.
-    pub(crate) fn proved_key(
+    pub fn proved_key(
         &self,
         dpop: &DpopRequest<'_>,
         access_token: Option<&str>,
@@ -126,16 +146,16 @@ impl GrantService {
     }
 
     /// The binding of a token-endpoint request: its proof checked (no `ath`).
-    pub(crate) fn binding(&self, dpop: &DpopRequest<'_>) -> Result<Binding, GrantError> {
+    pub fn binding(&self, dpop: &DpopRequest<'_>) -> Result<Binding, GrantError> {
         Ok(self.binding_of(self.proved_key(dpop, None)?))
     }
 
     /// The binding of an already proved key (or none).
-    pub(crate) fn binding_of(&self, proved: Option<String>) -> Binding {
+    pub fn binding_of(&self, proved: Option<String>) -> Binding {
         Binding {
             proved,
             require_for_agents: self
-                .dpop
+                .verifier
                 .as_ref()
                 .is_some_and(|v| v.settings().require_for_agents),
         }
@@ -143,7 +163,7 @@ impl GrantService {
 
     /// A protected resource's check of a verified access token presented with `dpop`:
     /// before the token counts as used.
-    pub(crate) fn check_presentation(
+    pub fn check_presentation(
         &self,
         claims: &AccessClaims,
         token: &str,
@@ -171,8 +191,8 @@ impl GrantService {
     }
 
     /// The nonce for `DPoP-Nonce` on successful answers, when nonces are required.
-    pub fn dpop_nonce(&self) -> Option<String> {
-        self.dpop
+    pub fn nonce(&self) -> Option<String> {
+        self.verifier
             .as_ref()
             .filter(|v| v.nonces_required())
             .map(|v| v.nonce())

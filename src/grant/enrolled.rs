@@ -21,6 +21,7 @@ impl GrantService {
         dpop: &DpopRequest<'_>,
     ) -> Result<EnrollmentBinding, GrantError> {
         let result = self
+            .dpop
             .binding(dpop)
             .and_then(|binding| binding.key_for(None, true));
         match result {

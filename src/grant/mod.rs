@@ -10,8 +10,6 @@
 //!   apply are the Fleet API's, through the same token-service calls.
 //! - [`GrantService::introspect`] and [`GrantService::revoke`]: RFC 7662 and RFC 7009
 //!   ([`introspection`]).
-//! - [`GrantService::authenticate`]: the authentication chain for protected resources
-//!   (SPEC §2 order: service accounts, then the token service, then API keys).
 //! - [`GrantService::jwt_login`]: the Vault-compatible JWT auth method's login
 //!   ([`external_jwt`]); the same checks back token exchange of external JWTs.
 //!
@@ -22,7 +20,6 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
-mod chain;
 pub mod client_credentials;
 mod dpop;
 mod enrolled;
@@ -33,22 +30,19 @@ pub mod issuer;
 pub mod refresh;
 pub mod registrar;
 pub mod request;
-pub mod security;
 pub mod token_exchange;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use dpop::{Binding, DpopRequest};
+pub use dpop::{Binding, DpopPolicy, DpopRequest};
 pub use enrolled::EnrollmentBinding;
 pub use error::GrantError;
 
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
-use crate::security::{Identity, RoleService, ServiceAccounts, UserService};
-use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
 use external_jwt::ExternalJwts;
@@ -87,38 +81,6 @@ impl GrantKind {
             Self::Enrollment => "enrollment",
         }
     }
-}
-
-/// How a principal authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ApiKey,
-    Jwt,
-    /// A user's username and password (HTTP Basic).
-    Password,
-    ServiceToken,
-}
-
-/// Who a credential belongs to.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// The agent, when the credential is an agent's.
-    pub agent_id: Option<String>,
-    pub auth_method: AuthMethod,
-    /// The API key id, the JWT ID, the username or the service token's name.
-    pub token_id: String,
-    /// Who it is in Elasticsearch's terms, and its cluster privileges.
-    pub identity: Identity,
-}
-
-/// The services behind users, roles and service accounts, shared by the
-/// authentication chain and the security APIs.
-#[derive(Clone)]
-pub struct SecurityServices {
-    pub users: Arc<UserService>,
-    pub roles: Arc<RoleService>,
-    pub service_accounts: Arc<ServiceAccounts>,
 }
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -164,14 +126,13 @@ pub struct GrantMetadata {
 pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
-    security: SecurityServices,
     oauth: OAuthSettings,
     /// Recognise token exchange's subject tokens, in order (ours first).
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
     /// The Vault-compatible JWT auth method, when wired in.
     jwt_auth: Option<Arc<JwtAuth>>,
     /// DPoP proofs (RFC 9449), when wired in; without, a proof is refused.
-    dpop: Option<Arc<DpopVerifier>>,
+    dpop: DpopPolicy,
 }
 
 /// A verified access token looked up by its holder (Vault's `lookup-self`), which
@@ -202,27 +163,27 @@ pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Insta
 }
 
 impl GrantService {
-    pub fn new(
-        tokens: Arc<TokenService>,
-        api_keys: Arc<ApiKeyService>,
-        security: SecurityServices,
-    ) -> Self {
+    pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
         let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
         Self {
             tokens,
             api_keys,
-            security,
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
-            dpop: None,
+            dpop: DpopPolicy::default(),
         }
     }
 
     /// Wires in DPoP (RFC 9449) proofs at the token endpoints and protected resources.
-    pub fn with_dpop(mut self, verifier: Arc<DpopVerifier>) -> Self {
-        self.dpop = Some(verifier);
+    pub fn with_dpop(mut self, dpop: DpopPolicy) -> Self {
+        self.dpop = dpop;
         self
+    }
+
+    /// The nonce for `DPoP-Nonce` on successful answers, when nonces are required.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop.nonce()
     }
 
     /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
@@ -254,10 +215,6 @@ impl GrantService {
         &self.tokens
     }
 
-    pub fn security(&self) -> &SecurityServices {
-        &self.security
-    }
-
     fn registrar(&self) -> ApiKeyRegistrar<'_> {
         ApiKeyRegistrar::new(&self.api_keys, &self.oauth.scopes)
     }
@@ -281,7 +238,7 @@ impl GrantService {
     ) -> Result<TokenResponse, GrantError> {
         let started = Instant::now();
         let registrar = self.registrar();
-        let binding = match self.binding(dpop) {
+        let binding = match self.dpop.binding(dpop) {
             Ok(binding) => binding,
             Err(e) => {
                 record_failure(&e);
@@ -377,10 +334,17 @@ impl GrantService {
     /// a pending pair, and takes one use of a use-limited token).
     pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
         let result = async {
-            let claims = self
-                .issuer()
-                .validate_access(token, issuer::Check::Use)
-                .await?;
+            if !jwt::looks_like_jwt(token) {
+                return Err(GrantError::invalid_grant(
+                    "unknown_token",
+                    "the token is not a JWT access token",
+                ));
+            }
+            let claims = self.tokens.verify_access(token).await?;
+            // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
+            self.dpop
+                .check_presentation(&claims, token, &DpopRequest::NONE)?;
+            self.issuer().confirm(&claims, issuer::Check::Use).await?;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -437,9 +401,10 @@ impl GrantService {
             client_auth_methods: vec!["client_secret_basic", "client_secret_post"],
             scopes: self.oauth.scopes.clone(),
             signing_algorithms: self.tokens.algorithms(),
-            dpop_algorithms: match &self.dpop {
-                Some(_) => tokens::dpop::ALGORITHMS.to_vec(),
-                None => Vec::new(),
+            dpop_algorithms: if self.dpop.enabled() {
+                tokens::dpop::ALGORITHMS.to_vec()
+            } else {
+                Vec::new()
             },
         }
     }
@@ -517,7 +482,7 @@ impl GrantService {
         secret: &str,
         dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
-        let binding = self.binding(dpop)?;
+        let binding = self.dpop.binding(dpop)?;
         let key = self.api_keys.verify(id, secret).await?;
         let agent_id = key
             .agent_id
@@ -548,7 +513,10 @@ impl GrantService {
             return Err(issuer::not_a_client_token());
         }
         let agent = !issuer::is_client_token(&parsed.agent_id, &parsed.client_id);
-        let bound_key = self.binding(dpop)?.key_for(parsed.jkt.as_deref(), agent)?;
+        let bound_key = self
+            .dpop
+            .binding(dpop)?
+            .key_for(parsed.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
@@ -586,11 +554,14 @@ impl GrantService {
         }
         // A bound token is a credential only with a proof of its key (and its `ath`).
         let proved = match claims.bound_key() {
-            Some(_) => self.proved_key(dpop, Some(token))?,
-            None => self.proved_key(dpop, None)?,
+            Some(_) => self.dpop.proved_key(dpop, Some(token))?,
+            None => self.dpop.proved_key(dpop, None)?,
         };
         let agent = !issuer::is_client_token(&claims.sub, &claims.client_id);
-        let bound_key = self.binding_of(proved).key_for(claims.bound_key(), agent)?;
+        let bound_key = self
+            .dpop
+            .binding_of(proved)
+            .key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,

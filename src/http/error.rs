@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::grant::security::{SecurityError, SecurityErrorKind};
+use crate::es_api::{SecurityError, SecurityErrorKind};
 use crate::grant::{GrantError, LoginError};
 use crate::store::StoreError;
 use crate::vault::VaultError;

@@ -130,7 +130,7 @@ pub async fn whoami(
         .ok_or_else(|| at_resource(GrantError::from(CredentialError::Missing)))?;
     let dpop = DpopParts::read(&state, &method, &uri, &headers).map_err(at_resource)?;
     let principal = state
-        .grants
+        .authenticator
         .authenticate_with_dpop(&presented, &dpop.request())
         .await
         .map_err(at_resource)?;

@@ -22,7 +22,7 @@ use crate::enrollment::{
     self, Creator, EnrollRequest, EnrolledCredential, EnrollmentError, NewEnrollmentToken,
 };
 use crate::grant::GrantError;
-use crate::security::privileges::Action;
+use crate::identity::privileges::Action;
 
 /// The header by which an agent says it takes JWTs instead of an API key.
 const ACCEPT_AUTH: &str = "x-elastic-agent-accept-auth";
@@ -118,7 +118,7 @@ pub async fn enroll(
 async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Creator, FleetError> {
     let presented =
         presented_header(headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
-    let principal = state.grants.authenticate(&presented).await?;
+    let principal = state.authenticator.authenticate(&presented).await?;
     if !principal
         .identity
         .privileges

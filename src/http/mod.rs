@@ -6,12 +6,12 @@
 
 pub mod dpop;
 pub mod error;
+pub mod es_api;
 pub mod fleet;
 pub mod fleet_enroll;
 pub mod layers;
 pub mod oauth;
 pub mod ops;
-pub mod security;
 pub mod server;
 pub mod tls;
 pub mod vault;
@@ -31,9 +31,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::authentication::Authenticator;
 use crate::config::Settings;
 use crate::enrollment::EnrollmentService;
-use crate::grant::security::SecurityApi;
+use crate::es_api::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
 
@@ -41,6 +42,8 @@ use crate::vault::JwtAuth;
 #[derive(Clone)]
 pub struct AppState {
     pub grants: Arc<GrantService>,
+    /// The authentication chain of every protected resource.
+    pub authenticator: Arc<Authenticator>,
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
     pub security: Arc<SecurityApi>,
@@ -100,58 +103,58 @@ pub fn router(state: AppState) -> Router {
             get(oauth::metadata),
         )
         .route("/.well-known/jwks.json", get(ops::jwks))
-        .route("/_security/_authenticate", get(security::authenticate))
+        .route("/_security/_authenticate", get(es_api::authenticate))
         .route(
             "/_security/oauth2/token",
-            post(security::create_token).delete(security::invalidate_token),
+            post(es_api::create_token).delete(es_api::invalidate_token),
         )
         .route(
             "/_security/api_key",
-            post(security::create_api_key)
-                .put(security::create_api_key)
-                .get(security::get_api_keys)
-                .delete(security::invalidate_api_keys),
+            post(es_api::create_api_key)
+                .put(es_api::create_api_key)
+                .get(es_api::get_api_keys)
+                .delete(es_api::invalidate_api_keys),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential/token/{name}",
-            post(security::create_service_token)
-                .put(security::create_service_token)
-                .delete(security::delete_service_token),
+            post(es_api::create_service_token)
+                .put(es_api::create_service_token)
+                .delete(es_api::delete_service_token),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential/token",
-            post(security::create_service_token_named_by_server),
+            post(es_api::create_service_token_named_by_server),
         )
         .route(
             "/_security/service/{namespace}/{service}/credential",
-            get(security::service_credentials),
+            get(es_api::service_credentials),
         )
-        .route("/_security/user", get(security::get_all_users))
+        .route("/_security/user", get(es_api::get_all_users))
         .route(
             "/_security/user/_password",
-            post(security::change_own_password).put(security::change_own_password),
+            post(es_api::change_own_password).put(es_api::change_own_password),
         )
         .route(
             "/_security/user/{username}",
-            put(security::put_user)
-                .post(security::put_user)
-                .get(security::get_user)
-                .delete(security::delete_user),
+            put(es_api::put_user)
+                .post(es_api::put_user)
+                .get(es_api::get_user)
+                .delete(es_api::delete_user),
         )
         .route(
             "/_security/user/{username}/_password",
-            post(security::change_password).put(security::change_password),
+            post(es_api::change_password).put(es_api::change_password),
         )
-        .route("/_security/role", get(security::get_all_roles))
+        .route("/_security/role", get(es_api::get_all_roles))
         .route(
             "/_security/role/{name}",
-            put(security::put_role)
-                .post(security::put_role)
-                .get(security::get_role)
-                .delete(security::delete_role),
+            put(es_api::put_role)
+                .post(es_api::put_role)
+                .get(es_api::get_role)
+                .delete(es_api::delete_role),
         )
-        .route("/_security/{*rest}", any(security::no_handler))
-        .route("/", get(security::info))
+        .route("/_security/{*rest}", any(es_api::no_handler))
+        .route("/", get(es_api::info))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
@@ -172,7 +175,7 @@ pub fn router(state: AppState) -> Router {
         // Outside the edge, so that its own answers (414, 431) are marked too.
         .layer(axum::middleware::from_fn_with_state(
             settings.es_product_header,
-            security::as_elasticsearch,
+            es_api::as_elasticsearch,
         ))
         .layer(TraceLayer::new_for_http())
 }

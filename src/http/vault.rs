@@ -26,7 +26,7 @@ use super::error::VaultApiError;
 use super::{no_store, AppState, RemoteAddr};
 use crate::credentials::Presented;
 use crate::grant::{GrantError, TokenLookup};
-use crate::security::privileges::Action;
+use crate::identity::privileges::Action;
 use crate::vault::fields::Fields;
 use crate::vault::VaultError;
 
@@ -80,7 +80,7 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Vaul
     let Some(presented) = presented else {
         return Err(VaultError::PermissionDenied.into());
     };
-    match state.grants.authenticate(&presented).await {
+    match state.authenticator.authenticate(&presented).await {
         Ok(principal)
             if principal
                 .identity

@@ -366,7 +366,7 @@ impl JwtRole {
             .map(|p| p.to_lowercase())
             .collect();
         for policy in &policies {
-            if !crate::config::valid_scope_token(policy) {
+            if !crate::scope::valid_scope_token(policy) {
                 return Err(invalid(format!(
                     "invalid policy name {policy:?}: no spaces, quotes or backslashes"
                 )));

@@ -267,7 +267,8 @@ fn schemathesis_finds_the_server_true_to_its_openapi_document_and_never_5xx() {
             "--report-dir",
             report.to_str().unwrap(),
         ],
-        &root(),
+        // Its cache (.schemathesis/) goes to the server's temporary dir, not the repo.
+        server.dir.path(),
         &[("SCHEMATHESIS_HOOKS", ""), ("NO_COLOR", "1")],
     );
 }

@@ -480,3 +480,58 @@ async fn bad_enrollment_requests_are_4xx_in_the_fleet_format() {
         .unwrap();
     assert_eq!(forged.status(), 400);
 }
+
+/// The same life on the Elasticsearch store (an in-process stand-in, not
+/// Elasticsearch): tokens with `max_uses` counted in the store, enrollment records
+/// kept, re-enrollment revoking.
+#[tokio::test]
+async fn enrollment_works_on_the_elasticsearch_store() {
+    let standin = crate::es_standin::EsStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = fleetauth::config::Settings::for_data_dir(dir.path());
+    settings.store = fleetauth::config::StoreKind::Elasticsearch;
+    settings.elasticsearch =
+        Some(fleetauth::config::ElasticsearchSettings::for_url(&standin.url()).unwrap());
+    settings.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD));
+    let app = crate::helpers::spawn_app_for(
+        settings,
+        std::sync::Arc::new(fleetauth::clock::ManualClock::starting_now()),
+    )
+    .await;
+    let created: Value = app
+        .client
+        .post(app.url("/api/fleet/enrollment_api_keys"))
+        .header("Authorization", elastic())
+        .json(&json!({ "policy_id": "es-policy", "max_uses": 2 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["item"]["api_key"].as_str().unwrap().to_string();
+    let body = enroll_body(Some("es-agent"));
+    let (_, first) = enrolled_item(enroll(&app, &token, &body, true).await).await;
+    let first_access = first["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.whoami_status(&first_access).await, 200);
+    let (_, second) = enrolled_item(enroll(&app, &token, &body, false).await).await;
+    assert_eq!(app.whoami_status(&first_access).await, 401);
+    let key = second["access_api_key"].as_str().unwrap();
+    assert_eq!(app.whoami(&format!("ApiKey {key}")).await.status(), 200);
+    // Two uses taken: the third is refused.
+    assert_eq!(
+        enroll(&app, &token, &enroll_body(None), false)
+            .await
+            .status(),
+        401
+    );
+    let record = app
+        .services()
+        .store
+        .typed_record::<fleetauth::enrollment::EnrolledAgentRecord>("es-agent")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.policy_id, "es-policy");
+    assert_eq!(record.auth, "api_key");
+}

@@ -1,6 +1,7 @@
 //! One integration test binary. Every test starts its own server (`helpers::spawn_app`)
-//! on an ephemeral port with its own store (SQLite in a temporary dir, or a fresh
-//! Elasticsearch stand-in), and talks HTTP to it.
+//! on an ephemeral port with its own store (SQLite in a temporary dir, a fresh
+//! Elasticsearch stand-in, or fresh indices on a real Elasticsearch node: `real_es`),
+//! and talks HTTP to it.
 
 mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for CI
 mod helpers;
@@ -22,6 +23,6 @@ mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), 
 mod process; // the binary: CLI beside a running server, settings, restart, kill -9
 mod rotation; // the rotation protocol: pending/current, lost responses, reuse, races
 mod security; // Elasticsearch-compatible security APIs: elastic, users, roles, token API, API keys, service accounts, the chain
-mod store_conformance; // one suite, every backend: SQLite, ES stand-in, a real cluster if set
+mod store_conformance; // one suite, every backend: SQLite, ES stand-in, a real Elasticsearch node (never skipped)
 mod tls; // HTTPS with generated certificates: ALPN h2/http1.1, reload without dropping connections, mTLS
 mod vault; // /v1/auth/jwt/*: admin-only config and roles, logins with external JWTs (PEM keys, OIDC discovery with rotation), bindings, num_uses, ttl, token exchange

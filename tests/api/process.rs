@@ -68,7 +68,12 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+            command.env_remove(key);
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -79,7 +84,7 @@ impl Server {
             .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
             .envs(crate::real_es::env_for(data_dir))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("serve starts");
         let mut line = String::new();

@@ -155,6 +155,7 @@ conformance!(
     update_record_loses_no_concurrent_change,
     records_past_purge_after_are_purged,
     opaque_records_of_the_vault_auth_method_round_trip,
+    enrolled_agent_records_round_trip_and_are_listed_by_policy,
 );
 
 /// The usual way to run two servers on one embedded store: the second started on the
@@ -1217,4 +1218,66 @@ async fn opaque_records_of_the_vault_auth_method_round_trip(fx: &Fixture) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// What an agent enrolled with (`src/enrollment/`) is an opaque record to the store:
+/// written, read back by another instance, listed by its owner (the policy) and
+/// replaced atomically.
+async fn enrolled_agent_records_round_trip_and_are_listed_by_policy(fx: &Fixture) {
+    use fleetauth::enrollment::EnrolledAgentRecord;
+    use fleetauth::store::TypedWrite;
+    let store = fx.open().await;
+    let record = |id: &str, policy: &str| EnrolledAgentRecord {
+        agent_id: id.to_string(),
+        policy_id: policy.to_string(),
+        agent_type: "PERMANENT".into(),
+        enrollment_token_id: "tok-1".into(),
+        enrolled_at: T0,
+        local_metadata: serde_json::json!({ "host": { "hostname": "h" } }),
+        user_provided_metadata: serde_json::json!({}),
+        tags: vec!["linux".into()],
+        replace_token_hash: None,
+        auth: "jwt".into(),
+    };
+    for (id, policy) in [("a-1", "p1"), ("a-2", "p2"), ("a-3", "p1")] {
+        let next = record(id, policy);
+        let before = store
+            .update_typed::<EnrolledAgentRecord, _>(id, move |_| TypedWrite::Put(next.clone()))
+            .await
+            .unwrap();
+        assert!(before.is_none());
+    }
+    let again = fx.open().await;
+    let read = again
+        .typed_record::<EnrolledAgentRecord>("a-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, record("a-1", "p1"));
+    let of_p1: Vec<String> = again
+        .typed_records::<EnrolledAgentRecord>(Some("p1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.agent_id)
+        .collect();
+    assert_eq!(of_p1, vec!["a-1", "a-3"]);
+    // Replaced only when the change says so, given the record as it is.
+    let before = again
+        .update_typed::<EnrolledAgentRecord, _>("a-1", |current| match current {
+            Some(r) if r.policy_id == "p1" => TypedWrite::Put(EnrolledAgentRecord {
+                auth: "api_key".into(),
+                ..r.clone()
+            }),
+            _ => TypedWrite::Keep,
+        })
+        .await
+        .unwrap();
+    assert_eq!(before.unwrap().auth, "jwt");
+    let read = store
+        .typed_record::<EnrolledAgentRecord>("a-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.auth, "api_key");
 }

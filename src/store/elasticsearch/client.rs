@@ -6,8 +6,9 @@
 //! `HEAD /{index}`, `PUT /{index}`, `GET /{index}/_mapping`, `GET /{index}/_doc/{id}`
 //! (real-time by default), `POST /{index}/_doc/{id}` with `op_type=create` or
 //! `if_seq_no`/`if_primary_term`, `DELETE /{index}/_doc/{id}` with
-//! `if_seq_no`/`if_primary_term`, `PUT /{index}/_mapping` (new fields, at start-up), and
-//! `POST /{index}/_search` with `search_after`.
+//! `if_seq_no`/`if_primary_term`, `PUT /{index}/_mapping` (new fields, at start-up),
+//! `POST /{index}/_refresh` (before a purge) and `POST /{index}/_search` with
+//! `search_after`.
 //!
 //! Error messages never carry credentials, URLs or document contents: a transport error
 //! is reported by its innermost cause, an HTTP error by its status, its Elasticsearch
@@ -21,6 +22,7 @@ use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsParts, IndicesGetMappingParts, IndicesPutMappingParts,
+    IndicesRefreshParts,
 };
 use elasticsearch::params::{OpType, Refresh};
 use elasticsearch::{DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts};
@@ -322,6 +324,21 @@ impl EsClient {
             .indices()
             .put_mapping(IndicesPutMappingParts::Index(&[index]))
             .body(body)
+            .send()
+            .await;
+        match self.read(sent).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(Self::refused(status, &body)),
+        }
+    }
+
+    /// Makes every acknowledged write to `index` visible to searches (`POST
+    /// /{index}/_refresh`). Costly on a busy index: only for rare jobs (purges).
+    pub async fn refresh(&self, index: &str) -> Result<(), EsError> {
+        let sent = self
+            .es
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[index]))
             .send()
             .await;
         match self.read(sent).await? {

@@ -18,6 +18,8 @@
 //!   record created by a change (an agent's first enrollment, the key ring, a meta
 //!   value) is created the same way, and a lost creation race is retried as above.
 //! - **No scripted updates, no `_update_by_query`**: whole documents are written.
+//! - **Purges refresh first** (`POST /{index}/_refresh`): they are rare background
+//!   jobs, and so see every change acknowledged before them.
 //! - **One search**, in [`Store::invalidate_agent_api_keys`], finds the keys of an agent;
 //!   API keys are inserted with `refresh=wait_for` so that every insert that has
 //!   returned is visible to it, and each key found is then changed by real-time
@@ -542,6 +544,9 @@ impl Store for ElasticsearchStore {
     }
 
     async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
+        // A purge is a rare background job: refresh first, so that its search sees every
+        // invalidation and expiry acknowledged before it (each hit is re-read anyway).
+        self.client.refresh(&self.indices.api_keys).await?;
         let query = json!({
             "bool": { "should": [
                 { "range": { "invalidated_at": { "lte": cutoff } } },
@@ -634,6 +639,7 @@ impl Store for ElasticsearchStore {
     async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError> {
         let query = json!({ "range": { "purge_after": { "lte": cutoff } } });
         let index = self.indices.of_records(kind);
+        self.client.refresh(index).await?;
         let mut removed = 0;
         for id in self.search_all_ids(index, query, "id").await? {
             let gone = self

@@ -21,13 +21,14 @@
 
 use serde_json::json;
 
-use super::issuer::{is_client_token, Check};
-use super::{AuthMethod, DpopRequest, GrantError, GrantService, Principal};
+use super::{AuthMethod, Authenticator, Principal};
 use crate::credentials::Presented;
-use crate::security::roles::Resolved;
-use crate::security::service_accounts::{self, ServiceTokenError};
-use crate::security::users::{self, UserError};
-use crate::security::{AuthenticationType, Identity, Privileges, Realm};
+use crate::grant::issuer::{is_client_token, Check, JwtIssuer};
+use crate::grant::{record_failure, DpopRequest, GrantError};
+use crate::identity::roles::Resolved;
+use crate::identity::service_accounts::{self, ServiceTokenError};
+use crate::identity::users::{self, UserError};
+use crate::identity::{AuthenticationType, Identity, Privileges, Realm};
 use crate::store::{ApiKeyRecord, StoreError, UserRecord};
 use crate::tokens::{self, jwt, AccessClaims};
 
@@ -61,7 +62,11 @@ fn store_error(e: StoreError) -> GrantError {
     e.into()
 }
 
-impl GrantService {
+impl Authenticator {
+    fn issuer(&self) -> JwtIssuer<'_> {
+        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth)
+    }
+
     /// Says who a credential is, for protected resources. A refresh token is not
     /// accepted here (only token endpoints take it).
     /// A DPoP-bound access token is refused here: resources that accept those call
@@ -81,7 +86,7 @@ impl GrantService {
     ) -> Result<Principal, GrantError> {
         let result = self.authenticate_inner(presented, dpop).await;
         if let Err(e) = &result {
-            super::record_failure(e);
+            record_failure(e);
         }
         result
     }
@@ -103,7 +108,7 @@ impl GrantService {
             Presented::ApiKey { id, secret } => self.api_key_principal(id, secret).await,
             Presented::Basic { id, secret } => {
                 let user = self
-                    .security
+                    .identity
                     .users
                     .get(id)
                     .await
@@ -119,7 +124,7 @@ impl GrantService {
                 }
                 if jwt::looks_like_jwt(token) {
                     let claims = self.tokens.verify_access(token).await?;
-                    self.check_presentation(&claims, token, dpop)?;
+                    self.dpop.check_presentation(&claims, token, dpop)?;
                     self.issuer().confirm(&claims, Check::Use).await?;
                     return self.access_token_principal(claims).await;
                 }
@@ -152,7 +157,7 @@ impl GrantService {
         username: &str,
         password: &str,
     ) -> Result<Principal, GrantError> {
-        let user = self.security.users.authenticate(username, password).await?;
+        let user = self.identity.users.authenticate(username, password).await?;
         let identity = self.user_identity(&user, AuthenticationType::Realm).await?;
         Ok(Principal {
             agent_id: None,
@@ -166,7 +171,7 @@ impl GrantService {
         &self,
         parsed: &service_accounts::ParsedToken,
     ) -> Result<Principal, GrantError> {
-        let (account, record) = self.security.service_accounts.verify(parsed).await?;
+        let (account, record) = self.identity.service_accounts.verify(parsed).await?;
         let resolved = account.resolved();
         let identity = Identity {
             username: account.principal.to_string(),
@@ -196,7 +201,7 @@ impl GrantService {
             // A user's token (the token API): the user must still exist and be enabled;
             // its privileges are its roles' now.
             let user = self
-                .security
+                .identity
                 .users
                 .get(&claims.sub)
                 .await
@@ -244,18 +249,18 @@ impl GrantService {
     }
 
     /// A user's identity, with the privileges of its roles as they are now.
-    pub(crate) async fn user_identity(
+    pub async fn user_identity(
         &self,
         user: &UserRecord,
         authentication_type: AuthenticationType,
     ) -> Result<Identity, GrantError> {
         let resolved = self
-            .security
+            .identity
             .roles
             .resolve(&user.roles)
             .await
             .map_err(|e| match e {
-                crate::security::roles::RoleError::Store(s) => store_error(s),
+                crate::identity::roles::RoleError::Store(s) => store_error(s),
                 other => GrantError::Internal(other.to_string()),
             })?;
         let realm = users::realm_of(user);
@@ -281,7 +286,7 @@ impl GrantService {
 /// owner's, limited by the owner's privileges at creation and by its own role
 /// descriptors (when it has any); a key made by the CLI (an agent's, or a plain OAuth2
 /// client's) has no cluster privilege.
-pub(crate) fn api_key_identity(key: &ApiKeyRecord) -> Identity {
+fn api_key_identity(key: &ApiKeyRecord) -> Identity {
     let (username, privileges, metadata) = match &key.owner {
         Some(owner) => (
             owner.username.clone(),

@@ -1,8 +1,8 @@
 //! Elasticsearch-compatible security: native users (with the built-in superuser
 //! `elastic`), roles and their cluster privileges, and service accounts with their
 //! tokens. These are services over the store, like the API key service; the
-//! authentication chain and the security APIs' flows live in the grant layer
-//! (`grant::security`), which decides Elasticsearch's error types.
+//! authentication chain lives in `crate::authentication`, and the flows of the
+//! Elasticsearch-compatible security APIs, with their error types, in `crate::es_api`.
 //!
 //! - [`privileges`]: the cluster privileges and what each API needs;
 //! - [`roles`]: role descriptors, the built-in `superuser`, the role store;

@@ -1,7 +1,7 @@
 //! The Elasticsearch-compatible security APIs (SPEC §4): `_authenticate`, the token
 //! API, API keys, service-account tokens, users and roles, with Elasticsearch's paths,
 //! JSON shapes and errors ([`EsApiError`]). Handlers read the credential and the JSON
-//! body, call the flows of `grant::security` and render; every answer carries
+//! body, call the flows of `crate::es_api` and render; every answer carries
 //! `Cache-Control: no-store`.
 //!
 //! Interoperability choice (SPEC §7, setting `elasticsearch_api.product_header`, on by
@@ -32,8 +32,10 @@ use serde_json::{json, Value};
 use super::error::EsApiError;
 use super::fleet::presented_header;
 use super::{no_store, AppState};
-use crate::grant::security::{GetApiKeyQuery, SecurityError, SecurityErrorKind};
-use crate::grant::{GrantError, Principal};
+use crate::authentication::Principal;
+use crate::es_api::api_keys::GetApiKeyQuery;
+use crate::es_api::{SecurityError, SecurityErrorKind};
+use crate::grant::GrantError;
 
 /// The Elasticsearch version this family answers as (its REST API is version 9's,
 /// for the part implemented here).
@@ -282,7 +284,7 @@ pub async fn authenticate(
     let principal = caller(&state, &headers, &uri).await?;
     Ok(ok(
         StatusCode::OK,
-        crate::grant::security::authenticate_json(&principal.identity),
+        crate::es_api::authenticate_json(&principal.identity),
     ))
 }
 

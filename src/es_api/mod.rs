@@ -1,0 +1,137 @@
+//! The Elasticsearch-compatible security service (SPEC §4): the token API
+//! (`/_security/oauth2/token`), API keys, service-account tokens, users, roles and
+//! `_authenticate`. Each flow authenticates through the one chain
+//! ([`Authenticator::authenticate`]), authorizes by cluster privilege
+//! ([`crate::identity::privileges`]), validates the request the way Elasticsearch does
+//! and decides Elasticsearch's error type ([`SecurityError`]); HTTP statuses are the
+//! HTTP layer's.
+//!
+//! The token API's tokens are this server's access and refresh tokens. Each `password`
+//! or `client_credentials` grant starts its own *token family* (a record keyed by a
+//! fresh id, owned by the user), so a user may hold any number of independent tokens;
+//! a family rotates with the rules of SPEC §3 through the same token-service calls as
+//! an agent (its refresh token is single use, up to the lost-response retry that SPEC
+//! §3 allows). Invalidation by `username` or `realm_name` lists the user's families.
+//!
+//! One file per resource family: [`tokens`] (the token API), [`api_keys`],
+//! [`service_tokens`], [`users`], [`roles`]; [`remover`] is the background removal of
+//! what has expired; [`error`] is the family's error type.
+
+pub mod api_keys;
+pub mod error;
+pub mod remover;
+pub mod roles;
+pub mod service_tokens;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use error::{SecurityError, SecurityErrorKind};
+
+use crate::api_keys::ApiKeyService;
+use crate::authentication::{Authenticator, IdentityServices, Principal};
+use crate::clock::UnixTime;
+use crate::credentials::Presented;
+use crate::grant::GrantError;
+use crate::identity::{Action, Identity};
+use crate::tokens::TokenService;
+
+/// A request body read into a typed request; what does not fit is a `parse_exception`,
+/// as Elasticsearch's parsers answer.
+pub fn read_body<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, SecurityError> {
+    serde_json::from_value(body)
+        .map_err(|e| SecurityError::parse(format!("failed to parse [{what}]: {e}")))
+}
+
+/// `_authenticate`'s answer for an identity.
+pub fn authenticate_json(identity: &Identity) -> Value {
+    let mut out = json!({
+        "username": identity.username,
+        "roles": identity.roles,
+        "full_name": identity.full_name,
+        "email": identity.email,
+        "metadata": identity.metadata,
+        "enabled": identity.enabled,
+        "authentication_realm": identity.authentication_realm,
+        "lookup_realm": identity.lookup_realm,
+        "authentication_type": identity.authentication_type,
+    });
+    if let Some((id, name)) = &identity.api_key {
+        out["api_key"] = json!({ "id": id, "name": name });
+    }
+    if let Some(name) = &identity.service_token {
+        out["token"] = json!({ "name": name, "type": "_service_account_index" });
+    }
+    out
+}
+
+/// The flows of the security APIs.
+pub struct SecurityApi {
+    authenticator: Arc<Authenticator>,
+    identity: IdentityServices,
+    tokens: Arc<TokenService>,
+    api_keys: Arc<ApiKeyService>,
+    /// How long expired and invalidated API keys are kept.
+    retention: Duration,
+}
+
+impl SecurityApi {
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        identity: IdentityServices,
+        tokens: Arc<TokenService>,
+        api_keys: Arc<ApiKeyService>,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            authenticator,
+            identity,
+            tokens,
+            api_keys,
+            retention,
+        }
+    }
+
+    fn now(&self) -> UnixTime {
+        self.tokens.now()
+    }
+
+    /// The authentication chain, with Elasticsearch's 401 for no or bad credentials.
+    pub async fn authenticate(
+        &self,
+        presented: Option<&Presented>,
+        path: &str,
+    ) -> Result<Principal, SecurityError> {
+        let Some(presented) = presented else {
+            return Err(SecurityError::unauthenticated(format!(
+                "missing authentication credentials for REST request [{path}]"
+            )));
+        };
+        match self.authenticator.authenticate(presented).await {
+            Ok(principal) => Ok(principal),
+            Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(match e {
+                GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
+                other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
+            }),
+            Err(_) => Err(SecurityError::unauthenticated(match presented {
+                Presented::Basic { id, .. } => {
+                    format!("unable to authenticate user [{id}] for REST request [{path}]")
+                }
+                _ => "unable to authenticate with provided credentials and anonymous access is not allowed for this request".to_string(),
+            })),
+        }
+    }
+
+    fn authorize(principal: &Principal, action: Action) -> Result<(), SecurityError> {
+        if principal.identity.privileges.allow(action) {
+            Ok(())
+        } else {
+            Err(SecurityError::forbidden(&principal.identity, action))
+        }
+    }
+}
