@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod dpop;
+pub mod edge;
 pub mod enrollment;
 
 pub use dpop::{DpopSettings, RawDpop};
+pub use edge::{ClientAuth, ConnectionSettings, RawConnections, RawTls, TlsSettings};
 pub use enrollment::{EnrollmentSettings, RawEnrollment};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -51,6 +53,8 @@ pub struct RawSettings {
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
     pub vault: RawVault,
+    pub tls: RawTls,
+    pub connections: RawConnections,
     pub enrollment: RawEnrollment,
     pub dpop: RawDpop,
     pub elasticsearch_api: RawElasticsearchApi,
@@ -99,6 +103,8 @@ impl Default for RawSettings {
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
+            tls: RawTls::default(),
+            connections: RawConnections::default(),
             enrollment: RawEnrollment::default(),
             dpop: RawDpop::default(),
             elasticsearch_api: RawElasticsearchApi::default(),
@@ -162,6 +168,10 @@ pub struct Settings {
     pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    /// `Some`: serve HTTPS (the `[tls]` section, SPEC §7).
+    pub tls: Option<TlsSettings>,
+    /// Timeouts and limits of client connections (the `[connections]` section).
+    pub connections: ConnectionSettings,
     pub enrollment: EnrollmentSettings,
     pub dpop: DpopSettings,
     /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
@@ -306,6 +316,8 @@ impl RawSettings {
             .transpose()?;
         let oauth = self.oauth.validate()?;
         let vault = self.vault.validate()?;
+        let tls = self.tls.validate()?;
+        let connections = self.connections.validate()?;
         let enrollment = self.enrollment.validate()?;
         let dpop = self.dpop.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
@@ -338,6 +350,8 @@ impl RawSettings {
             public_url,
             oauth,
             vault,
+            tls,
+            connections,
             enrollment,
             dpop,
             es_product_header: self.elasticsearch_api.product_header,
@@ -396,6 +410,8 @@ impl Settings {
                 "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
+            "tls": self.tls.as_ref().map(TlsSettings::describe),
+            "connections": self.connections.describe(),
             "enrollment": {
                 "rate_per_minute": self.enrollment.refill_per_second * 60.0,
                 "burst": self.enrollment.burst,
