@@ -65,6 +65,26 @@ pub enum Command {
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// TLS certificates.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Write a self-signed certificate (cert.pem) and its key (key.pem, mode 0600) into
+    /// DIR, for a first try of HTTPS: clients must be told to trust cert.pem.
+    SelfSigned {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A DNS name or IP address the certificate is valid for (repeatable; default:
+        /// localhost, 127.0.0.1, ::1).
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +233,18 @@ impl Cli {
                 data_dir: data_dir.clone(),
                 ..Default::default()
             },
+            Command::Tls(_) => Overrides::default(),
+        }
+    }
+
+    /// Runs a command that needs no settings (it touches no store and no server), so a
+    /// broken config file does not stop it; `None`: the command needs settings.
+    pub fn run_without_settings(&self) -> Option<Result<(), CliError>> {
+        match &self.command {
+            Command::Tls(TlsCommand::SelfSigned { out, sans, force }) => {
+                Some(tls_self_signed(out, sans, *force))
+            }
+            _ => None,
         }
     }
 
@@ -244,15 +276,95 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }
 
+/// Writes `contents` to a new file (or over an old one with `force`); `private`: mode
+/// 0600 from the start on Unix.
+fn write_new_file(
+    path: &std::path::Path,
+    contents: &str,
+    force: bool,
+    private: bool,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            " (--force replaces it)"
+        } else {
+            ""
+        };
+        CliError::Failed(format!("cannot write {}: {e}{hint}", path.display()))
+    })?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `fleetauth tls self-signed`: prints `{"cert","key","subject_alt_names"}`.
+pub fn tls_self_signed(
+    out: &std::path::Path,
+    sans: &[String],
+    force: bool,
+) -> Result<(), CliError> {
+    let sans: Vec<String> = if sans.is_empty() {
+        crate::http::tls::DEFAULT_SANS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        sans.to_vec()
+    };
+    if let Some(bad) = sans
+        .iter()
+        .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+    {
+        return Err(CliError::Usage(format!(
+            "--san {bad:?} is not a DNS name or IP address"
+        )));
+    }
+    let generated =
+        crate::http::tls::self_signed(&sans).map_err(|e| CliError::Failed(e.to_string()))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", out.display())))?;
+    let cert = out.join("cert.pem");
+    let key = out.join("key.pem");
+    write_new_file(&key, &generated.key_pem, force, true)?;
+    write_new_file(&cert, &generated.cert_pem, force, false)?;
+    print_json(json!({
+        "cert": cert,
+        "key": key,
+        "subject_alt_names": sans,
+    }));
+    Ok(())
+}
+
 /// Runs a parsed command line with loaded settings.
 pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
+        Command::Tls(TlsCommand::SelfSigned { out, sans, force }) => {
+            tls_self_signed(&out, &sans, force)?;
+        }
         Command::Serve { .. } => {
             let app = Application::build(settings, clock).await?;
             let addr = app.local_addr();
-            tracing::info!(%addr, "fleetauth listening");
-            print_json(json!({ "status": "listening", "listen": addr.to_string() }));
+            let scheme = app.scheme();
+            tracing::info!(%addr, scheme, "fleetauth listening");
+            print_json(
+                json!({ "status": "listening", "listen": addr.to_string(), "scheme": scheme }),
+            );
             app.run_until(shutdown_signal())
                 .await
                 .map_err(|e| CliError::Failed(format!("server failed: {e}")))?;

@@ -11,6 +11,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(result) = cli.run_without_settings() {
+        if let Err(e) = result {
+            eprintln!("fleetauth: {e}");
+            std::process::exit(e.exit_code());
+        }
+        return;
+    }
     let settings = match cli.settings() {
         Ok(settings) => settings,
         Err(e) => {

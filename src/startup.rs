@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::api_keys::ApiKeyService;
@@ -15,6 +14,7 @@ use crate::config::{Settings, StoreKind};
 use crate::enrollment::EnrollmentService;
 use crate::es_api::SecurityApi;
 use crate::grant::{DpopPolicy, GrantService};
+use crate::http::tls::{TlsError, TlsReloader};
 use crate::http::{self, AppState};
 use crate::identity::users::{Bootstrapped, UserError, ELASTIC};
 use crate::identity::{RoleService, ServiceAccounts, UserService};
@@ -37,6 +37,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("{0}")]
     Settings(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -265,6 +267,43 @@ pub struct Application {
     addr: SocketAddr,
     services: Services,
     purge_interval: std::time::Duration,
+    connections: crate::config::ConnectionSettings,
+    /// `Some`: the server speaks TLS.
+    tls: Option<Arc<TlsReloader>>,
+}
+
+/// The one start-up warning of a plain-HTTP server that others can reach (SPEC §7).
+pub fn plain_http_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "fleetauth: WARNING: serving plain HTTP on {listen}, which is not a loopback address: \
+             credentials and tokens cross the network in clear. Set tls.cert and tls.key \
+             (FLEETAUTH_TLS__CERT, FLEETAUTH_TLS__KEY; `fleetauth tls self-signed` makes a first pair)."
+        )
+    })
+}
+
+/// Raises this process's soft limit of open files to its hard limit, so that the
+/// connection cap rather than `EMFILE` bounds the connections (as Go's runtime does).
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::debug!("cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 impl Application {
@@ -286,6 +325,18 @@ impl Application {
             metrics: telemetry::metrics_handle(),
         };
         let router = http::router(state);
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(TlsReloader::load)
+            .transpose()?
+            .map(Arc::new);
+        if tls.is_none() {
+            if let Some(warning) = plain_http_warning(settings.listen) {
+                eprintln!("{warning}");
+            }
+        }
+        raise_open_file_limit();
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -303,7 +354,18 @@ impl Application {
             addr,
             services,
             purge_interval: settings.api_key_purge_interval,
+            connections: settings.connections.clone(),
+            tls,
         })
+    }
+
+    /// `https` when the server speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -325,22 +387,21 @@ impl Application {
             .services
             .security_api
             .spawn_remover(self.purge_interval);
-        // Small token responses should leave at once, not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        // With connection info: the Vault JWT auth method checks callers' addresses.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let reloader = self.tls.clone().map(TlsReloader::spawn_reloader);
+        let result = http::server::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            self.tls,
+            shutdown,
+        )
+        .await;
         refresher.abort();
         purger.abort();
         remover.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         result
     }
 }

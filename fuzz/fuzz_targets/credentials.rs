@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!id.is_empty() && !secret.is_empty() && !id.contains(':'));
             let again = format!("ApiKey {}", STANDARD.encode(format!("{id}:{secret}")));
             match credentials::from_authorization(again.as_bytes()) {
-                Ok(Presented::ApiKey { id: id2, secret: secret2 }) => {
+                Ok(Presented::ApiKey {
+                    id: id2,
+                    secret: secret2,
+                }) => {
                     assert_eq!((id2, secret2), (id, secret))
                 }
                 other => panic!("re-encoded pair does not parse back: {other:?}"),
@@ -47,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Presented::Bearer(token)) => {
             assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()));
-            assert_eq!(format!("{:?}", Presented::Bearer(token.clone())), "Bearer([redacted])");
+            assert_eq!(
+                format!("{:?}", Presented::Bearer(token.clone())),
+                "Bearer([redacted])"
+            );
             check_token_formats(&token);
         }
         Err(e) => {

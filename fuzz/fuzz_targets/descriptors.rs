@@ -70,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!text.is_empty());
         }
         if let Ok(name) = normalize_role_name(text) {
-            assert_eq!(normalize_role_name(&name).ok().as_deref(), Some(name.as_str()));
+            assert_eq!(
+                normalize_role_name(&name).ok().as_deref(),
+                Some(name.as_str())
+            );
         }
     }
     let Ok(value) = serde_json::from_slice::<Value>(data) else {

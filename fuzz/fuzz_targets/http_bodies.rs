@@ -58,13 +58,33 @@ static ENDPOINTS: [Endpoint; 14] = [
     at(Method::POST, "/oauth/token", Family::OAuth),
     at(Method::POST, "/oauth/introspect", Family::OAuth),
     at(Method::POST, "/oauth/revoke", Family::OAuth),
-    at(Method::POST, "/_security/oauth2/token", Family::Elasticsearch),
-    at(Method::DELETE, "/_security/oauth2/token", Family::Elasticsearch),
+    at(
+        Method::POST,
+        "/_security/oauth2/token",
+        Family::Elasticsearch,
+    ),
+    at(
+        Method::DELETE,
+        "/_security/oauth2/token",
+        Family::Elasticsearch,
+    ),
     at(Method::POST, "/_security/api_key", Family::Elasticsearch),
     at(Method::DELETE, "/_security/api_key", Family::Elasticsearch),
-    at(Method::PUT, "/_security/role/fuzz-role", Family::Elasticsearch),
-    at(Method::PUT, "/_security/user/fuzz-user", Family::Elasticsearch),
-    at(Method::POST, "/_security/user/fuzz-user/_password", Family::Elasticsearch),
+    at(
+        Method::PUT,
+        "/_security/role/fuzz-role",
+        Family::Elasticsearch,
+    ),
+    at(
+        Method::PUT,
+        "/_security/user/fuzz-user",
+        Family::Elasticsearch,
+    ),
+    at(
+        Method::POST,
+        "/_security/user/fuzz-user/_password",
+        Family::Elasticsearch,
+    ),
     at(Method::POST, "/v1/auth/jwt/config", Family::Vault),
     at(Method::POST, "/v1/auth/jwt/role/fuzz", Family::Vault),
     at(Method::POST, "/v1/auth/jwt/login", Family::Vault),
@@ -134,7 +154,8 @@ fn request(endpoint: &Endpoint, body: &[u8]) -> Request<Body> {
 fn check_error(family: Family, status: StatusCode, body: &Value) {
     let ok = match family {
         Family::Fleet => {
-            body["statusCode"] == status.as_u16() && body["error"].is_string()
+            body["statusCode"] == status.as_u16()
+                && body["error"].is_string()
                 && body["message"].is_string()
         }
         Family::OAuth => body["error"].is_string(),
@@ -147,7 +168,10 @@ fn check_error(family: Family, status: StatusCode, body: &Value) {
     };
     // The token API's DELETE answers 404 with its counts when nothing matched.
     let counts_404 = status == StatusCode::NOT_FOUND && body["invalidated_tokens"].is_number();
-    assert!(ok || counts_404, "{status}: not in the family's format: {body}");
+    assert!(
+        ok || counts_404,
+        "{status}: not in the family's format: {body}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

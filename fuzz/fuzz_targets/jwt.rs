@@ -81,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
         let result = jwt::verify(&token, &RING, &expect);
         match result {
             Ok(claims) => {
-                assert_ne!(mode % 3, 0, "an unsigned fuzzer token was accepted: {token}");
+                assert_ne!(
+                    mode % 3,
+                    0,
+                    "an unsigned fuzzer token was accepted: {token}"
+                );
                 assert_eq!(claims.iss, ISSUER);
                 assert!(claims.exp + LEEWAY > NOW);
                 assert!(claims.iat <= NOW + LEEWAY);
@@ -89,7 +93,10 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(claims.aud.as_deref(), Some(aud));
                 }
                 let header = jwt_header(&token);
-                let typ = header["typ"].as_str().unwrap_or_default().to_ascii_lowercase();
+                let typ = header["typ"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 assert!(typ == "at+jwt" || typ == "application/at+jwt", "{header}");
                 assert_eq!(header["alg"], "EdDSA");
             }

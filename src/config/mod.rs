@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod dpop;
+pub mod edge;
 pub mod enrollment;
 
 pub use dpop::{DpopSettings, RawDpop};
+pub use edge::{ClientAuth, ConnectionSettings, RawConnections, RawTls, TlsSettings};
 pub use enrollment::{EnrollmentSettings, RawEnrollment};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -53,6 +55,8 @@ pub struct RawSettings {
     pub vault: RawVault,
     /// `[credential_checks]`: the secret verifier's budget and failure limits.
     pub credential_checks: crate::secrets::RawCredentialChecks,
+    pub tls: RawTls,
+    pub connections: RawConnections,
     pub enrollment: RawEnrollment,
     pub dpop: RawDpop,
     pub elasticsearch_api: RawElasticsearchApi,
@@ -102,6 +106,8 @@ impl Default for RawSettings {
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
             credential_checks: Default::default(),
+            tls: RawTls::default(),
+            connections: RawConnections::default(),
             enrollment: RawEnrollment::default(),
             dpop: RawDpop::default(),
             elasticsearch_api: RawElasticsearchApi::default(),
@@ -167,6 +173,10 @@ pub struct Settings {
     pub vault: VaultSettings,
     /// `[credential_checks]` (see `crate::secrets`).
     pub credential_checks: crate::secrets::CredentialCheckSettings,
+    /// `Some`: serve HTTPS (the `[tls]` section, SPEC §7).
+    pub tls: Option<TlsSettings>,
+    /// Timeouts and limits of client connections (the `[connections]` section).
+    pub connections: ConnectionSettings,
     pub enrollment: EnrollmentSettings,
     pub dpop: DpopSettings,
     /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
@@ -312,6 +322,8 @@ impl RawSettings {
         let oauth = self.oauth.validate()?;
         let vault = self.vault.validate()?;
         let credential_checks = self.credential_checks.validate()?;
+        let tls = self.tls.validate()?;
+        let connections = self.connections.validate()?;
         let enrollment = self.enrollment.validate()?;
         let dpop = self.dpop.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
@@ -345,6 +357,8 @@ impl RawSettings {
             oauth,
             vault,
             credential_checks,
+            tls,
+            connections,
             enrollment,
             dpop,
             es_product_header: self.elasticsearch_api.product_header,
@@ -404,6 +418,8 @@ impl Settings {
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
             "credential_checks": self.credential_checks.describe(),
+            "tls": self.tls.as_ref().map(TlsSettings::describe),
+            "connections": self.connections.describe(),
             "enrollment": {
                 "rate_per_minute": self.enrollment.refill_per_second * 60.0,
                 "burst": self.enrollment.burst,

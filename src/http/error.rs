@@ -21,6 +21,120 @@ fn retry_after(headers: &mut axum::http::HeaderMap, throttled: &Throttled) {
     );
 }
 
+/// The API family a request belongs to, by its path prefix (SPEC §4): the format of
+/// every error it is answered with, including those the HTTP layers decide themselves
+/// (404 of an unknown path, 405, 408, 413, 414, 431, a handler's panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFamily {
+    /// `/api/fleet/...`
+    Fleet,
+    /// `/oauth/...` and `/.well-known/...`
+    OAuth,
+    /// `/_security/...`, and `/` (Elasticsearch's info document)
+    Elasticsearch,
+    /// `/v1`, `/v1/...`
+    Vault,
+    /// Anything else (`/metrics`, `/healthz`, unknown paths): the Fleet format.
+    Other,
+}
+
+impl ApiFamily {
+    pub fn of(path: &str) -> Self {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/api/fleet") {
+            Self::Fleet
+        } else if under("/oauth") || under("/.well-known") {
+            Self::OAuth
+        } else if under("/_security") || path == "/" {
+            // `GET /` is Elasticsearch's info document (`http::security::info`).
+            Self::Elasticsearch
+        } else if under("/v1") {
+            Self::Vault
+        } else {
+            Self::Other
+        }
+    }
+
+    /// An error the HTTP layers decided (`status`, and a reason without internals), in
+    /// this family's format. `method` and `path` fill Elasticsearch's 405 message.
+    pub fn layer_error(self, status: StatusCode, method: &str, path: &str) -> Response {
+        let reason = layer_reason(status);
+        match self {
+            Self::Fleet | Self::Other => FleetError::Http(status, reason.into()).into_response(),
+            Self::OAuth => OAuthError::Body(status, reason.into()).into_response(),
+            Self::Vault => match status {
+                StatusCode::NOT_FOUND => {
+                    let path = path.trim_start_matches("/v1/").trim_start_matches("/v1");
+                    VaultApiError::NoHandler(path.to_string()).into_response()
+                }
+                StatusCode::METHOD_NOT_ALLOWED => {
+                    VaultApiError::UnsupportedOperation.into_response()
+                }
+                _ => VaultApiError::Body(status, reason.into()).into_response(),
+            },
+            Self::Elasticsearch => match status {
+                // Elasticsearch's own 405 is a flat error naming the method.
+                StatusCode::METHOD_NOT_ALLOWED => EsApiError::Flat(
+                    status,
+                    format!("Incorrect HTTP method for uri [{path}] and method [{method}]"),
+                )
+                .into_response(),
+                StatusCode::NOT_FOUND => EsApiError::Security(SecurityError::illegal_argument(
+                    format!("no handler found for uri [{path}] and method [{method}]"),
+                ))
+                .into_response(),
+                _ => EsApiError::Http(status, reason.into()).into_response(),
+            },
+        }
+    }
+}
+
+/// What each status decided by the HTTP layers means, for the client.
+fn layer_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "no such endpoint",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this endpoint",
+        StatusCode::REQUEST_TIMEOUT => "the request took too long (request_timeout)",
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large (max_body_bytes)",
+        StatusCode::URI_TOO_LONG => "the request target is too long (connections.max_uri_bytes)",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "the request headers are too large (connections.max_header_bytes)"
+        }
+        s if s.is_server_error() => "internal error",
+        _ => "the request was refused",
+    }
+}
+
+/// The Fleet-format `error` code of a status decided by the HTTP layers.
+fn fleet_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        s if s.is_server_error() => "internal_error",
+        _ => "invalid_request",
+    }
+}
+
+/// The Elasticsearch error `type` of a status decided by the HTTP layers (the names
+/// Elasticsearch's HTTP layer uses).
+fn es_layer_type(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => "timeout_exception",
+        StatusCode::PAYLOAD_TOO_LARGE => "content_too_long_exception",
+        StatusCode::URI_TOO_LONG => "too_long_http_line_exception",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "too_long_http_header_exception",
+        s if s.is_server_error() => "exception",
+        _ => "illegal_argument_exception",
+    }
+}
+
 /// Challenges sent with a 401 from the Fleet API.
 const FLEET_CHALLENGE: &str =
     "ApiKey realm=\"fleetauth\", Bearer realm=\"fleetauth\", error=\"invalid_token\"";
@@ -45,6 +159,8 @@ pub enum FleetError {
     BadRequest(String),
     UnsupportedMediaType,
     NotFound,
+    /// Decided by the HTTP layers (405, 408, 413, 414, 431, 500 of a panic).
+    Http(StatusCode, String),
     /// The caller may not do this (authenticated, but without the privilege).
     Forbidden(String),
     /// The request conflicts with what exists (an agent id in use).
@@ -113,6 +229,7 @@ impl IntoResponse for FleetError {
                 "the body must be application/json".into(),
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
+            Self::Http(status, reason) => (*status, fleet_code(*status), reason.clone()),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Self::TooManyRequests(after, m) => {
@@ -209,7 +326,14 @@ impl IntoResponse for OAuthError {
                 };
                 (status, e.oauth_code(), description)
             }
-            Self::Body(status, why) => (*status, "invalid_request", why.clone()),
+            Self::Body(status, why) => {
+                let code = if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request"
+                };
+                (*status, code, why.clone())
+            }
         };
         let nonce = match &self {
             Self::Grant(e) => e.dpop_nonce().map(str::to_string),
@@ -386,6 +510,10 @@ pub enum EsApiError {
     Body(StatusCode, String),
     /// A body that is not JSON (Elasticsearch answers 406 with a flat error).
     ContentType(String),
+    /// Decided by the HTTP layers (408, 413, 414, 431, 500 of a panic).
+    Http(StatusCode, String),
+    /// Elasticsearch's flat `{"error": "...", "status"}` (its 405).
+    Flat(StatusCode, String),
     /// An `Accept` or `Content-Type` asking for a REST API compatibility version this
     /// server does not speak.
     MediaType(String),
@@ -438,6 +566,7 @@ impl IntoResponse for EsApiError {
                 (status, e.es_type(), reason, header)
             }
             Self::Body(status, why) => (*status, "parse_exception", why.clone(), None),
+            Self::Http(status, why) => (*status, es_layer_type(*status), why.clone(), None),
             Self::MediaType(why) => (
                 StatusCode::BAD_REQUEST,
                 "media_type_header_exception",
@@ -445,18 +574,12 @@ impl IntoResponse for EsApiError {
                 None,
             ),
             Self::ContentType(content_type) => {
-                let status = StatusCode::NOT_ACCEPTABLE;
-                let mut response = (
-                    status,
-                    Json(json!({
-                        "error": format!("Content-Type header [{content_type}] is not supported"),
-                        "status": status.as_u16(),
-                    })),
+                return es_flat(
+                    StatusCode::NOT_ACCEPTABLE,
+                    format!("Content-Type header [{content_type}] is not supported"),
                 )
-                    .into_response();
-                super::no_store(response.headers_mut());
-                return response;
             }
+            Self::Flat(status, message) => return es_flat(*status, message.clone()),
         };
         let mut cause = json!({ "type": kind, "reason": reason });
         if let Some(header) = &header {
@@ -493,5 +616,42 @@ impl IntoResponse for EsApiError {
         }
         super::no_store(headers);
         response
+    }
+}
+
+/// Elasticsearch's flat error form, `{"error": "<message>", "status"}`.
+fn es_flat(status: StatusCode, message: String) -> Response {
+    let mut response = (
+        status,
+        Json(json!({ "error": message, "status": status.as_u16() })),
+    )
+        .into_response();
+    super::no_store(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_chosen_by_whole_path_segments() {
+        for (path, family) in [
+            ("/api/fleet/authenticate", ApiFamily::Fleet),
+            ("/api/fleet", ApiFamily::Fleet),
+            ("/api/fleetx", ApiFamily::Other),
+            ("/oauth/token", ApiFamily::OAuth),
+            ("/.well-known/jwks.json", ApiFamily::OAuth),
+            ("/_security/user", ApiFamily::Elasticsearch),
+            ("/_securityx", ApiFamily::Other),
+            ("/v1", ApiFamily::Vault),
+            ("/v1/auth/jwt/login", ApiFamily::Vault),
+            ("/v10", ApiFamily::Other),
+            ("/metrics", ApiFamily::Other),
+            ("/", ApiFamily::Elasticsearch),
+            ("/openapi.json", ApiFamily::Other),
+        ] {
+            assert_eq!(ApiFamily::of(path), family, "{path}");
+        }
     }
 }

@@ -642,8 +642,12 @@ pub async fn delete_role(
 }
 
 /// Any other path under `/_security`: Elasticsearch's answer for a path it has no
-/// handler for.
-pub async fn no_handler(method: axum::http::Method, uri: Uri) -> Response {
+/// handler for. Reads and discards the body first, so the connection stays usable.
+pub async fn no_handler(
+    method: axum::http::Method,
+    uri: Uri,
+    _drained: Result<Bytes, BytesRejection>,
+) -> Response {
     EsApiError::Security(SecurityError::illegal_argument(format!(
         "no handler found for uri [{}] and method [{method}]",
         uri.path()

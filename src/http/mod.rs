@@ -1,14 +1,19 @@
 //! HTTP frontends (axum), one module per API family, and the shared router with its
-//! tower layers (body size limit, timeout, panic guard, tracing). Handlers parse
-//! requests, call the grant layer and render; they never touch a store backend.
+//! tower layers (the edge: head limits, family-format layer errors and keep-alive
+//! safety; body size limit, timeout, panic guard, tracing). Handlers parse requests,
+//! call the grant layer and render; they never touch a store backend. The server
+//! around the router (accept loop, connection limits, TLS) is [`server`] and [`tls`].
 
 pub mod dpop;
 pub mod error;
 pub mod es_api;
 pub mod fleet;
 pub mod fleet_enroll;
+pub mod layers;
 pub mod oauth;
 pub mod ops;
+pub mod server;
+pub mod tls;
 pub mod vault;
 
 use std::convert::Infallible;
@@ -18,11 +23,9 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::{any, get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -83,11 +86,9 @@ async fn with_caller_address(
     crate::secrets::with_caller_address(addr, next.run(request)).await
 }
 
-pub(crate) async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "statusCode": 404, "error": "not_found", "message": "no such endpoint" })),
-    )
+/// A 404 in the Fleet format, for a path that exists only under some settings.
+pub(crate) async fn not_found() -> axum::response::Response {
+    error::ApiFamily::Other.layer_error(StatusCode::NOT_FOUND, "GET", "/")
 }
 
 pub fn router(state: AppState) -> Router {
@@ -169,7 +170,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .merge(vault::routes())
-        .fallback(not_found)
+        .fallback(layers::no_route)
         .with_state(state)
         .layer(axum::middleware::from_fn(with_caller_address))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
@@ -178,6 +179,11 @@ pub fn router(state: AppState) -> Router {
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(settings.connections.clone()),
+            layers::edge,
+        ))
+        // Outside the edge, so that its own answers (414, 431) are marked too.
         .layer(axum::middleware::from_fn_with_state(
             settings.es_product_header,
             es_api::as_elasticsearch,

@@ -321,7 +321,8 @@ async fn lookup_self(
     })))
 }
 
-async fn no_handler(uri: Uri) -> VaultApiError {
+/// Reads and discards the body first, so the connection stays usable (keep-alive).
+async fn no_handler(uri: Uri, _drained: Result<Bytes, BytesRejection>) -> VaultApiError {
     let path = uri
         .path()
         .trim_start_matches("/v1/")

@@ -75,7 +75,7 @@ async fn start(
     let app = Application::build(settings.clone(), clock.clone())
         .await
         .expect("server starts");
-    let base = format!("http://{}", app.local_addr());
+    let base = format!("{}://{}", app.scheme(), app.local_addr());
     let services = app.services().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

@@ -11,6 +11,7 @@ mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
 mod dpop; // RFC 9449: proofs signed with jsonwebtoken, bound pairs at every token endpoint, resources, replay, wrong keys, nonces
+mod edge; // raw TCP: header/idle timeouts, the connection cap, EMFILE, layer errors in each family's format, keep-alive after unread bodies
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
 mod elasticsearch_real; // the real node: what the stand-in models and what it hides
 mod enrollment; // enrollment tokens (CLI binary, admin API), POST /api/fleet/agents/enroll with API keys or JWTs, re-enrollment, limits
@@ -24,4 +25,5 @@ mod rotation; // the rotation protocol: pending/current, lost responses, reuse, 
 mod security; // Elasticsearch-compatible security APIs: elastic, users, roles, token API, API keys, service accounts, the chain
 mod store_conformance; // one suite, every backend: SQLite, ES stand-in, a real Elasticsearch node (never skipped)
 mod throttling; // credential floods: 429 with Retry-After per family, per-address and per-credential limits, the argon2 budget, unknown ids without argon2
+mod tls; // HTTPS with generated certificates: ALPN h2/http1.1, reload without dropping connections, mTLS
 mod vault; // /v1/auth/jwt/*: admin-only config and roles, logins with external JWTs (PEM keys, OIDC discovery with rotation), bindings, num_uses, ttl, token exchange
