@@ -20,6 +20,7 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
+pub mod access;
 pub mod client_credentials;
 pub mod error;
 pub mod external_jwt;
@@ -39,8 +40,10 @@ pub use error::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
+use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
+use access::{Check, VerifiedAccess};
 use external_jwt::ExternalJwts;
 pub use external_jwt::{LoggedIn, LoginError};
 pub use introspection::Introspection;
@@ -296,8 +299,10 @@ impl GrantService {
         let result = async {
             let claims = self
                 .issuer()
-                .validate_access(token, issuer::Check::Use)
-                .await?;
+                .access()
+                .validate(token, Check::Use)
+                .await?
+                .claims;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -426,7 +431,7 @@ impl GrantService {
         &self,
         parsed: &tokens::refresh::PresentedRefresh,
     ) -> Result<IssuedPair, GrantError> {
-        if parsed.family.is_some() {
+        if self.issuer().client_state().of_refresh(parsed) == TokenKind::Family {
             return Err(issuer::not_a_client_token());
         }
         let subject = Subject {
@@ -449,15 +454,16 @@ impl GrantService {
                 "the token is neither a JWT nor a refresh token",
             ));
         }
-        let claims = self.tokens.verify_access(token).await?;
-        if claims.is_external() {
-            return Err(GrantError::invalid_grant(
-                "external_subject",
-                "a token from the JWT auth method does not belong to an agent",
-            ));
-        }
-        if claims.sid.is_some() {
-            return Err(issuer::not_a_client_token());
+        let VerifiedAccess { claims, kind } = self.issuer().access().verify(token).await?;
+        match kind {
+            TokenKind::External => {
+                return Err(GrantError::invalid_grant(
+                    "external_subject",
+                    "a token from the JWT auth method does not belong to an agent",
+                ))
+            }
+            TokenKind::Family => return Err(issuer::not_a_client_token()),
+            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
         }
         let subject = Subject {
             agent_id: &claims.sub,

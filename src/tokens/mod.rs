@@ -10,6 +10,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod kind;
 pub mod refresh;
 pub mod rotation;
 
