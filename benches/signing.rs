@@ -11,13 +11,19 @@
 //! `FLEETAUTH_SIGNING_ROUND_MS` (200) per variant, alternating the two variants,
 //! `FLEETAUTH_SIGNING_ROUNDS` (7) rounds; the median round is reported (robust against
 //! a noisy, shared machine).
+//!
+//! Then verification of one access token, three ways: `jsonwebtoken::decode` with a
+//! `DecodingKey` built once (what fleetauth did before issue 10);
+//! `fleetauth::tokens::jwt::verify` on tokens the key ring has not seen (each round
+//! gets a fresh ring and goes through distinct tokens: the signature is computed); and
+//! the same on a token the ring has verified before (only the signature is skipped).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use fleetauth::config::SigningAlgorithm;
 use fleetauth::tokens::jwt::{self, AccessClaims};
-use fleetauth::tokens::SigningKey;
+use fleetauth::tokens::{KeyRing, SigningKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 
 /// The inner `RSAPrivateKey` (PKCS#1) of a PKCS#8 `PrivateKeyInfo`, which is what
@@ -73,6 +79,7 @@ fn claims() -> AccessClaims {
         vault_role: None,
         max_uses: None,
         sid: None,
+        cnf: None,
     }
 }
 
@@ -176,6 +183,84 @@ fn main() {
             "| {} | {sign:.1} | {encode:.1} | {:.2} |",
             algorithm.as_str(),
             encode / sign
+        );
+    }
+    verification(round, rounds, &claims);
+}
+
+/// How many distinct tokens the cold verification goes through per round (more than a
+/// 200 ms round verifies here, so none is seen twice in a round).
+const COLD_TOKENS: usize = 20_000;
+
+fn verification(round: Duration, rounds: usize, claims: &AccessClaims) {
+    println!();
+    println!(
+        "# Verifying one access token ({rounds} rounds of {} ms per variant, median)",
+        round.as_millis()
+    );
+    println!();
+    println!("| algorithm | jsonwebtoken::decode µs/op | jwt::verify, new token µs/op | jwt::verify, verified before µs/op | decode / new | decode / verified before |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+    ] {
+        let record = SigningKey::generate(algorithm, claims.iat).expect("key generation");
+        let ring = || KeyRing::from_records(std::slice::from_ref(&record)).expect("ring");
+        let key = ring().signing.clone();
+        let tokens: Vec<String> = (0..COLD_TOKENS)
+            .map(|i| {
+                let mut c = claims.clone();
+                c.jti = format!("{i:036}");
+                jwt::sign(&key, &c)
+            })
+            .collect();
+        let expect = jwt::Expectations {
+            issuer: &claims.iss,
+            audience: None,
+            leeway: 30,
+            now: claims.iat,
+        };
+        let mut validation = Validation::new(key.jwt_algorithm());
+        validation.validate_exp = false;
+        validation.set_issuer(&[&claims.iss]);
+        let warm_ring = ring();
+        assert!(jwt::verify(&tokens[0], &warm_ring, &expect).is_ok());
+        let (mut decode, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let mut i = 0;
+            time_rounds(round, &mut decode, || {
+                i = (i + 1) % COLD_TOKENS;
+                black_box(
+                    jsonwebtoken::decode::<AccessClaims>(
+                        black_box(&tokens[i]),
+                        &key.decoding_key,
+                        &validation,
+                    )
+                    .expect("verifies"),
+                );
+            });
+            let cold_ring = ring();
+            let mut i = 0;
+            time_rounds(round, &mut cold, || {
+                i = (i + 1) % COLD_TOKENS;
+                black_box(
+                    jwt::verify(black_box(&tokens[i]), &cold_ring, &expect).expect("verifies"),
+                );
+            });
+            time_rounds(round, &mut warm, || {
+                black_box(
+                    jwt::verify(black_box(&tokens[0]), &warm_ring, &expect).expect("verifies"),
+                );
+            });
+        }
+        let (decode, cold, warm) = (median(&mut decode), median(&mut cold), median(&mut warm));
+        println!(
+            "| {} | {decode:.1} | {cold:.1} | {warm:.2} | {:.2} | {:.0} |",
+            algorithm.as_str(),
+            decode / cold,
+            decode / warm
         );
     }
 }

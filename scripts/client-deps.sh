@@ -25,6 +25,6 @@ fi
 stamp_node="$clients/node/node_modules/.installed"
 if [[ ! -f "$stamp_node" ]] || ! cmp -s "$pkg" "$stamp_node"; then
   echo "client-deps: installing node clients into $clients/node/node_modules" >&2
-  (cd "$clients/node" && npm install --no-audit --no-fund --loglevel=error)
+  (cd "$clients/node" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$pkg" "$stamp_node"
 fi

@@ -19,6 +19,8 @@
 # `start`. Elasticsearch refuses to run as root: as root the JVM runs as the user
 # FLEETAUTH_ES_USER (default `nobody`) through setpriv, with data, logs and tmp owned by
 # that user. 9.x needs Java 21+ (Temurin 25 here); 8.x runs on OpenJDK 17.
+# FLEETAUTH_ES_INSTANCE=NAME runs a separate node of that version (its own folder
+# .elasticsearch/<VERSION>-NAME, ports and data), e.g. one that a fault test may kill.
 # A node that does not become healthy within FLEETAUTH_ES_START_TIMEOUT seconds (default
 # 180) is stopped, its log tail is printed and the script exits non-zero.
 set -euo pipefail
@@ -33,6 +35,9 @@ RUN_USER="${FLEETAUTH_ES_USER:-nobody}"
 START_TIMEOUT="${FLEETAUTH_ES_START_TIMEOUT:-180}"
 
 die() { echo "elasticsearch.sh: $*" >&2; exit 1; }
+
+# The folder of one node: per version, and per instance name if one is given.
+node_dir() { echo "$ROOT/$1${FLEETAUTH_ES_INSTANCE:+-$FLEETAUTH_ES_INSTANCE}"; }
 
 java_home_for() {
   local major="${1%%.*}" candidate
@@ -77,7 +82,8 @@ fetch() {
 }
 
 unpack() {
-  local version="$1" dir="$ROOT/$1"
+  local version="$1" dir
+  dir="$(node_dir "$1")"
   [ -x "$dir/dist/bin/elasticsearch" ] && return
   rm -rf "$dir/dist" "$dir/unpack"
   mkdir -p "$dir/unpack"
@@ -87,7 +93,8 @@ unpack() {
 }
 
 pid_of() {
-  local pidfile="$ROOT/$1/run/es.pid"
+  local pidfile
+  pidfile="$(node_dir "$1")/run/es.pid"
   [ -s "$pidfile" ] || return 1
   local pid
   pid="$(cat "$pidfile")"
@@ -95,10 +102,11 @@ pid_of() {
   echo "$pid"
 }
 
-url_of() { echo "http://127.0.0.1:$(cat "$ROOT/$1/run/http.port")"; }
+url_of() { echo "http://127.0.0.1:$(cat "$(node_dir "$1")/run/http.port")"; }
 
 log_tail() {
-  local dir="$ROOT/$1"
+  local dir
+  dir="$(node_dir "$1")"
   echo "----- Elasticsearch $1: tail of its logs -----" >&2
   for f in "$dir/run/stdout.log" "$dir/logs/fleetauth-test.log"; do
     [ -f "$f" ] && { echo "== $f" >&2; tail -n 60 "$f" >&2; }
@@ -107,7 +115,8 @@ log_tail() {
 }
 
 write_config() {
-  local version="$1" dir="$ROOT/$1" http_port transport_port
+  local version="$1" dir http_port transport_port
+  dir="$(node_dir "$1")"
   http_port="$(free_port)"
   transport_port="$(free_port)"
   while [ "$transport_port" = "$http_port" ]; do transport_port="$(free_port)"; done
@@ -119,7 +128,7 @@ write_config() {
   cp -r "$dir/dist/config" "$dir/config"
   cat >"$dir/config/elasticsearch.yml" <<EOF
 cluster.name: fleetauth-test
-node.name: fleetauth-test-$version
+node.name: fleetauth-test-$version${FLEETAUTH_ES_INSTANCE:+-$FLEETAUTH_ES_INSTANCE}
 network.host: 127.0.0.1
 http.port: $http_port
 transport.port: $transport_port
@@ -143,7 +152,8 @@ EOF
 }
 
 launch() {
-  local version="$1" dir="$ROOT/$1" java_home
+  local version="$1" dir java_home
+  dir="$(node_dir "$1")"
   java_home="$(java_home_for "$version")"
   mkdir -p "$dir/data" "$dir/logs" "$dir/tmp" "$dir/run"
   rm -f "$dir/run/es.pid"
@@ -172,7 +182,7 @@ wait_healthy() {
     if curl -fsS -m 5 "$url/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null 2>&1; then
       return 0
     fi
-    if [ -s "$ROOT/$version/run/es.pid" ] && ! pid_of "$version" >/dev/null; then
+    if [ -s "$(node_dir "$version")/run/es.pid" ] && ! pid_of "$version" >/dev/null; then
       log_tail "$version"
       die "Elasticsearch $version exited during startup (see the log tail above)"
     fi
@@ -188,11 +198,11 @@ stop() {
   pid="$(pid_of "$version")" || { echo "elasticsearch.sh: $version is not running" >&2; return 0; }
   kill -TERM "$pid"
   for i in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$ROOT/$version/run/es.pid"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { rm -f "$(node_dir "$version")/run/es.pid"; return 0; }
     sleep 0.5
   done
   kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$ROOT/$version/run/es.pid"
+  rm -f "$(node_dir "$version")/run/es.pid"
 }
 
 cmd="${1:-}"
@@ -203,7 +213,7 @@ case "$cmd" in
     fetch "$version"
     unpack "$version"
     write_config "$version"
-    rm -rf "$ROOT/$version/data" "$ROOT/$version/logs" "$ROOT/$version/tmp"
+    rm -rf "$(node_dir "$version")/data" "$(node_dir "$version")/logs" "$(node_dir "$version")/tmp"
     launch "$version"
     wait_healthy "$version"
     echo "elasticsearch.sh: Elasticsearch $version healthy at $(url_of "$version") (pid $(pid_of "$version"))" >&2
@@ -218,7 +228,7 @@ case "$cmd" in
     ;;
   resume)
     pid_of "$version" >/dev/null && { url_of "$version"; exit 0; }
-    [ -f "$ROOT/$version/run/http.port" ] || die "Elasticsearch $version was never started here"
+    [ -f "$(node_dir "$version")/run/http.port" ] || die "Elasticsearch $version was never started here"
     launch "$version"
     wait_healthy "$version"
     url_of "$version"
@@ -235,5 +245,5 @@ case "$cmd" in
   url) pid_of "$version" >/dev/null || die "Elasticsearch $version is not running"; url_of "$version" ;;
   log) log_tail "$version" 2>&1 ;;
   versions) printf '%s\n' "${SUPPORTED_VERSIONS[@]}" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -37,6 +37,10 @@ pub enum ApiKeyError {
     Expired,
     #[error("the API key has been invalidated")]
     Invalidated,
+    /// An enrollment token presented anywhere but enrollment, or another key presented
+    /// for enrollment.
+    #[error("the API key is not valid for this request")]
+    WrongPurpose,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -48,6 +52,7 @@ impl ApiKeyError {
             Self::WrongSecret => "api_key_wrong_secret",
             Self::Expired => "api_key_expired",
             Self::Invalidated => "api_key_invalidated",
+            Self::WrongPurpose => "api_key_wrong_purpose",
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -189,8 +194,28 @@ impl ApiKeyService {
         mac.finalize().into_bytes().into()
     }
 
-    /// Verifies a presented key; returns its record.
+    /// Verifies a presented key; returns its record. Enrollment tokens are refused:
+    /// they are good for [`verify_enrollment_token`](Self::verify_enrollment_token) only.
     pub async fn verify(&self, id: &str, secret: &str) -> Result<ApiKeyRecord, ApiKeyError> {
+        self.verify_for(id, secret, false).await
+    }
+
+    /// Verifies a presented enrollment token (an API key marked as one); any other key
+    /// is refused.
+    pub async fn verify_enrollment_token(
+        &self,
+        id: &str,
+        secret: &str,
+    ) -> Result<ApiKeyRecord, ApiKeyError> {
+        self.verify_for(id, secret, true).await
+    }
+
+    async fn verify_for(
+        &self,
+        id: &str,
+        secret: &str,
+        enrollment: bool,
+    ) -> Result<ApiKeyRecord, ApiKeyError> {
         let Some(record) = self.store.api_key(id).await? else {
             self.argon2(secret.to_string(), self.dummy_hash.clone())
                 .await;
@@ -201,6 +226,9 @@ impl ApiKeyService {
         }
         if record.expires_at.is_some_and(|t| t <= self.clock.now()) {
             return Err(ApiKeyError::Expired);
+        }
+        if record.is_enrollment_token() != enrollment {
+            return Err(ApiKeyError::WrongPurpose);
         }
         let fingerprint = self.fingerprint(&record, secret);
         let cached = self

@@ -1,4 +1,5 @@
-//! The command line: `serve`, and the admin commands (`api-key`, `agent`, `keys`) that
+//! The command line: `serve`, and the admin commands (`api-key`, `agent`, `keys`,
+//! `enrollment-token`) that
 //! act on the same store the server uses, safely while it runs. Whatever a script
 //! reads is printed as JSON on stdout; errors go to stderr as one line.
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage enrollment tokens (for POST /api/fleet/agents/enroll).
+    #[command(subcommand)]
+    EnrollmentToken(EnrollmentTokenCommand),
     /// Inspect the settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -106,6 +110,40 @@ pub enum AgentCommand {
         /// May start with `-` (ids are base64url).
         #[arg(long, allow_hyphen_values = true)]
         agent_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentTokenCommand {
+    /// Create an enrollment token for a policy; prints it (with `encoded`) as JSON.
+    Create {
+        #[arg(long, allow_hyphen_values = true)]
+        policy_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d; without it the token does not expire.
+        #[arg(long)]
+        expiration: Option<String>,
+        /// How many agents it may enroll; without it, any number.
+        #[arg(long)]
+        max_uses: Option<u32>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List enrollment tokens (never their secrets).
+    List {
+        #[arg(long, allow_hyphen_values = true)]
+        policy_id: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke an enrollment token at once (agents it enrolled keep working).
+    Revoke {
+        /// May start with `-` (ids are random base64url).
+        #[arg(long, allow_hyphen_values = true)]
+        id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -164,7 +202,12 @@ impl Cli {
                 ApiKeyCommand::Create { store, .. } | ApiKeyCommand::Invalidate { store, .. },
             )
             | Command::Agent(AgentCommand::Unenroll { store, .. })
-            | Command::Keys(KeysCommand::Rotate { store }) => store_dir(store),
+            | Command::Keys(KeysCommand::Rotate { store })
+            | Command::EnrollmentToken(
+                EnrollmentTokenCommand::Create { store, .. }
+                | EnrollmentTokenCommand::List { store, .. }
+                | EnrollmentTokenCommand::Revoke { store, .. },
+            ) => store_dir(store),
             Command::Config(ConfigCommand::Check { listen, data_dir }) => Overrides {
                 listen: listen.clone(),
                 data_dir: data_dir.clone(),
@@ -275,7 +318,81 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                     .map_err(|e| CliError::Failed(e.to_string()))?;
             print_json(json!({ "kid": kid, "algorithm": settings.jwt.algorithm.as_str() }));
         }
+        Command::EnrollmentToken(command) => {
+            run_enrollment_token(command, &settings, clock).await?
+        }
         Command::Config(ConfigCommand::Check { .. }) => print_json(settings.describe()),
+    }
+    Ok(())
+}
+
+async fn run_enrollment_token(
+    command: EnrollmentTokenCommand,
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CliError> {
+    let failed = |e: crate::enrollment::EnrollmentError| match e {
+        crate::enrollment::EnrollmentError::BadRequest(m) => CliError::Usage(m),
+        other => CliError::Failed(other.to_string()),
+    };
+    match command {
+        EnrollmentTokenCommand::Create {
+            policy_id,
+            name,
+            expiration,
+            max_uses,
+            ..
+        } => {
+            let lifetime = expiration
+                .map(|e| {
+                    humantime::parse_duration(&e).map_err(|err| {
+                        CliError::Usage(format!(
+                            "--expiration {e:?} is not a duration like 30d: {err}"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let services = Services::start(settings, clock.clone()).await?;
+            let request = crate::enrollment::NewEnrollmentToken {
+                policy_id,
+                name,
+                expires_at: lifetime.map(|d| clock.now() + d.as_secs() as i64),
+                max_uses,
+            };
+            let created = services
+                .enrollment
+                .create_token(&crate::enrollment::Creator::cli(), request)
+                .await
+                .map_err(failed)?;
+            print_json(
+                serde_json::to_value(&created).map_err(|e| CliError::Failed(e.to_string()))?,
+            );
+        }
+        EnrollmentTokenCommand::List { policy_id, .. } => {
+            let services = Services::start(settings, clock).await?;
+            let items = services
+                .enrollment
+                .list_tokens(policy_id.as_deref())
+                .await
+                .map_err(failed)?;
+            print_json(json!({ "items": items, "total": items.len() }));
+        }
+        EnrollmentTokenCommand::Revoke { id, .. } => {
+            let services = Services::start(settings, clock).await?;
+            let revoked = services
+                .enrollment
+                .revoke_token(&id)
+                .await
+                .map_err(failed)?;
+            match revoked {
+                Some(revoked) => print_json(json!({ "id": id, "revoked": revoked })),
+                None => {
+                    return Err(CliError::Failed(format!(
+                        "no enrollment token with id {id}"
+                    )))
+                }
+            }
+        }
     }
     Ok(())
 }

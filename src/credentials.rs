@@ -11,7 +11,8 @@ pub enum Presented {
     /// `Authorization: Basic base64(client_id:client_secret)`.
     Basic { id: String, secret: String },
     /// `Authorization: Bearer <token>`: a JWT, a refresh token or a service token;
-    /// which one is for the token service to tell.
+    /// which one is for the token service to tell. `Authorization: DPoP <token>`
+    /// (RFC 9449 §7.1) too: [`is_dpop_scheme`] tells them apart.
     Bearer(String),
 }
 
@@ -52,6 +53,11 @@ impl CredentialError {
 /// The longest `Authorization` value looked at.
 const MAX_LEN: usize = 8 * 1024;
 
+/// Whether an `Authorization` value uses the `DPoP` scheme (RFC 9449 §7.1).
+pub fn is_dpop_scheme(value: &[u8]) -> bool {
+    value.len() > 5 && value[..5].eq_ignore_ascii_case(b"dpop ")
+}
+
 /// Parses one `Authorization` header value.
 pub fn from_authorization(value: &[u8]) -> Result<Presented, CredentialError> {
     if value.len() > MAX_LEN {
@@ -69,7 +75,7 @@ pub fn from_authorization(value: &[u8]) -> Result<Presented, CredentialError> {
     if rest.is_empty() {
         return Err(CredentialError::Malformed);
     }
-    if scheme.eq_ignore_ascii_case("bearer") {
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop") {
         if !rest.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(CredentialError::Malformed);
         }
@@ -113,6 +119,12 @@ mod tests {
         assert!(
             matches!(from_authorization(b"Bearer abc.def.ghi"), Ok(Presented::Bearer(t)) if t == "abc.def.ghi")
         );
+        assert!(
+            matches!(from_authorization(b"DPoP abc.def.ghi"), Ok(Presented::Bearer(t)) if t == "abc.def.ghi")
+        );
+        assert!(is_dpop_scheme(b"dpop abc.def.ghi"));
+        assert!(!is_dpop_scheme(b"Bearer abc.def.ghi"));
+        assert!(!is_dpop_scheme(b"DPoP"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! http        axum frontends, one module per API family; status codes decided here
+//!  -> enrollment    enrollment tokens and agent enrollment (issues through grant)
 //!  -> credentials   what the caller presented (Authorization header), parsed only
 //!   -> grant        flows: credential -> pair, credential -> principal; OAuth errors
 //!    -> vault       the Vault-compatible JWT auth method: config, roles, external JWTs
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod enrollment;
 pub mod es_api;
 pub mod grant;
 pub mod http;

@@ -3,6 +3,12 @@
 use clap::Parser;
 use fleetauth::cli::{self, Cli};
 
+/// mimalloc instead of the system allocator: the request paths allocate a lot of small,
+/// short-lived buffers (JSON, base64, header values) on two or more worker threads
+/// (docs/benchmarks.md measures the difference).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let settings = match cli.settings() {

@@ -12,6 +12,7 @@ use crate::api_keys::ApiKeyService;
 use crate::authentication::{Authenticator, IdentityServices};
 use crate::clock::Clock;
 use crate::config::{Settings, StoreKind};
+use crate::enrollment::EnrollmentService;
 use crate::es_api::SecurityApi;
 use crate::grant::GrantService;
 use crate::http::{self, AppState};
@@ -21,6 +22,7 @@ use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::{TokenError, TokenService};
 use crate::vault::JwtAuth;
 
@@ -102,6 +104,8 @@ pub struct Services {
     /// Users, roles and service accounts.
     pub identity: IdentityServices,
     pub security_api: Arc<SecurityApi>,
+    /// Enrollment tokens and `POST /api/fleet/agents/enroll`.
+    pub enrollment: Arc<EnrollmentService>,
     /// True when this start created the store.
     pub created: bool,
 }
@@ -135,14 +139,28 @@ impl Services {
         let identity = IdentityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
-            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock)),
+            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock.clone())),
         };
+        let dpop = Arc::new(DpopVerifier::new(
+            settings.dpop.clone(),
+            clock.clone(),
+            dpop_nonce_key(store.as_ref()).await?,
+        ));
         let grants = Arc::new(
             GrantService::new(tokens.clone(), api_keys.clone())
                 .with_oauth(settings.oauth.clone())
-                .with_jwt_auth(jwt_auth.clone()),
+                .with_jwt_auth(jwt_auth.clone())
+                .with_dpop(dpop),
         );
+        let enrollment = Arc::new(EnrollmentService::new(
+            store.clone(),
+            api_keys.clone(),
+            grants.clone(),
+            clock.clone(),
+            settings.enrollment,
+        ));
         let authenticator = Arc::new(Authenticator::new(
+            grants.clone(),
             tokens.clone(),
             api_keys.clone(),
             identity.clone(),
@@ -164,9 +182,30 @@ impl Services {
             jwt_auth,
             identity,
             security_api,
+            enrollment,
             created,
         })
     }
+}
+
+/// The meta key of the HMAC key of DPoP server nonces (shared by every instance).
+const DPOP_NONCE_KEY: &str = "dpop_nonce_key";
+
+/// The HMAC key of DPoP server nonces: created once per store, so that every instance
+/// issues and accepts the same nonces.
+async fn dpop_nonce_key(store: &dyn Store) -> Result<[u8; 32], StartError> {
+    let mut fresh = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+    let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = store.meta_get_or_insert(DPOP_NONCE_KEY, &hex).await?;
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = stored
+            .get(i * 2..i * 2 + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {DPOP_NONCE_KEY}")))?;
+    }
+    Ok(key)
 }
 
 /// Creates `elastic` in a store that has no such user, and says so on stderr (the
@@ -225,6 +264,7 @@ impl Application {
             authenticator: services.authenticator.clone(),
             vault: services.jwt_auth.clone(),
             security: services.security_api.clone(),
+            enrollment: services.enrollment.clone(),
             settings: Arc::new(settings.clone()),
             metrics: telemetry::metrics_handle(),
         };

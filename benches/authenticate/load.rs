@@ -1,13 +1,14 @@
 //! The closed-loop load generator: `connections` HTTP/1.1 keep-alive connections
-//! (hyper 1 client, `TCP_NODELAY`), each driven by its own task that sends one
-//! `POST /api/fleet/authenticate` at a time and waits for the whole response before
-//! the next. Each request's latency (send to last body byte) goes into an HDR
-//! histogram (microseconds, 3 significant digits).
+//! (hyper 1 client, `TCP_NODELAY`), each driven by its own task that sends one request
+//! at a time and waits for the whole response before the next. Each request's latency
+//! (send to last body byte) goes into an HDR histogram (microseconds, 3 significant
+//! digits).
 //!
 //! Each connection owns a disjoint set of credentials (`slots`) and goes round them, so
-//! no two requests for one agent are ever in flight together. With
-//! [`Credentials::Rotating`] a slot holds an agent's latest refresh token and is
-//! replaced by the `X-Fleet-Refresh-Token` of each 2xx answer.
+//! no two requests for one agent are ever in flight together. What a connection sends
+//! is a [`Workload`]: one [`Target`] (method, path, body) and what to do with each
+//! answer ([`Rotation`]): nothing, keep the new refresh token, or keep it and use the
+//! new access token on `whoami` every few refreshes (the agent chain).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,36 +16,75 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::Request;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub const PATH: &str = "/api/fleet/authenticate";
-
-/// What each connection presents, slot by slot.
-pub enum Credentials {
-    /// The same `Authorization` values again and again (API keys, baseline).
-    Fixed(Vec<Vec<HeaderValue>>),
-    /// `Authorization: Bearer <refresh token>`, replaced by each answer's new token.
-    Rotating(Vec<Vec<HeaderValue>>),
+/// One kind of request.
+#[derive(Clone)]
+pub struct Target {
+    pub method: Method,
+    pub path: &'static str,
+    /// A form body (`application/x-www-form-urlencoded`), or none.
+    pub form: Option<&'static str>,
 }
 
-impl Credentials {
-    /// Deals `values` round-robin onto `connections` connections.
-    pub fn deal(
-        values: impl IntoIterator<Item = HeaderValue>,
-        connections: usize,
-    ) -> Vec<Vec<HeaderValue>> {
-        let mut dealt = vec![Vec::new(); connections];
-        for (i, value) in values.into_iter().enumerate() {
-            dealt[i % connections].push(value);
+impl Target {
+    pub const AUTHENTICATE: Target = Target {
+        method: Method::POST,
+        path: "/api/fleet/authenticate",
+        form: None,
+    };
+    pub const WHOAMI: Target = Target {
+        method: Method::GET,
+        path: "/api/fleet/whoami",
+        form: None,
+    };
+    /// `POST path` with `grant_type=client_credentials`.
+    pub const fn client_credentials(path: &'static str) -> Target {
+        Target {
+            method: Method::POST,
+            path,
+            form: Some("grant_type=client_credentials"),
         }
-        dealt.retain(|slots| !slots.is_empty());
-        dealt
     }
+}
+
+/// What to do with each 2xx answer.
+#[derive(Clone, Copy)]
+pub enum Rotation {
+    /// Present the same `Authorization` value again next time (API keys, JWTs, Basic).
+    Fixed,
+    /// The slot is `Bearer <refresh token>`; replace it with the answer's
+    /// `X-Fleet-Refresh-Token`.
+    Refresh,
+    /// As `Refresh`, and after every `every`-th refresh of the connection, one
+    /// `GET /api/fleet/whoami` with the answer's `X-Fleet-Access-Token` (its first use,
+    /// so it promotes the pending pair). Both requests are counted.
+    Chain { every: usize },
+}
+
+/// What one connection sends.
+#[derive(Clone)]
+pub struct Workload {
+    pub target: Target,
+    pub rotation: Rotation,
+}
+
+/// Deals `values` round-robin onto `connections` connections.
+pub fn deal(
+    values: impl IntoIterator<Item = HeaderValue>,
+    connections: usize,
+) -> Vec<Vec<HeaderValue>> {
+    let mut dealt = vec![Vec::new(); connections];
+    for (i, value) in values.into_iter().enumerate() {
+        dealt[i % connections].push(value);
+    }
+    dealt.retain(|slots| !slots.is_empty());
+    dealt
 }
 
 /// When to send: a warm-up, then the measured window; or one pass over every slot.
@@ -118,9 +158,60 @@ impl Outcome {
     pub fn failures(&self) -> u64 {
         self.non_2xx.values().sum::<u64>() + self.transport_errors
     }
+
+    /// Records one answer (or transport failure) to a request sent at `sent_at`.
+    fn record(&mut self, measured: bool, latency: Duration, answer: &Result<Answer, String>) {
+        match answer {
+            Ok(a) if a.status.is_success() => {
+                if measured {
+                    self.sent += 1;
+                    self.ok += 1;
+                    self.response_bytes += a.bytes as u64;
+                    self.latency
+                        .saturating_record(latency.as_micros().max(1) as u64);
+                }
+            }
+            Ok(a) => {
+                if self.sample_failure.is_none() {
+                    self.sample_failure = Some(format!(
+                        "{}: {}",
+                        a.status,
+                        String::from_utf8_lossy(&a.body)
+                    ));
+                }
+                if measured {
+                    self.sent += 1;
+                    *self.non_2xx.entry(a.status.as_u16()).or_default() += 1;
+                } else {
+                    self.warmup_failures += 1;
+                }
+            }
+            Err(e) => {
+                if self.sample_failure.is_none() {
+                    self.sample_failure = Some(format!("transport: {e}"));
+                }
+                if measured {
+                    self.sent += 1;
+                    self.transport_errors += 1;
+                } else {
+                    self.warmup_failures += 1;
+                }
+            }
+        }
+    }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+/// One answer, as far as the load generator reads it.
+struct Answer {
+    status: hyper::StatusCode,
+    refresh_token: Option<HeaderValue>,
+    access_token: Option<HeaderValue>,
+    /// Header lines plus body.
+    bytes: usize,
+    body: Bytes,
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -137,19 +228,20 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> 
 /// Runs the load; returns when every connection has stopped.
 pub async fn run(
     addr: SocketAddr,
-    credentials: Credentials,
+    workload: &Workload,
+    per_connection: Vec<Vec<HeaderValue>>,
     schedule: Schedule,
 ) -> Result<Outcome, String> {
-    let (rotate, per_connection) = match credentials {
-        Credentials::Fixed(c) => (false, c),
-        Credentials::Rotating(c) => (true, c),
-    };
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(per_connection.len());
     for slots in per_connection {
         let sender = connect(addr).await?;
         tasks.push(tokio::spawn(connection_loop(
-            addr, sender, slots, rotate, schedule,
+            addr,
+            sender,
+            slots,
+            workload.clone(),
+            schedule,
         )));
     }
     let mut total = Outcome::new();
@@ -160,11 +252,78 @@ pub async fn run(
     Ok(total)
 }
 
+/// Sends one request on `sender` (reconnecting first if the connection was closed)
+/// and reads the whole answer.
+async fn send(
+    addr: SocketAddr,
+    sender: &mut SendRequest<Full<Bytes>>,
+    host: &HeaderValue,
+    target: &Target,
+    authorization: &HeaderValue,
+) -> Result<Result<Answer, String>, String> {
+    let mut request = Request::builder()
+        .method(target.method.clone())
+        .uri(target.path)
+        .header(HOST, host.clone())
+        .header(AUTHORIZATION, authorization.clone());
+    if target.form.is_some() {
+        request = request.header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(
+            target.form.unwrap_or("").as_bytes(),
+        )))
+        .map_err(|e| e.to_string())?;
+    if sender.ready().await.is_err() {
+        *sender = connect(addr).await?;
+    }
+    let answer = match sender.send_request(request).await {
+        Ok(response) => {
+            let status = response.status();
+            let refresh_token = response.headers().get("x-fleet-refresh-token").cloned();
+            let access_token = response.headers().get("x-fleet-access-token").cloned();
+            // "name: value\r\n" per header line.
+            let header_bytes: usize = response
+                .headers()
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum();
+            match response.into_body().collect().await {
+                Ok(body) => {
+                    let body = body.to_bytes();
+                    Ok(Answer {
+                        status,
+                        refresh_token,
+                        access_token,
+                        bytes: header_bytes + body.len(),
+                        body,
+                    })
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if answer.is_err() {
+        *sender = connect(addr).await?;
+    }
+    Ok(answer)
+}
+
+fn bearer(token: &HeaderValue) -> Result<HeaderValue, String> {
+    let mut value = b"Bearer ".to_vec();
+    value.extend_from_slice(token.as_bytes());
+    HeaderValue::from_bytes(&value).map_err(|e| e.to_string())
+}
+
 async fn connection_loop(
     addr: SocketAddr,
-    mut sender: SendRequest<Empty<Bytes>>,
+    mut sender: SendRequest<Full<Bytes>>,
     mut slots: Vec<HeaderValue>,
-    rotate: bool,
+    workload: Workload,
     schedule: Schedule,
 ) -> Result<Outcome, String> {
     let mut outcome = Outcome::new();
@@ -172,6 +331,10 @@ async fn connection_loop(
     if let Schedule::Timed { start, .. } = schedule {
         tokio::time::sleep_until(start.into()).await;
     }
+    let measured_at = |at: Instant| match schedule {
+        Schedule::Timed { measure_from, .. } => at >= measure_from,
+        Schedule::OnePass => true,
+    };
     let mut next = 0usize;
     loop {
         let slot = next % slots.len();
@@ -181,77 +344,33 @@ async fn connection_loop(
             _ => {}
         }
         next += 1;
-        let request = Request::post(PATH)
-            .header(HOST, host.clone())
-            .header(AUTHORIZATION, slots[slot].clone())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        if sender.ready().await.is_err() {
-            sender = connect(addr).await?;
-        }
         let sent_at = Instant::now();
-        let measured = match schedule {
-            Schedule::Timed { measure_from, .. } => sent_at >= measure_from,
-            Schedule::OnePass => true,
-        };
-        let answer = match sender.send_request(request).await {
-            Ok(response) => {
-                let status = response.status();
-                let new_token = response.headers().get("x-fleet-refresh-token").cloned();
-                // "name: value\r\n" per header line.
-                let header_bytes: usize = response
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| n.as_str().len() + v.len() + 4)
-                    .sum();
-                match response.into_body().collect().await {
-                    Ok(body) => Ok((status, new_token, header_bytes, body.to_bytes())),
-                    Err(e) => Err(e.to_string()),
-                }
+        let answer = send(addr, &mut sender, &host, &workload.target, &slots[slot]).await?;
+        outcome.record(measured_at(sent_at), sent_at.elapsed(), &answer);
+        let Ok(answer) = answer else { continue };
+        if !answer.status.is_success() {
+            continue;
+        }
+        match workload.rotation {
+            Rotation::Fixed => {}
+            Rotation::Refresh | Rotation::Chain { .. } => {
+                let token = answer
+                    .refresh_token
+                    .as_ref()
+                    .ok_or("a 2xx answer without X-Fleet-Refresh-Token")?;
+                slots[slot] = bearer(token)?;
             }
-            Err(e) => Err(e.to_string()),
-        };
-        let latency = sent_at.elapsed();
-        match answer {
-            Ok((status, new_token, header_bytes, body)) if status.is_success() => {
-                if rotate {
-                    let token = new_token.ok_or("a 2xx answer without X-Fleet-Refresh-Token")?;
-                    let mut bearer = b"Bearer ".to_vec();
-                    bearer.extend_from_slice(token.as_bytes());
-                    slots[slot] = HeaderValue::from_bytes(&bearer).map_err(|e| e.to_string())?;
-                }
-                if measured {
-                    outcome.sent += 1;
-                    outcome.ok += 1;
-                    outcome.response_bytes += (header_bytes + body.len()) as u64;
-                    outcome
-                        .latency
-                        .saturating_record(latency.as_micros().max(1) as u64);
-                }
-            }
-            Ok((status, _, _, body)) => {
-                if outcome.sample_failure.is_none() {
-                    outcome.sample_failure =
-                        Some(format!("{status}: {}", String::from_utf8_lossy(&body)));
-                }
-                if measured {
-                    outcome.sent += 1;
-                    *outcome.non_2xx.entry(status.as_u16()).or_default() += 1;
-                } else {
-                    outcome.warmup_failures += 1;
-                }
-            }
-            Err(e) => {
-                if outcome.sample_failure.is_none() {
-                    outcome.sample_failure = Some(format!("transport: {e}"));
-                }
-                if measured {
-                    outcome.sent += 1;
-                    outcome.transport_errors += 1;
-                } else {
-                    outcome.warmup_failures += 1;
-                }
-                sender = connect(addr).await?;
+        }
+        if let Rotation::Chain { every } = workload.rotation {
+            if next.is_multiple_of(every.max(1)) {
+                let access = answer
+                    .access_token
+                    .as_ref()
+                    .ok_or("a 2xx answer without X-Fleet-Access-Token")?;
+                let sent_at = Instant::now();
+                let used =
+                    send(addr, &mut sender, &host, &Target::WHOAMI, &bearer(access)?).await?;
+                outcome.record(measured_at(sent_at), sent_at.elapsed(), &used);
             }
         }
     }
@@ -264,7 +383,7 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut sender = connect(addr).await?;
     let request = Request::get(path)
         .header(HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let response = sender

@@ -183,3 +183,15 @@ pub fn histogram_mean(d: &BTreeMap<String, f64>, name: &str, labels: &str) -> Op
     let sum = d.get(&format!("{name}_sum{labels}")).copied()?;
     (count > 0.0).then(|| sum / count)
 }
+
+/// Resident and peak resident memory of process `pid`, in MiB (`VmRSS`, `VmHWM`).
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |name: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    };
+    Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}

@@ -25,7 +25,7 @@ use super::{AuthMethod, Authenticator, Principal};
 use crate::credentials::Presented;
 use crate::grant::access::{AccessTokens, Check, VerifiedAccess};
 use crate::grant::issuer::JwtIssuer;
-use crate::grant::{record_failure, GrantError};
+use crate::grant::{record_failure, DpopRequest, GrantError};
 use crate::identity::roles::Resolved;
 use crate::identity::service_accounts::{self, ServiceTokenError};
 use crate::identity::users::{self, UserError};
@@ -72,15 +72,41 @@ impl Authenticator {
 
     /// Says who a credential is, for protected resources. A refresh token is not
     /// accepted here (only token endpoints take it).
+    /// A DPoP-bound access token is refused here: resources that accept those call
+    /// [`authenticate_with_dpop`](Self::authenticate_with_dpop).
     pub async fn authenticate(&self, presented: &Presented) -> Result<Principal, GrantError> {
-        let result = self.authenticate_inner(presented).await;
+        self.authenticate_with_dpop(presented, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`authenticate`](Self::authenticate) for a request that may carry a DPoP proof: a
+    /// bound access token is accepted with `Authorization: DPoP` and a fresh proof of
+    /// its key (checked before the token counts as used), RFC 9449 §7.
+    pub async fn authenticate_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        let result = self.authenticate_inner(presented, dpop).await;
         if let Err(e) = &result {
             record_failure(e);
         }
         result
     }
 
-    async fn authenticate_inner(&self, presented: &Presented) -> Result<Principal, GrantError> {
+    async fn authenticate_inner(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<Principal, GrantError> {
+        if dpop.dpop_scheme
+            && !matches!(presented, Presented::Bearer(token) if jwt::looks_like_jwt(token))
+        {
+            return Err(GrantError::invalid_request(
+                "dpop_scheme_not_a_token",
+                "Authorization: DPoP carries an access token",
+            ));
+        }
         match presented {
             Presented::ApiKey { id, secret } => self.api_key_principal(id, secret).await,
             Presented::Basic { id, secret } => {
@@ -100,7 +126,11 @@ impl Authenticator {
                     return self.service_token_principal(&parsed).await;
                 }
                 if jwt::looks_like_jwt(token) {
-                    let verified = self.access().validate(token, Check::Use).await?;
+                    let access = self.access();
+                    let verified = access.verify(token).await?;
+                    self.grants
+                        .check_presentation(&verified.claims, token, dpop)?;
+                    access.confirm(&verified, Check::Use).await?;
                     return self.access_token_principal(verified).await;
                 }
                 if tokens::refresh::parse(token).is_some() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::api_keys::ApiKeyService;
 use crate::config::OAuthSettings;
+use crate::grant::GrantService;
 use crate::identity::{Identity, RoleService, ServiceAccounts, UserService};
 use crate::tokens::TokenService;
 
@@ -52,6 +53,8 @@ pub struct IdentityServices {
 
 /// The authentication chain over the services it asks.
 pub struct Authenticator {
+    /// For the DPoP checks of bound access tokens (RFC 9449 §7).
+    grants: Arc<GrantService>,
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
     identity: IdentityServices,
@@ -61,12 +64,14 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(
+        grants: Arc<GrantService>,
         tokens: Arc<TokenService>,
         api_keys: Arc<ApiKeyService>,
         identity: IdentityServices,
         oauth: OAuthSettings,
     ) -> Self {
         Self {
+            grants,
             tokens,
             api_keys,
             identity,

@@ -16,6 +16,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod dpop;
+pub mod enrollment;
+
+pub use dpop::{DpopSettings, RawDpop};
+pub use enrollment::{EnrollmentSettings, RawEnrollment};
+
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -45,6 +51,8 @@ pub struct RawSettings {
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
     pub vault: RawVault,
+    pub enrollment: RawEnrollment,
+    pub dpop: RawDpop,
     pub elasticsearch_api: RawElasticsearchApi,
 }
 
@@ -91,6 +99,8 @@ impl Default for RawSettings {
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
+            enrollment: RawEnrollment::default(),
+            dpop: RawDpop::default(),
             elasticsearch_api: RawElasticsearchApi::default(),
         }
     }
@@ -152,6 +162,8 @@ pub struct Settings {
     pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    pub enrollment: EnrollmentSettings,
+    pub dpop: DpopSettings,
     /// `elasticsearch_api.product_header`: the Elasticsearch-compatible family answers
     /// with `X-Elastic-Product: Elasticsearch` and serves `GET /` (see `http::es_api`).
     pub es_product_header: bool,
@@ -294,6 +306,8 @@ impl RawSettings {
             .transpose()?;
         let oauth = self.oauth.validate()?;
         let vault = self.vault.validate()?;
+        let enrollment = self.enrollment.validate()?;
+        let dpop = self.dpop.validate()?;
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
         let api_key_purge_interval =
             duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
@@ -324,6 +338,8 @@ impl RawSettings {
             public_url,
             oauth,
             vault,
+            enrollment,
+            dpop,
             es_product_header: self.elasticsearch_api.product_header,
         })
     }
@@ -379,6 +395,17 @@ impl Settings {
                 "http_timeout_secs": secs(self.vault.http_timeout),
                 "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
+            },
+            "enrollment": {
+                "rate_per_minute": self.enrollment.refill_per_second * 60.0,
+                "burst": self.enrollment.burst,
+            },
+            "dpop": {
+                "proof_window_secs": secs(self.dpop.proof_window),
+                "require_nonce": self.dpop.require_nonce,
+                "nonce_lifetime_secs": secs(self.dpop.nonce_lifetime),
+                "require_for_agents": self.dpop.require_for_agents,
+                "replay_cache_size": self.dpop.replay_cache_size,
             },
             "elasticsearch_api": { "product_header": self.es_product_header },
         })

@@ -180,6 +180,14 @@ impl SecurityApi {
         } else if name.starts_with('_') {
             problems.push("api key name may not begin with an underscore".into());
         }
+        if request
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.keys().any(|k| k.starts_with('_')))
+        {
+            // As Elasticsearch: such keys are reserved (here: enrollment tokens' marker).
+            problems.push("API key metadata keys may not start with [_]".into());
+        }
         if !problems.is_empty() {
             return Err(SecurityError::validation(&problems));
         }

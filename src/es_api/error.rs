@@ -143,6 +143,8 @@ impl From<StoreError> for SecurityError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::new(SecurityErrorKind::Unavailable, m),
+            // What Elasticsearch itself answers when concurrent writes of a document win.
+            StoreError::Contended(m) => Self::new(SecurityErrorKind::Conflict, m),
             other => Self::new(SecurityErrorKind::Internal, other.to_string()),
         }
     }

@@ -214,6 +214,7 @@ impl SecurityApi {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
             family: parsed.family.as_deref(),
+            bound_key: None,
         };
         let pair = self
             .tokens

@@ -57,6 +57,16 @@ pub enum GrantError {
         reason: &'static str,
         description: String,
     },
+    /// RFC 9449 §5 and §7.1: the DPoP proof is missing, malformed, replayed or does not
+    /// prove the key the tokens are bound to.
+    #[error("{description}")]
+    InvalidDpopProof {
+        reason: &'static str,
+        description: String,
+    },
+    /// RFC 9449 §8: the proof must carry this server nonce (sent as `DPoP-Nonce`).
+    #[error("a DPoP proof with the server's nonce is required")]
+    UseDpopNonce { nonce: String },
     /// The store could not be reached; the client may retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -77,6 +87,8 @@ impl GrantError {
             Self::InvalidScope { .. } => "invalid_scope",
             Self::InvalidTarget { .. } => "invalid_target",
             Self::UnsupportedTokenType { .. } => "unsupported_token_type",
+            Self::InvalidDpopProof { .. } => "invalid_dpop_proof",
+            Self::UseDpopNonce { .. } => "use_dpop_nonce",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
@@ -92,7 +104,9 @@ impl GrantError {
             | Self::UnsupportedGrantType { reason, .. }
             | Self::InvalidScope { reason, .. }
             | Self::InvalidTarget { reason, .. }
-            | Self::UnsupportedTokenType { reason, .. } => reason,
+            | Self::UnsupportedTokenType { reason, .. }
+            | Self::InvalidDpopProof { reason, .. } => reason,
+            Self::UseDpopNonce { .. } => "dpop_nonce_required",
             Self::Unavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -110,6 +124,30 @@ impl GrantError {
             reason,
             description: description.into(),
         }
+    }
+
+    pub fn invalid_dpop_proof(reason: &'static str, description: impl Into<String>) -> Self {
+        Self::InvalidDpopProof {
+            reason,
+            description: description.into(),
+        }
+    }
+
+    /// The nonce to send as `DPoP-Nonce` with this error, if it asks for one.
+    pub fn dpop_nonce(&self) -> Option<&str> {
+        match self {
+            Self::UseDpopNonce { nonce } => Some(nonce),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is about the request's DPoP proof (answered with a `DPoP`
+    /// challenge at protected resources, RFC 9449 §7.1).
+    pub fn is_dpop(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidDpopProof { .. } | Self::UseDpopNonce { .. }
+        )
     }
 
     pub fn invalid_client(reason: &'static str, description: impl Into<String>) -> Self {
@@ -158,6 +196,14 @@ impl From<StoreError> for GrantError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            // Every attempt was overtaken by another change of the same agent or token:
+            // the credential was being used concurrently, and this use lost.
+            StoreError::Contended(m) => Self::InvalidGrant {
+                reason: "lost_race",
+                description: format!(
+                    "the grant lost a race with concurrent uses of the same credential ({m})"
+                ),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

@@ -24,7 +24,7 @@ use super::registrar::{ApiKeyRegistrar, Client};
 use super::request::TokenRequest;
 use super::GrantError;
 use crate::tokens::kind::TokenKind;
-use crate::tokens::{jwt, refresh, TokenError, TokenService};
+use crate::tokens::{jwt, refresh, Confirmation, TokenError, TokenService};
 
 /// An RFC 7662 §2.2 introspection response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,7 +34,7 @@ pub struct Introspection {
     pub scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// `Bearer` for access tokens.
+    /// `Bearer` for access tokens, `DPoP` for DPoP-bound ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +56,9 @@ pub struct Introspection {
     /// external JWT (an extension: such a subject is not an agent, whatever its `sub`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault_role: Option<String>,
+    /// RFC 9449 §6.2: the DPoP key a bound token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
 }
 
 impl Introspection {
@@ -97,6 +100,7 @@ pub(super) async fn introspect(
                 sub: Some(parsed.agent_id),
                 iss: Some(tokens.issuer().to_string()),
                 token_use: Some("refresh_token"),
+                cnf: parsed.jkt.map(|jkt| Confirmation { jkt }),
                 ..Introspection::default()
             },
             None => Introspection::inactive(),
@@ -107,7 +111,7 @@ pub(super) async fn introspect(
             active: true,
             scope: claims.scope,
             client_id: Some(claims.client_id),
-            token_type: Some("Bearer"),
+            token_type: Some(crate::tokens::token_type(claims.cnf.is_some())),
             exp: Some(claims.exp),
             iat: Some(claims.iat),
             sub: Some(claims.sub),
@@ -116,6 +120,7 @@ pub(super) async fn introspect(
             jti: Some(claims.jti),
             token_use: Some("access_token"),
             vault_role: claims.vault_role,
+            cnf: claims.cnf,
         }),
         Err(e) if e.is_server_error() => Err(e),
         Err(_) => Ok(Introspection::inactive()),

@@ -30,6 +30,7 @@ use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
 
 use super::access::{AccessTokens, Check, VerifiedAccess};
+use super::dpop::Binding;
 use super::registrar::{placeholder_redirect, Client};
 use super::request::{empty_scope, parse_scope, scope_text};
 use super::GrantError;
@@ -47,6 +48,8 @@ pub struct Issued {
     /// The granted scope, normalized; `None` for none.
     pub scope: Option<String>,
     pub jti: String,
+    /// The DPoP key the tokens are bound to, if any (`token_type: DPoP`).
+    pub bound_key: Option<String>,
 }
 
 impl Issued {
@@ -57,6 +60,7 @@ impl Issued {
             refresh_token: Some(pair.refresh_token),
             scope: scope.map(str::to_string),
             jti: pair.jti,
+            bound_key: pair.bound_key,
         }
     }
 
@@ -67,6 +71,7 @@ impl Issued {
             refresh_token: None,
             scope: scope.map(str::to_string),
             jti: access.jti,
+            bound_key: access.bound_key,
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct JwtIssuer<'a> {
     tokens: &'a TokenService,
     api_keys: &'a ApiKeyService,
     policy: &'a OAuthSettings,
+    /// The DPoP key the request proved, and the agents' DPoP policy.
+    binding: Binding,
     failure: Option<GrantError>,
 }
 
@@ -97,8 +104,16 @@ impl<'a> JwtIssuer<'a> {
             tokens,
             api_keys,
             policy,
+            binding: Binding::default(),
             failure: None,
         }
+    }
+
+    /// The issuer for a request that proved a DPoP key (or none): what it issues is
+    /// bound as [`Binding`] decides.
+    pub fn with_binding(mut self, binding: Binding) -> Self {
+        self.binding = binding;
+        self
     }
 
     pub fn tokens(&self) -> &'a TokenService {
@@ -137,10 +152,12 @@ impl<'a> JwtIssuer<'a> {
         client: &Client,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
+        let bound_key = self.binding.key_for(None, client.agent_id.is_some())?;
         let subject = Subject {
             agent_id: client.subject(),
             client_id: &client.id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         if !self.may_refresh(client.subject(), &client.id) {
             let access = self.tokens.issue_access_only(subject, scope);
@@ -165,10 +182,13 @@ impl<'a> JwtIssuer<'a> {
         if self.client_state().of_refresh(presented) == TokenKind::Family {
             return Err(not_a_client_token());
         }
+        let agent = self.client_state().of_refresh(presented) == TokenKind::AgentPair;
+        let bound_key = self.binding.key_for(presented.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &presented.agent_id,
             client_id: &presented.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::RefreshToken {
             hash: &presented.hash,
@@ -190,31 +210,35 @@ impl<'a> JwtIssuer<'a> {
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
         let claims = &verified.claims;
+        match verified.kind {
+            TokenKind::External => {
+                return Err(GrantError::invalid_grant(
+                    "external_subject",
+                    "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
+                ))
+            }
+            TokenKind::Family => return Err(not_a_client_token()),
+            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
+        }
+        let agent = verified.kind == TokenKind::AgentPair;
+        let bound_key = self.binding.key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
-        match verified.kind {
-            TokenKind::External => Err(GrantError::invalid_grant(
-                "external_subject",
-                "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
-            )),
-            TokenKind::Family => Err(not_a_client_token()),
-            TokenKind::ClientToken { stored: false } => {
-                self.access().check_client_key(&claims.client_id).await?;
-                let access = self.tokens.issue_access_only(subject, scope);
-                Ok(Issued::access_only(access, scope))
-            }
-            TokenKind::AgentPair | TokenKind::ClientToken { stored: true } => {
-                let presented = tokens::Presented::AccessToken { jti: &claims.jti };
-                let pair = self
-                    .tokens
-                    .exchange_scoped(subject, scope, presented)
-                    .await?;
-                Ok(Issued::pair(pair, scope))
-            }
+        if !verified.kind.has_stored_pair() {
+            self.access().check_client_key(&claims.client_id).await?;
+            let access = self.tokens.issue_access_only(subject, scope);
+            return Ok(Issued::access_only(access, scope));
         }
+        let presented = tokens::Presented::AccessToken { jti: &claims.jti };
+        let pair = self
+            .tokens
+            .exchange_scoped(subject, scope, presented)
+            .await?;
+        Ok(Issued::pair(pair, scope))
     }
 
     /// `issued` in oxide-auth's terms (to feed its refresh state machine).

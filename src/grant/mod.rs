@@ -22,6 +22,8 @@
 
 pub mod access;
 pub mod client_credentials;
+mod dpop;
+mod enrolled;
 pub mod error;
 pub mod external_jwt;
 pub mod introspection;
@@ -35,11 +37,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use dpop::{Binding, DpopRequest};
+pub use enrolled::EnrollmentBinding;
 pub use error::GrantError;
 
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
+use crate::tokens::dpop::DpopVerifier;
 use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
@@ -64,6 +69,8 @@ pub enum GrantKind {
     Password,
     /// The token API's `client_credentials` grant (a token for the calling user).
     UserCredentials,
+    /// An agent's first pair, at enrollment (`POST /api/fleet/agents/enroll`).
+    Enrollment,
 }
 
 impl GrantKind {
@@ -75,6 +82,7 @@ impl GrantKind {
             Self::ExternalJwt => "external_jwt",
             Self::Password => "password",
             Self::UserCredentials => "client_credentials",
+            Self::Enrollment => "enrollment",
         }
     }
 }
@@ -96,8 +104,8 @@ pub struct TokenResponse {
 impl TokenResponse {
     fn new(issued: Issued, issued_token_type: Option<&'static str>) -> Self {
         Self {
+            token_type: tokens::token_type(issued.bound_key.is_some()),
             access_token: issued.access_token,
-            token_type: "Bearer",
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
             scope: issued.scope,
@@ -115,6 +123,8 @@ pub struct GrantMetadata {
     pub client_auth_methods: Vec<&'static str>,
     pub scopes: Vec<String>,
     pub signing_algorithms: Vec<SigningAlgorithm>,
+    /// The DPoP proof algorithms accepted (RFC 9449 §5.1); empty without DPoP.
+    pub dpop_algorithms: Vec<&'static str>,
 }
 
 pub struct GrantService {
@@ -125,6 +135,8 @@ pub struct GrantService {
     subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
     /// The Vault-compatible JWT auth method, when wired in.
     jwt_auth: Option<Arc<JwtAuth>>,
+    /// DPoP proofs (RFC 9449), when wired in; without, a proof is refused.
+    dpop: Option<Arc<DpopVerifier>>,
 }
 
 /// A verified access token looked up by its holder (Vault's `lookup-self`), which
@@ -163,7 +175,14 @@ impl GrantService {
             oauth: OAuthSettings::default(),
             subject_validators: vec![own],
             jwt_auth: None,
+            dpop: None,
         }
+    }
+
+    /// Wires in DPoP (RFC 9449) proofs at the token endpoints and protected resources.
+    pub fn with_dpop(mut self, verifier: Arc<DpopVerifier>) -> Self {
+        self.dpop = Some(verifier);
+        self
     }
 
     /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
@@ -206,9 +225,26 @@ impl GrantService {
     /// The OAuth2 token endpoint: dispatches on `grant_type` (RFC 6749 §4.4, §6;
     /// RFC 8693).
     pub async fn token(&self, request: &TokenRequest) -> Result<TokenResponse, GrantError> {
+        self.token_with_dpop(request, &DpopRequest::NONE).await
+    }
+
+    /// [`token`](Self::token) for a request that may carry a DPoP proof: the tokens are
+    /// bound to its key ([`Binding`]).
+    pub async fn token_with_dpop(
+        &self,
+        request: &TokenRequest,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<TokenResponse, GrantError> {
         let started = Instant::now();
         let registrar = self.registrar();
-        let issuer = self.issuer();
+        let binding = match self.binding(dpop) {
+            Ok(binding) => binding,
+            Err(e) => {
+                record_failure(&e);
+                return Err(e);
+            }
+        };
+        let issuer = self.issuer().with_binding(binding);
         let grant_type = match request.params.require("grant_type") {
             Ok(grant_type) => grant_type,
             Err(e) => {
@@ -297,12 +333,19 @@ impl GrantService {
     /// a pending pair, and takes one use of a use-limited token).
     pub async fn lookup_self(&self, token: &str) -> Result<TokenLookup, GrantError> {
         let result = async {
-            let claims = self
-                .issuer()
-                .access()
-                .validate(token, Check::Use)
-                .await?
-                .claims;
+            if !jwt::looks_like_jwt(token) {
+                return Err(GrantError::invalid_grant(
+                    "unknown_token",
+                    "the token is not a JWT access token",
+                ));
+            }
+            let issuer = self.issuer();
+            let access = issuer.access();
+            let verified = access.verify(token).await?;
+            // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
+            self.check_presentation(&verified.claims, token, &DpopRequest::NONE)?;
+            access.confirm(&verified, Check::Use).await?;
+            let claims = verified.claims;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -359,24 +402,39 @@ impl GrantService {
             client_auth_methods: vec!["client_secret_basic", "client_secret_post"],
             scopes: self.oauth.scopes.clone(),
             signing_algorithms: self.tokens.algorithms(),
+            dpop_algorithms: match &self.dpop {
+                Some(_) => tokens::dpop::ALGORITHMS.to_vec(),
+                None => Vec::new(),
+            },
         }
     }
 
     /// Trades a credential for a new access/refresh pair.
     pub async fn exchange(&self, presented: &Presented) -> Result<IssuedPair, GrantError> {
+        self.exchange_with_dpop(presented, &DpopRequest::NONE).await
+    }
+
+    /// [`exchange`](Self::exchange) for a request that may carry a DPoP proof: the pair
+    /// is bound to its key ([`Binding`]).
+    pub async fn exchange_with_dpop(
+        &self,
+        presented: &Presented,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
         let (kind, result) = match presented {
-            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
-                (GrantKind::ApiKey, self.exchange_api_key(id, secret).await)
-            }
+            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
+                GrantKind::ApiKey,
+                self.exchange_api_key(id, secret, dpop).await,
+            ),
             Presented::Bearer(token) => match tokens::refresh::parse(token) {
                 Some(parsed) => (
                     GrantKind::RefreshToken,
-                    self.exchange_refresh(&parsed).await,
+                    self.exchange_refresh(&parsed, dpop).await,
                 ),
                 None => (
                     GrantKind::AccessToken,
-                    self.exchange_access_token(token).await,
+                    self.exchange_access_token(token, dpop).await,
                 ),
             },
         };
@@ -392,9 +450,20 @@ impl GrantService {
     /// an access token, or anything else, is `invalid_grant` (token-type confusion,
     /// RFC 8725 §2.8), as at `/oauth/token`.
     pub async fn exchange_refresh_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+        self.exchange_refresh_token_with_dpop(token, &DpopRequest::NONE)
+            .await
+    }
+
+    /// [`exchange_refresh_token`](Self::exchange_refresh_token) for a request that may
+    /// carry a DPoP proof (a bound refresh token needs one of its key).
+    pub async fn exchange_refresh_token_with_dpop(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
         let result = match tokens::refresh::parse(token) {
-            Some(parsed) => self.exchange_refresh(&parsed).await,
+            Some(parsed) => self.exchange_refresh(&parsed, dpop).await,
             None => Err(GrantError::invalid_grant(
                 "not_a_refresh_token",
                 "the refresh token is not valid",
@@ -407,7 +476,13 @@ impl GrantService {
         result
     }
 
-    async fn exchange_api_key(&self, id: &str, secret: &str) -> Result<IssuedPair, GrantError> {
+    async fn exchange_api_key(
+        &self,
+        id: &str,
+        secret: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
+        let binding = self.binding(dpop)?;
         let key = self.api_keys.verify(id, secret).await?;
         let agent_id = key
             .agent_id
@@ -416,10 +491,12 @@ impl GrantService {
                 reason: "api_key_not_an_agent",
                 description: "the API key does not belong to an agent".into(),
             })?;
+        let bound_key = binding.key_for(None, true)?;
         let subject = Subject {
             agent_id,
             client_id: &key.id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         Ok(self
             .tokens
@@ -430,14 +507,19 @@ impl GrantService {
     async fn exchange_refresh(
         &self,
         parsed: &tokens::refresh::PresentedRefresh,
+        dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
-        if self.issuer().client_state().of_refresh(parsed) == TokenKind::Family {
+        let kind = self.issuer().client_state().of_refresh(parsed);
+        if kind == TokenKind::Family {
             return Err(issuer::not_a_client_token());
         }
+        let agent = kind == TokenKind::AgentPair;
+        let bound_key = self.binding(dpop)?.key_for(parsed.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &parsed.agent_id,
             client_id: &parsed.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
         let scope = parsed.scope.as_deref();
@@ -447,7 +529,11 @@ impl GrantService {
             .await?)
     }
 
-    async fn exchange_access_token(&self, token: &str) -> Result<IssuedPair, GrantError> {
+    async fn exchange_access_token(
+        &self,
+        token: &str,
+        dpop: &DpopRequest<'_>,
+    ) -> Result<IssuedPair, GrantError> {
         if !jwt::looks_like_jwt(token) {
             return Err(GrantError::invalid_grant(
                 "unknown_token",
@@ -465,10 +551,18 @@ impl GrantService {
             TokenKind::Family => return Err(issuer::not_a_client_token()),
             TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
         }
+        // A bound token is a credential only with a proof of its key (and its `ath`).
+        let proved = match claims.bound_key() {
+            Some(_) => self.proved_key(dpop, Some(token))?,
+            None => self.proved_key(dpop, None)?,
+        };
+        let agent = kind == TokenKind::AgentPair;
+        let bound_key = self.binding_of(proved).key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
             client_id: &claims.client_id,
             family: None,
+            bound_key: bound_key.as_deref(),
         };
         let presented = tokens::Presented::AccessToken { jti: &claims.jti };
         let scope = claims.scope.as_deref();

@@ -254,6 +254,7 @@ pub(super) async fn grant(
                 refresh_token: None,
                 scope,
                 jti: access.jti,
+                bound_key: access.bound_key,
             };
             (issued, GrantKind::ExternalJwt)
         }

@@ -15,14 +15,32 @@ use crate::vault::VaultError;
 const FLEET_CHALLENGE: &str =
     "ApiKey realm=\"fleetauth\", Bearer realm=\"fleetauth\", error=\"invalid_token\"";
 
+/// The DPoP challenge of a protected resource (RFC 9449 §7.1), with the error code.
+fn dpop_challenge(code: &str) -> String {
+    format!(
+        "DPoP algs=\"{}\", error=\"{code}\"",
+        crate::tokens::dpop::ALGORITHMS.join(" ")
+    )
+}
+
 /// An error of the Fleet API: `{"statusCode", "error", "message"}` as Fleet Server
 /// answers, with the OAuth error code in `error`.
 #[derive(Debug)]
 pub enum FleetError {
+    /// A refusal at a token endpoint (`authenticate`, `enroll`): DPoP errors are 400.
     Grant(GrantError),
+    /// A refusal at a protected resource (`whoami`): DPoP errors are 401 with a `DPoP`
+    /// challenge (RFC 9449 §7.1).
+    AtResource(GrantError),
     BadRequest(String),
     UnsupportedMediaType,
     NotFound,
+    /// The caller may not do this (authenticated, but without the privilege).
+    Forbidden(String),
+    /// The request conflicts with what exists (an agent id in use).
+    Conflict(String),
+    /// Too many requests: retry after this many seconds.
+    TooManyRequests(u64, String),
 }
 
 impl From<GrantError> for FleetError {
@@ -33,9 +51,23 @@ impl From<GrantError> for FleetError {
 
 impl IntoResponse for FleetError {
     fn into_response(self) -> Response {
+        let mut challenge: Option<String> = None;
+        let mut retry_after: Option<u64> = None;
         let (status, code, message) = match &self {
-            Self::Grant(e) => {
+            Self::Grant(e) | Self::AtResource(e) => {
+                let at_resource = matches!(self, Self::AtResource(_));
+                if at_resource && e.is_dpop() {
+                    challenge = Some(dpop_challenge(e.oauth_code()));
+                }
                 let status = match e {
+                    GrantError::InvalidDpopProof { .. } | GrantError::UseDpopNonce { .. }
+                        if at_resource =>
+                    {
+                        StatusCode::UNAUTHORIZED
+                    }
+                    GrantError::InvalidDpopProof { .. } | GrantError::UseDpopNonce { .. } => {
+                        StatusCode::BAD_REQUEST
+                    }
                     GrantError::InvalidRequest { .. }
                     | GrantError::InvalidClient { .. }
                     | GrantError::InvalidGrant { .. } => StatusCode::UNAUTHORIZED,
@@ -67,6 +99,20 @@ impl IntoResponse for FleetError {
                 "the body must be application/json".into(),
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Self::TooManyRequests(after, m) => {
+                retry_after = Some(*after);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    m.clone(),
+                )
+            }
+        };
+        let nonce = match &self {
+            Self::Grant(e) | Self::AtResource(e) => e.dpop_nonce().map(str::to_string),
+            _ => None,
         };
         let mut response = (
             status,
@@ -74,11 +120,18 @@ impl IntoResponse for FleetError {
         )
             .into_response();
         let headers = response.headers_mut();
+        if let Some(nonce) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert(super::dpop::DPOP_NONCE, nonce);
+        }
+        if let Some(after) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after));
+        }
         if status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(FLEET_CHALLENGE),
-            );
+            let value = match challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                Some(dpop) => dpop,
+                None => HeaderValue::from_static(FLEET_CHALLENGE),
+            };
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -117,7 +170,9 @@ impl IntoResponse for OAuthError {
                     | GrantError::UnsupportedGrantType { .. }
                     | GrantError::InvalidScope { .. }
                     | GrantError::InvalidTarget { .. }
-                    | GrantError::UnsupportedTokenType { .. } => StatusCode::BAD_REQUEST,
+                    | GrantError::UnsupportedTokenType { .. }
+                    | GrantError::InvalidDpopProof { .. }
+                    | GrantError::UseDpopNonce { .. } => StatusCode::BAD_REQUEST,
                     GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
@@ -141,12 +196,19 @@ impl IntoResponse for OAuthError {
             }
             Self::Body(status, why) => (*status, "invalid_request", why.clone()),
         };
+        let nonce = match &self {
+            Self::Grant(e) => e.dpop_nonce().map(str::to_string),
+            Self::Body(..) => None,
+        };
         let mut response = (
             status,
             Json(json!({ "error": code, "error_description": description })),
         )
             .into_response();
         let headers = response.headers_mut();
+        if let Some(nonce) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert(super::dpop::DPOP_NONCE, nonce);
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
@@ -210,6 +272,10 @@ fn store_status(e: &StoreError) -> (StatusCode, String) {
         StoreError::Unavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the store is temporarily unavailable".into(),
+        ),
+        StoreError::Contended(_) => (
+            StatusCode::CONFLICT,
+            "the record was changed concurrently; retry".into(),
         ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
     }

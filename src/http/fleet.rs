@@ -1,18 +1,21 @@
 //! The Fleet API: `POST /api/fleet/authenticate` (trade a credential for a pair) and
-//! `GET /api/fleet/whoami` (the simplest protected resource).
+//! `GET /api/fleet/whoami` (the simplest protected resource), both DPoP-aware
+//! (RFC 9449); enrollment is in [`super::fleet_enroll`].
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::dpop::{add_nonce, DpopParts};
 use super::error::FleetError;
 use super::{no_store, AppState};
 use crate::credentials::{self, CredentialError, Presented};
 use crate::grant::GrantError;
+use crate::tokens::IssuedPair;
 
 #[derive(Deserialize)]
 struct AuthenticateBody {
@@ -61,6 +64,8 @@ fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, F
 
 pub async fn authenticate(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FleetError> {
@@ -69,25 +74,39 @@ pub async fn authenticate(
     }
     let from_body = presented_body(&headers, &body)?;
     let from_header = presented_header(&headers)?;
+    let dpop = DpopParts::read(&state, &method, &uri, &headers)?;
+    let dpop = dpop.request();
     let pair = match (from_header, from_body) {
         (Some(_), Some(_)) => {
             return Err(FleetError::BadRequest(
                 "present one credential: a header or a body refresh_token".into(),
             ))
         }
-        (Some(presented), None) => state.grants.exchange(&presented).await?,
-        (None, Some(refresh_token)) => state.grants.exchange_refresh_token(&refresh_token).await?,
+        (Some(presented), None) => state.grants.exchange_with_dpop(&presented, &dpop).await?,
+        (None, Some(refresh_token)) => {
+            state
+                .grants
+                .exchange_refresh_token_with_dpop(&refresh_token, &dpop)
+                .await?
+        }
         (None, None) => return Err(GrantError::from(CredentialError::Missing).into()),
     };
-    let expires_in = pair.expires_in.to_string();
     let mut response = Json(json!({
         "access_token": pair.access_token,
-        "token_type": "Bearer",
+        "token_type": pair.token_type(),
         "expires_in": pair.expires_in,
         "refresh_token": pair.refresh_token,
     }))
     .into_response();
-    let headers = response.headers_mut();
+    mirror_pair(&pair, response.headers_mut());
+    no_store(response.headers_mut());
+    add_nonce(&state, response.headers_mut());
+    Ok(response)
+}
+
+/// The pair mirrored into the `X-Fleet-*` headers.
+pub(super) fn mirror_pair(pair: &IssuedPair, headers: &mut HeaderMap) {
+    let expires_in = pair.expires_in.to_string();
     for (name, value) in [
         ("x-fleet-access-token", pair.access_token.as_str()),
         ("x-fleet-refresh-token", pair.refresh_token.as_str()),
@@ -97,17 +116,24 @@ pub async fn authenticate(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    no_store(headers);
-    Ok(response)
 }
 
 pub async fn whoami(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, FleetError> {
-    let presented =
-        presented_header(&headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
-    let principal = state.authenticator.authenticate(&presented).await?;
+    let at_resource = FleetError::AtResource;
+    let presented = presented_header(&headers)
+        .map_err(at_resource)?
+        .ok_or_else(|| at_resource(GrantError::from(CredentialError::Missing)))?;
+    let dpop = DpopParts::read(&state, &method, &uri, &headers).map_err(at_resource)?;
+    let principal = state
+        .authenticator
+        .authenticate_with_dpop(&presented, &dpop.request())
+        .await
+        .map_err(at_resource)?;
     let Some(agent_id) = principal.agent_id else {
         return Err(GrantError::InvalidClient {
             reason: "not_an_agent",
@@ -122,5 +148,6 @@ pub async fn whoami(
     }))
     .into_response();
     no_store(response.headers_mut());
+    add_nonce(&state, response.headers_mut());
     Ok(response)
 }

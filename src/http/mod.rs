@@ -2,9 +2,11 @@
 //! tower layers (body size limit, timeout, panic guard, tracing). Handlers parse
 //! requests, call the grant layer and render; they never touch a store backend.
 
+pub mod dpop;
 pub mod error;
 pub mod es_api;
 pub mod fleet;
+pub mod fleet_enroll;
 pub mod oauth;
 pub mod ops;
 pub mod vault;
@@ -28,6 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::authentication::Authenticator;
 use crate::config::Settings;
+use crate::enrollment::EnrollmentService;
 use crate::es_api::SecurityApi;
 use crate::grant::GrantService;
 use crate::vault::JwtAuth;
@@ -41,6 +44,7 @@ pub struct AppState {
     /// The Vault-compatible JWT auth method's config and roles.
     pub vault: Arc<JwtAuth>,
     pub security: Arc<SecurityApi>,
+    pub enrollment: Arc<EnrollmentService>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
 }
@@ -81,6 +85,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
+        .route("/api/fleet/agents/enroll", post(fleet_enroll::enroll))
+        .route(
+            "/api/fleet/enrollment_api_keys",
+            post(fleet_enroll::create_token).get(fleet_enroll::list_tokens),
+        )
+        .route(
+            "/api/fleet/enrollment_api_keys/{id}",
+            get(fleet_enroll::get_token).delete(fleet_enroll::revoke_token),
+        )
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))

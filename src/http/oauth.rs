@@ -19,11 +19,12 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::dpop::{add_nonce, DpopParts};
 use super::error::OAuthError;
 use super::{no_store, AppState, RemoteAddr};
 use crate::credentials::{self, Presented};
@@ -34,14 +35,21 @@ const FORM: &str = "application/x-www-form-urlencoded";
 pub async fn token(
     State(state): State<AppState>,
     RemoteAddr(remote_addr): RemoteAddr,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let mut request = parse_request(&headers, body)?;
     request.remote_addr = remote_addr;
-    let answer = state.grants.token(&request).await?;
+    let dpop = DpopParts::read(&state, &method, &uri, &headers)?;
+    let answer = state
+        .grants
+        .token_with_dpop(&request, &dpop.request())
+        .await?;
     let mut response = Json(answer).into_response();
     no_store(response.headers_mut());
+    add_nonce(&state, response.headers_mut());
     Ok(response)
 }
 
@@ -94,12 +102,14 @@ pub async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Resp
         "revocation_endpoint_auth_methods_supported": grants.client_auth_methods,
         // Not registered by RFC 8414: the JWS algorithms of our access tokens (RFC 9068).
         "access_token_signing_alg_values_supported": algorithms,
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": grants.dpop_algorithms,
     }))
     .into_response()
 }
 
 /// `public_url`, or `http://` + a well-formed `Host` header, or the listen address.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.settings.public_url {
         return url.clone();
     }

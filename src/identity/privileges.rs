@@ -130,6 +130,8 @@ pub enum Action {
     DeleteRole,
     /// Read or write the Vault-compatible JWT auth method's config and roles.
     ConfigureJwtAuth,
+    /// Create, list and revoke Fleet enrollment tokens.
+    ManageEnrollmentTokens,
 }
 
 impl Action {
@@ -155,6 +157,7 @@ impl Action {
             Self::GetRole => "cluster:admin/xpack/security/role/get",
             Self::DeleteRole => "cluster:admin/xpack/security/role/delete",
             Self::ConfigureJwtAuth => "cluster:admin/fleetauth/auth/jwt/configure",
+            Self::ManageEnrollmentTokens => "cluster:admin/fleetauth/fleet/enrollment_api_keys",
         }
     }
 
@@ -176,6 +179,7 @@ impl Action {
             | Self::PutRole
             | Self::DeleteRole
             | Self::ConfigureJwtAuth
+            | Self::ManageEnrollmentTokens
             | Self::ChangePassword { other: true } => WRITE_SECURITY,
         }
     }

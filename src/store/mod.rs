@@ -20,7 +20,7 @@ use crate::clock::UnixTime;
 pub use model::{
     AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
     RoleRecord, SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, UserRecord,
+    TokenFamilyRecord, TokenPairRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
 };
 
 /// A change to one agent record: given the record as it is now (or `None`), return the
@@ -37,6 +37,13 @@ pub enum StoreError {
     /// The backend could not be reached or failed; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A change of one record lost every compare-and-set attempt to concurrent changes
+    /// of the same record (only the Elasticsearch store, after
+    /// `elasticsearch::MAX_CAS_ATTEMPTS`); nothing was written. Each lost attempt means
+    /// another change of that record succeeded, so this is the caller's lost race, not a
+    /// server fault: a grant answers `invalid_grant`, the security APIs 409.
+    #[error("store contended: {0}")]
+    Contended(String),
     /// A record already exists with that id.
     #[error("already exists: {0}")]
     Conflict(String),

@@ -68,6 +68,21 @@ pub struct ApiKeyRecord {
     pub owner: Option<ApiKeyOwner>,
 }
 
+/// The owner-metadata key that makes an API key an enrollment token (SPEC §7): its
+/// value holds the policy. The leading underscore reserves it (the API key API refuses
+/// such metadata keys, as Elasticsearch does), so only `src/enrollment/` makes them.
+pub const ENROLLMENT_TOKEN_MARKER: &str = "_fleetauth_enrollment";
+
+impl ApiKeyRecord {
+    /// Whether the key is an enrollment token: accepted by `POST /api/fleet/agents/enroll`
+    /// only, never as a client or agent credential.
+    pub fn is_enrollment_token(&self) -> bool {
+        self.owner
+            .as_ref()
+            .is_some_and(|o| o.metadata.get(ENROLLMENT_TOKEN_MARKER).is_some())
+    }
+}
+
 /// Which API keys a listing wants (every given part must match).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiKeyFilter {
@@ -159,12 +174,16 @@ pub enum RecordKind {
     /// A role of the Vault-compatible JWT auth method (opaque JSON).
     JwtAuthRole,
     /// The uses left of a use-limited access token, by JWT ID (opaque JSON), kept
-    /// until the token expires.
+    /// until the token expires; also the uses left of an enrollment token with a
+    /// `max_uses`.
     TokenUses,
+    /// What an agent enrolled with (policy, type, metadata), by agent id (opaque JSON,
+    /// read by `src/enrollment/`).
+    EnrolledAgent,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         Self::User,
         Self::Role,
         Self::TokenFamily,
@@ -172,6 +191,7 @@ impl RecordKind {
         Self::JwtAuthConfig,
         Self::JwtAuthRole,
         Self::TokenUses,
+        Self::EnrolledAgent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +203,7 @@ impl RecordKind {
             Self::JwtAuthConfig => "jwt_auth_config",
             Self::JwtAuthRole => "jwt_auth_role",
             Self::TokenUses => "token_uses",
+            Self::EnrolledAgent => "enrolled_agent",
         }
     }
 }

@@ -12,8 +12,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-    RSA_PKCS1_SHA256,
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -24,6 +24,7 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::jwt::VerifiedTokens;
 use crate::clock::UnixTime;
 use crate::config::SigningAlgorithm;
 use crate::store::SigningKeyRecord;
@@ -53,8 +54,12 @@ pub struct SigningKey {
     pub retired_at: Option<UnixTime>,
     pub verify_until: Option<UnixTime>,
     private: PrivateKey,
+    /// The public key, parsed once, that verifies this key's JWS signatures.
+    verifier: ParsedPublicKey,
     /// The public JWK, with `kid`, `alg` and `use: sig`.
     pub jwk: Jwk,
+    /// The same public key for `jsonwebtoken` (the signing bench compares against it;
+    /// the server verifies with [`SigningKey::verify`]).
     pub decoding_key: DecodingKey,
 }
 
@@ -97,6 +102,12 @@ impl SigningKey {
                 }
             }
         }
+    }
+
+    /// Whether `signature` (raw JWS signature bytes: R || S for ES256) is this key's
+    /// signature of `message`, with this key's algorithm only.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verifier.verify_sig(message, signature).is_ok()
     }
 
     /// Generates a new key; its `kid` is its thumbprint.
@@ -144,7 +155,7 @@ impl SigningKey {
         let algorithm = SigningAlgorithm::parse(&record.algorithm)
             .ok_or_else(|| unusable("unknown algorithm"))?;
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        let (private, params) = match algorithm {
+        let (private, params, verifier) = match algorithm {
             SigningAlgorithm::EdDSA => {
                 let kp = Ed25519KeyPair::from_pkcs8(&record.private_der)
                     .map_err(|_| unusable("bad Ed25519 key"))?;
@@ -153,7 +164,8 @@ impl SigningKey {
                     curve: EllipticCurve::Ed25519,
                     x: b64(kp.public_key().as_ref()),
                 });
-                (PrivateKey::Ed(kp), params)
+                let verifier = ParsedPublicKey::new(&ED25519, kp.public_key().as_ref());
+                (PrivateKey::Ed(kp), params, verifier)
             }
             SigningAlgorithm::ES256 => {
                 let kp =
@@ -170,7 +182,8 @@ impl SigningKey {
                     x: b64(&point[1..33]),
                     y: b64(&point[33..65]),
                 });
-                (PrivateKey::Ec(kp), params)
+                let verifier = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
+                (PrivateKey::Ec(kp), params, verifier)
             }
             SigningAlgorithm::RS256 => {
                 let kp = RsaKeyPair::from_pkcs8(&record.private_der)
@@ -181,7 +194,9 @@ impl SigningKey {
                     n: b64(public.modulus().big_endian_without_leading_zero()),
                     e: b64(public.exponent().big_endian_without_leading_zero()),
                 });
-                (PrivateKey::Rsa(kp), params)
+                // The DER RSAPublicKey (RFC 8017 A.1.1).
+                let verifier = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public.as_ref());
+                (PrivateKey::Rsa(kp), params, verifier)
             }
         };
         let mut jwk = Jwk {
@@ -205,6 +220,7 @@ impl SigningKey {
             return Err(unusable("stored kid does not match the key's thumbprint"));
         }
         let decoding_key = DecodingKey::from_jwk(&jwk).map_err(|e| unusable(&e.to_string()))?;
+        let verifier = verifier.map_err(|_| unusable("its public key does not parse"))?;
         Ok(Self {
             kid,
             algorithm,
@@ -212,6 +228,7 @@ impl SigningKey {
             retired_at: record.retired_at,
             verify_until: record.verify_until,
             private,
+            verifier,
             jwk,
             decoding_key,
         })
@@ -226,6 +243,10 @@ pub struct KeyRing {
     /// What the ring was built from, so a reload that finds the same keys in the same
     /// state can keep it instead of parsing every key again.
     source: Vec<KeyState>,
+    /// Tokens whose signature a key of this ring has verified. A ring with other keys
+    /// is a new ring, with an empty set: a key that leaves the ring takes its verified
+    /// tokens with it.
+    pub(super) verified: VerifiedTokens,
 }
 
 /// The parts of a stored key that change after it is created.
@@ -263,12 +284,18 @@ impl KeyRing {
             signing: signing.ok_or(KeyError::NoSigningKey)?,
             verifying,
             source: key_states(records),
+            verified: VerifiedTokens::default(),
         })
     }
 
     /// Whether the ring was built from exactly these records' keys, in these states.
     pub fn built_from(&self, records: &[SigningKeyRecord]) -> bool {
         self.source == key_states(records)
+    }
+
+    /// How many verified tokens the ring remembers.
+    pub fn verified_tokens(&self) -> usize {
+        self.verified.len()
     }
 
     pub fn verifying_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {

@@ -8,6 +8,7 @@
 //! in the store, keyed by its `jti`, that every use decrements atomically
 //! ([`TokenService::use_external`]).
 
+pub mod dpop;
 pub mod jwt;
 pub mod keys;
 pub mod kind;
@@ -25,7 +26,7 @@ use crate::store::{
     AgentChange, AgentRecord, RecordKind, RecordWrite, Store, StoreError, StoredRecord,
     TokenFamilyRecord, TokenPairRecord, TypedWrite,
 };
-pub use jwt::{AccessClaims, JwtError};
+pub use jwt::{AccessClaims, Confirmation, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use rotation::{Outcome, Presented, Refusal};
 
@@ -81,6 +82,24 @@ pub struct IssuedPair {
     pub refresh_token: String,
     pub expires_in: u64,
     pub jti: String,
+    /// The DPoP key (thumbprint) both tokens are bound to, if any.
+    pub bound_key: Option<String>,
+}
+
+impl IssuedPair {
+    /// The `token_type` to answer: `DPoP` for a bound pair (RFC 9449 §5), else `Bearer`.
+    pub fn token_type(&self) -> &'static str {
+        token_type(self.bound_key.is_some())
+    }
+}
+
+/// `DPoP` for a DPoP-bound token (RFC 9449 §5), else `Bearer`.
+pub fn token_type(bound: bool) -> &'static str {
+    if bound {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 /// A freshly issued access token without a refresh token and without stored state
@@ -90,6 +109,8 @@ pub struct IssuedAccess {
     pub access_token: String,
     pub expires_in: u64,
     pub jti: String,
+    /// The DPoP key (thumbprint) the token is bound to, if any.
+    pub bound_key: Option<String>,
 }
 
 /// Who an access token was issued to.
@@ -101,6 +122,9 @@ pub struct Subject<'a> {
     pub client_id: &'a str,
     /// The token family whose record holds the token state (the token API's tokens).
     pub family: Option<&'a str>,
+    /// The DPoP key (RFC 7638 thumbprint) the tokens are bound to (`cnf.jkt`, and the
+    /// refresh token's binding), if the request proved one.
+    pub bound_key: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -339,6 +363,9 @@ impl TokenService {
             vault_role: None,
             max_uses: None,
             sid: subject.family.map(str::to_string),
+            cnf: subject.bound_key.map(|jkt| Confirmation {
+                jkt: jkt.to_string(),
+            }),
         }
     }
 
@@ -348,6 +375,7 @@ impl TokenService {
             access_token: jwt::sign(&ring.signing, &claims),
             expires_in: (claims.exp - claims.iat).max(0) as u64,
             jti: claims.jti,
+            bound_key: claims.cnf.map(|c| c.jkt),
         }
     }
 
@@ -361,7 +389,12 @@ impl TokenService {
         let access = self.mint_access(subject, scope, now);
         let refresh = match subject.family {
             Some(family) => refresh::mint_family(family, subject.agent_id),
-            None => refresh::mint(subject.agent_id, subject.client_id, scope),
+            None => refresh::mint_bound(
+                subject.agent_id,
+                subject.client_id,
+                scope,
+                subject.bound_key,
+            ),
         };
         let record = TokenPairRecord {
             jti: access.jti.clone(),
@@ -374,6 +407,7 @@ impl TokenService {
             refresh_token: refresh.token,
             expires_in: access.expires_in,
             jti: access.jti,
+            bound_key: access.bound_key,
         };
         (issued, record)
     }
@@ -401,6 +435,7 @@ impl TokenService {
             agent_id: access.subject,
             client_id: access.client_id,
             family: None,
+            bound_key: None,
         };
         let mut claims = self.access_claims(&subject, access.scope, lifetime, now);
         claims.vault_role = Some(access.vault_role.to_string());
@@ -718,6 +753,7 @@ impl TokenService {
             agent_id: username,
             client_id: refresh::FAMILY_CLIENT_ID,
             family: Some(&family_id),
+            bound_key: None,
         };
         let (pair, record) = self.mint(&subject, None, now);
         let mut state = AgentRecord::enrolled(&family_id, now);

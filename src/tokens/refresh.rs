@@ -9,6 +9,11 @@
 //! refresh can grant exactly the original scope (RFC 6749 §6) without storing it.
 //! Unscoped tokens (every Fleet token) keep the three-part form.
 //!
+//! A pair bound to a DPoP key (RFC 9449) has a refresh token `fd1.` agent `.` client
+//! `.` jkt `.` [scope `.`] secret, where jkt is the key's RFC 7638 thumbprint (already
+//! base64url): a refresh must prove that key, and the next pair is bound to it again, so
+//! the binding holds for the whole family. The hash covers the thumbprint like the ids.
+//!
 //! A token of a *token family* (the Elasticsearch-compatible token API, where one user
 //! holds many independent families) is `ft1.` base64url(family id) `.`
 //! base64url(username) `.` secret: the family id finds the family's record by key, the
@@ -21,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "fr1.";
 const FAMILY_PREFIX: &str = "ft1.";
+const BOUND_PREFIX: &str = "fd1.";
+/// Length of an RFC 7638 SHA-256 thumbprint, base64url without padding.
+const THUMBPRINT_CHARS: usize = 43;
 /// The `client_id` of tokens of a token family: they are issued by the token API to a
 /// user, not to an OAuth2 client.
 pub const FAMILY_CLIENT_ID: &str = "_es_token_service";
@@ -44,6 +52,8 @@ pub struct PresentedRefresh {
     pub hash: String,
     /// The token family, for a token of the token API (then `agent_id` is the user).
     pub family: Option<String>,
+    /// The DPoP key (RFC 7638 thumbprint) the token is bound to, if any.
+    pub jkt: Option<String>,
 }
 
 /// Lower-case hex SHA-256 of a token.
@@ -52,16 +62,32 @@ pub fn hash(token: &str) -> String {
 }
 
 pub fn mint(agent_id: &str, client_id: &str, scope: Option<&str>) -> MintedRefresh {
+    mint_bound(agent_id, client_id, scope, None)
+}
+
+/// [`mint`], bound to the DPoP key with thumbprint `jkt` when given.
+pub fn mint_bound(
+    agent_id: &str,
+    client_id: &str,
+    scope: Option<&str>,
+    jkt: Option<&str>,
+) -> MintedRefresh {
     let mut secret = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut secret);
     let scope = scope.filter(|s| !s.is_empty());
     let ids_len = agent_id.len() + client_id.len() + scope.map_or(0, str::len);
-    let mut token = String::with_capacity(PREFIX.len() + ids_len * 4 / 3 + 12 + SECRET_CHARS);
-    token.push_str(PREFIX);
+    let mut token = String::with_capacity(
+        PREFIX.len() + ids_len * 4 / 3 + 12 + SECRET_CHARS + THUMBPRINT_CHARS + 1,
+    );
+    token.push_str(if jkt.is_some() { BOUND_PREFIX } else { PREFIX });
     URL_SAFE_NO_PAD.encode_string(agent_id, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(client_id, &mut token);
     token.push('.');
+    if let Some(jkt) = jkt {
+        token.push_str(jkt);
+        token.push('.');
+    }
     if let Some(scope) = scope {
         URL_SAFE_NO_PAD.encode_string(scope, &mut token);
         token.push('.');
@@ -113,6 +139,32 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
             scope: None,
             hash: hash(token),
             family: Some(text_part(family)?),
+            jkt: None,
+        });
+    }
+    if let Some(rest) = token.strip_prefix(BOUND_PREFIX) {
+        let parts: Vec<&str> = rest.split('.').collect();
+        let (agent, client, jkt, scope, secret) = match parts.as_slice() {
+            [agent, client, jkt, secret] => (*agent, *client, *jkt, None, *secret),
+            [agent, client, jkt, scope, secret] => (*agent, *client, *jkt, Some(*scope), *secret),
+            _ => return None,
+        };
+        let thumbprint_ok = jkt.len() == THUMBPRINT_CHARS
+            && URL_SAFE_NO_PAD.decode(jkt).is_ok_and(|d| d.len() == 32);
+        if !valid_secret(secret) || !thumbprint_ok {
+            return None;
+        }
+        let scope = match scope {
+            Some(part) => Some(text_part(part)?),
+            None => None,
+        };
+        return Some(PresentedRefresh {
+            agent_id: text_part(agent)?,
+            client_id: text_part(client)?,
+            scope,
+            hash: hash(token),
+            family: None,
+            jkt: Some(jkt.to_string()),
         });
     }
     let parts: Vec<&str> = token.strip_prefix(PREFIX)?.split('.').collect();
@@ -134,6 +186,7 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
         scope,
         hash: hash(token),
         family: None,
+        jkt: None,
     })
 }
 
@@ -180,6 +233,28 @@ mod tests {
         assert!(parse(&format!("ft1.YQ.{secret}")).is_none());
         assert!(parse(&format!("ft1.YQ.YQ.YQ.{secret}")).is_none());
         assert!(parse(&format!("ft1..YQ.{secret}")).is_none());
+    }
+
+    #[test]
+    fn a_bound_token_carries_its_key_thumbprint_under_the_hash() {
+        let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+        for scope in [None, Some("fleet:read")] {
+            let minted = mint_bound("agent-7", "key-1", scope, Some(jkt));
+            assert!(minted.token.starts_with("fd1."));
+            let parsed = parse(&minted.token).unwrap();
+            assert_eq!(parsed.jkt.as_deref(), Some(jkt));
+            assert_eq!(parsed.scope.as_deref(), scope);
+            assert_eq!(parsed.agent_id, "agent-7");
+            assert_eq!(parsed.hash, minted.hash);
+        }
+        assert_eq!(parse(&mint("a", "k", None).token).unwrap().jkt, None);
+        // Another thumbprint is another token: its hash differs.
+        let minted = mint_bound("a", "k", None, Some(jkt));
+        let other = minted.token.replace(jkt, &"A".repeat(43));
+        assert_ne!(parse(&other).unwrap().hash, minted.hash);
+        let secret = "A".repeat(SECRET_CHARS);
+        assert!(parse(&format!("fd1.YQ.YQ.short.{secret}")).is_none());
+        assert!(parse(&format!("fd1.YQ.YQ.{secret}")).is_none());
     }
 
     #[test]

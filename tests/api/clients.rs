@@ -14,6 +14,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 const ELASTIC_PASSWORD: &str = "elastic-password-for-clients";
 const VAULT_ADMIN_TOKEN: &str = "vault-admin-token-for-clients-0123456789";
+/// The longest a client program may run (seconds, for `timeout`).
+const CLIENT_TIME_LIMIT: &str = "600";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -142,7 +144,10 @@ fn clean_env(command: &mut Command) {
 /// Runs a client program to completion; its output goes to the test's output, and a
 /// non-zero exit fails the test (with the server's log).
 fn run_client(server: &Server, program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) {
-    let output = Command::new(program)
+    // Bounded in time: coreutils' timeout ends a client that hangs (exit status 124).
+    let output = Command::new("timeout")
+        .arg(CLIENT_TIME_LIMIT)
+        .arg(program)
         .args(args)
         .current_dir(dir)
         .envs(env.iter().copied())
@@ -217,5 +222,52 @@ fn hvac_configures_roles_and_logs_in_with_pem_keys_and_oidc_discovery() {
             ("FLEETAUTH_ELASTIC_PASSWORD", ELASTIC_PASSWORD),
             ("FLEETAUTH_VAULT_ADMIN_TOKEN", VAULT_ADMIN_TOKEN),
         ],
+    );
+}
+
+/// The OpenAPI document (`docs/openapi.json`, served at `/openapi.json`) checked against
+/// the running server by schemathesis: every answer's status is documented, its
+/// content type and body match the documented schema, and no generated input (valid or
+/// not) gets a 5xx. Bounded: a fixed seed and a few examples per operation.
+#[test]
+fn schemathesis_finds_the_server_true_to_its_openapi_document_and_never_5xx() {
+    let server = Server::start(&[]);
+    client_deps();
+    let url = format!("{}/openapi.json", server.url);
+    let served: Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(&url).await?.json().await })
+        .expect("GET /openapi.json");
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/openapi.json")).expect("docs/openapi.json"),
+    )
+    .expect("docs/openapi.json is JSON");
+    assert_eq!(served, kept, "the served document is the one in docs/");
+    assert_eq!(served["openapi"], "3.1.0");
+    let schemathesis = root().join("tests/clients/.venv/bin/schemathesis");
+    let report = server.dir.path().join("schemathesis");
+    run_client(
+        &server,
+        &schemathesis,
+        &[
+            "run",
+            &format!("{}/openapi.json", server.url),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+            "--max-examples",
+            "12",
+            "--seed",
+            "11",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--auth",
+            &format!("elastic:{ELASTIC_PASSWORD}"),
+            "--report-dir",
+            report.to_str().unwrap(),
+        ],
+        &root(),
+        &[("SCHEMATHESIS_HOOKS", ""), ("NO_COLOR", "1")],
     );
 }

@@ -311,10 +311,11 @@ async fn a_lost_compare_and_set_decides_again_on_the_newer_record() {
     );
 }
 
-/// When every attempt loses, the store gives up after the bound and reports
-/// "unavailable"; the record is left as the other writer left it.
+/// When every attempt loses (scripted: a real cluster cannot be made to lose 64 times
+/// in a row on purpose), the store gives up after the bound and reports "contended";
+/// the record is left as the other writer left it.
 #[tokio::test]
-async fn a_compare_and_set_that_always_loses_gives_up_as_unavailable() {
+async fn a_compare_and_set_that_always_loses_gives_up_as_contended() {
     let standin = EsStandIn::start().await;
     let (store, _) = ElasticsearchStore::open(&es_settings(&standin))
         .await
@@ -341,7 +342,7 @@ async fn a_compare_and_set_that_always_loses_gives_up_as_unavailable() {
     .await;
 
     assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
+        matches!(result, Err(StoreError::Contended(_))),
         "{result:?}"
     );
     assert_eq!(
@@ -356,7 +357,112 @@ async fn a_compare_and_set_that_always_loses_gives_up_as_unavailable() {
     );
 }
 
+/// A refresh (and an API-key exchange) whose every compare-and-set is overtaken lost a
+/// race with other uses of the same credential: `invalid_grant`, never a 5xx, nothing
+/// written; once the interference stops the pair works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_compare_and_set_retries_answer_invalid_grant_never_a_5xx() {
+    let standin = EsStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_for(
+        app_settings(es_settings(&standin), &dir),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .await;
+    let key = app.enroll("contended-agent").await;
+    let pair = app.pair_with_api_key(&key).await;
+    assert_eq!(app.whoami_status(&pair.access_token).await, 200);
+    standin.interfere_with(".fleet-agents", "contended-agent");
+
+    let refresh = bounded(app.refresh(&pair.refresh_token)).await;
+    let exchange = bounded(app.authenticate(&format!("ApiKey {}", key.encoded))).await;
+
+    for (flow, response) in [("refresh", refresh), ("api key exchange", exchange)] {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_grant")),
+            "{flow}: {body}"
+        );
+    }
+    let token = bounded(app.post_form(
+        "/oauth/token",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &pair.refresh_token),
+        ],
+    ))
+    .await;
+    assert!(
+        token.status().is_client_error(),
+        "/oauth/token: {}",
+        token.status()
+    );
+    assert_eq!(
+        token.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        standin.source(".fleet-agents", "contended-agent").unwrap()["pending"],
+        Value::Null,
+        "no pair was stored"
+    );
+}
+
 // ---- search ----
+
+/// A search answered 200 from part of the index (a failed shard, `timed_out`; scripted
+/// at the stand-in) must not pass for "no more keys": unenrolment, listing and purging
+/// fail as unavailable instead of silently leaving keys valid.
+#[tokio::test]
+async fn partial_search_answers_fail_instead_of_silently_dropping_keys() {
+    use crate::es_standin::PartialSearch;
+    let standin = EsStandIn::start().await;
+    let (store, _) = ElasticsearchStore::open(&es_settings(&standin))
+        .await
+        .unwrap();
+    store
+        .insert_api_key(ApiKeyRecord {
+            id: "partial-key".into(),
+            name: "k".into(),
+            agent_id: Some("partial".into()),
+            hash: "h".into(),
+            created_at: 1,
+            expires_at: Some(2),
+            invalidated_at: None,
+            owner: None,
+        })
+        .await
+        .unwrap();
+
+    for partial in [PartialSearch::FailedShard, PartialSearch::TimedOut] {
+        standin.set_partial_searches(Some(partial));
+
+        assert!(
+            is_unavailable(store.invalidate_agent_api_keys("partial", 5).await),
+            "{partial:?}: invalidate"
+        );
+        assert!(
+            is_unavailable(
+                store
+                    .api_keys_where(&fleetauth::store::ApiKeyFilter::default())
+                    .await
+            ),
+            "{partial:?}: list"
+        );
+        assert!(
+            is_unavailable(store.purge_api_keys(10).await),
+            "{partial:?}: purge"
+        );
+    }
+    standin.set_partial_searches(None);
+    assert_eq!(
+        store.invalidate_agent_api_keys("partial", 5).await.unwrap(),
+        1
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unenrolling_finds_an_agents_keys_across_search_pages() {
@@ -566,7 +672,12 @@ async fn the_server_answers_503_while_the_cluster_is_down_or_hung_and_recovers()
 // ---- CLI ----
 
 fn cli(args: &[&str], es_url: &str, dir: &std::path::Path) -> Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetauth"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fleetauth"));
+    // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+        command.env_remove(key);
+    }
+    let output = command
         .args(args)
         .current_dir(dir)
         .env("FLEETAUTH_STORE", "elasticsearch")

@@ -27,7 +27,8 @@
 //! stalled (requests are accepted and never answered). For concurrency tests it can
 //! hold the next N document GETs until all N have read (so N writers decide on the same
 //! version), or play a writer that rewrites a document after every GET of it (so every
-//! compare-and-set on it loses). It counts the requests it gets
+//! compare-and-set on it loses), or answer searches with a partial 200 (a failed shard,
+//! `timed_out`: `set_partial_searches`). It counts the requests it gets
 //! by kind and index, which is how docs/benchmarks.md's reads and writes per issuance
 //! are measured.
 
@@ -71,6 +72,18 @@ struct Cluster {
     held_gets: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
     /// Documents (index, id) rewritten by "another writer" after every GET.
     interfered: Mutex<Vec<(String, String)>>,
+    /// A scripted fault: searches answer 200 from part of the index only.
+    partial_searches: Mutex<Option<PartialSearch>>,
+}
+
+/// How a partial search answer says it is partial (a real cluster sends these with 200
+/// when a shard fails or the search's `timeout` runs out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialSearch {
+    /// `"_shards": {"total": 2, "successful": 1, "failed": 1}` and no hits.
+    FailedShard,
+    /// `"timed_out": true` and no hits.
+    TimedOut,
 }
 
 struct IndexState {
@@ -204,6 +217,12 @@ impl EsStandIn {
             .lock()
             .unwrap()
             .push((index.to_string(), id.to_string()));
+    }
+
+    /// Scripted fault: from now on searches answer 200 with no hits, saying they are
+    /// partial (`None`: whole answers again).
+    pub fn set_partial_searches(&self, partial: Option<PartialSearch>) {
+        *self.cluster.partial_searches.lock().unwrap() = partial;
     }
 
     pub fn counts(&self) -> Counts {
@@ -1157,6 +1176,27 @@ async fn search(State(cluster): State<Shared>, Path(index): Path<String>, body: 
             hit
         })
         .collect();
+    match *cluster.partial_searches.lock().unwrap() {
+        Some(PartialSearch::FailedShard) => {
+            return Json(json!({
+                "took": 1, "timed_out": false,
+                "_shards": { "total": 2, "successful": 1, "skipped": 0, "failed": 1, "failures": [{
+                    "shard": 1, "index": index, "reason": { "type": "node_not_connected_exception" }
+                }] },
+                "hits": { "max_score": null, "hits": [] }
+            }))
+            .into_response()
+        }
+        Some(PartialSearch::TimedOut) => {
+            return Json(json!({
+                "took": 1, "timed_out": true,
+                "_shards": { "total": 1, "successful": 1, "skipped": 0, "failed": 0 },
+                "hits": { "max_score": null, "hits": [] }
+            }))
+            .into_response()
+        }
+        None => {}
+    }
     Json(json!({
         "took": 1, "timed_out": false,
         "_shards": { "total": 1, "successful": 1, "skipped": 0, "failed": 0 },

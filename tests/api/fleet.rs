@@ -155,7 +155,10 @@ async fn an_access_token_or_api_key_in_the_body_refresh_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(oauth.status(), 400);
-    assert_eq!(oauth.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        oauth.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
 
     // Refused, not consumed: the pair still works where each token belongs.
     assert_eq!(app.whoami_status(&pair.access_token).await, 200);

@@ -137,3 +137,109 @@ async fn correctly_signed_tokens_with_bad_claims_are_refused() {
         assert_eq!(app.whoami_status(&token).await, 401, "{what}");
     }
 }
+
+#[tokio::test]
+async fn any_crit_header_parameter_is_refused() {
+    // RFC 7515 §4.1.11: a recipient that does not understand a critical extension must
+    // refuse the JWS. fleetauth understands none, so every `crit` is refused, even one
+    // naming a registered parameter, an empty list (itself invalid) or null.
+    let app = spawn_app().await;
+    let (_, header, claims) = genuine(&app, "f6").await;
+    let key = app.signing_key().await;
+
+    for crit in [
+        json!(["exp"]),
+        json!(["b64"]),
+        json!([]),
+        json!("exp"),
+        Value::Null,
+    ] {
+        let mut with_crit = header.clone();
+        with_crit["crit"] = crit.clone();
+        with_crit["exp"] = claims["exp"].clone();
+        with_crit["b64"] = json!(true);
+        let token = forge(&with_crit, &claims, |input| key.sign(input));
+        assert_eq!(app.whoami_status(&token).await, 401, "crit {crit}");
+        refused_everywhere(&app, &token).await;
+    }
+    // The same header without `crit`, signed the same way, passes: the refusal is the
+    // `crit` parameter's, not the forging's.
+    let token = forge(&header, &claims, |input| key.sign(input));
+    assert_eq!(app.whoami_status(&token).await, 200);
+}
+
+#[tokio::test]
+async fn nbf_is_checked_with_the_same_leeway_as_exp() {
+    let app = spawn_app().await;
+    let (_, header, claims) = genuine(&app, "f7").await;
+    let key = app.signing_key().await;
+    let now = claims["iat"].as_i64().unwrap();
+    let leeway = app.settings.jwt.leeway.as_secs() as i64;
+    assert!(leeway >= 2, "the test needs a leeway of a few seconds");
+
+    let with_nbf = |nbf: Value| {
+        let mut claims = claims.clone();
+        claims["nbf"] = nbf;
+        forge(&header, &claims, |input| key.sign(input))
+    };
+    for (what, nbf, status) in [
+        ("in the past", json!(now - 60), 200),
+        ("now", json!(now), 200),
+        ("within the leeway", json!(now + leeway - 1), 200),
+        (
+            "fractional, within the leeway",
+            json!(now as f64 + 0.5),
+            200,
+        ),
+        ("just past the leeway", json!(now + leeway + 1), 401),
+        ("an hour ahead", json!(now + 3600), 401),
+        ("not a number", json!("tomorrow"), 401),
+    ] {
+        assert_eq!(
+            app.whoami_status(&with_nbf(nbf)).await,
+            status,
+            "nbf {what}"
+        );
+    }
+
+    // A token refused for its nbf becomes valid once the clock reaches it.
+    let later = with_nbf(json!(now + leeway + 5));
+    assert_eq!(app.whoami_status(&later).await, 401);
+    app.clock.advance(10);
+    assert_eq!(app.whoami_status(&later).await, 200);
+}
+
+#[tokio::test]
+async fn a_token_verified_before_is_still_checked_in_full_on_every_use() {
+    // The key ring remembers tokens whose signature it verified (src/tokens/jwt.rs);
+    // only the signature computation is skipped for them, so expiry, altered bytes and
+    // the agent's state still refuse the token at once.
+    let app = spawn_app().await;
+    let (token, _, claims) = genuine(&app, "f8").await;
+    assert_eq!(app.whoami_status(&token).await, 200, "remembered");
+
+    // Any other bytes are another token: a flipped signature bit is verified, and fails.
+    let mut tampered = token.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    refused_everywhere(&app, &tampered).await;
+    assert_eq!(
+        app.whoami_status(&token).await,
+        200,
+        "the genuine one still passes"
+    );
+
+    // The agent is unenrolled: refused at once although its signature is remembered.
+    app.unenroll("f8").await;
+    assert_eq!(app.whoami_status(&token).await, 401, "unenrolled");
+
+    // Expiry is checked against the clock on every use.
+    let (token, _, _) = genuine(&app, "f8-expiring").await;
+    assert_eq!(app.whoami_status(&token).await, 200);
+    let exp = claims["exp"].as_i64().unwrap();
+    let leeway = app.settings.jwt.leeway.as_secs() as i64;
+    app.clock
+        .advance(exp - claims["iat"].as_i64().unwrap() + leeway + 1);
+    assert_eq!(app.whoami_status(&token).await, 401, "expired");
+}

@@ -40,7 +40,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let mut settings = Settings::for_data_dir(dir.path());
+    let mut settings = crate::real_es::settings_for(dir.path());
     configure(&mut settings);
     start(settings, Arc::new(ManualClock::starting_now()), Some(dir)).await
 }
@@ -48,7 +48,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a server on an existing data dir (e.g. after a restart, or a second server
 /// sharing the store).
 pub async fn spawn_app_on(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
-    start(Settings::for_data_dir(data_dir), clock, None).await
+    start(crate::real_es::settings_for(data_dir), clock, None).await
 }
 
 /// Starts a server with these settings (e.g. one of several sharing an Elasticsearch
@@ -284,6 +284,17 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        // On a real Elasticsearch, the last server of a temporary data dir deletes that
+        // store's indices (the node is shared by every test).
+        if let (Some(dir), crate::real_es::TestStore::Elasticsearch { url }) =
+            (&self._dir, crate::real_es::selected_store())
+        {
+            if Arc::strong_count(dir) == 1 {
+                if let Some(es) = &self.settings.elasticsearch {
+                    crate::real_es::delete_indices_blocking(url, &es.index_prefix);
+                }
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use fleetauth::config::{SigningAlgorithm, Settings};
+use fleetauth::config::{Settings, SigningAlgorithm};
 use fleetauth::tokens::SigningKey;
 use serde_json::{json, Value};
 
@@ -36,7 +36,10 @@ struct Secrets(Vec<(String, String)>);
 impl Secrets {
     fn add(&mut self, what: &str, secret: impl Into<String>) {
         let secret = secret.into();
-        assert!(secret.len() >= 8, "{what} is too short to look for: {secret:?}");
+        assert!(
+            secret.len() >= 8,
+            "{what} is too short to look for: {secret:?}"
+        );
         self.0.push((what.to_string(), secret));
     }
 
@@ -198,7 +201,11 @@ impl Flow<'_> {
     /// A write of the Vault API: 204, or 200 with warnings.
     async fn vault_write(&self, path: &str, body: Value) {
         let (status, answer) = self
-            .send(self.post(path).header("X-Vault-Token", VAULT_ADMIN).json(&body))
+            .send(
+                self.post(path)
+                    .header("X-Vault-Token", VAULT_ADMIN)
+                    .json(&body),
+            )
             .await;
         assert!(status == 204 || status == 200, "{path}: {status} {answer}");
     }
@@ -265,7 +272,10 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
     assert!(cli.status.success());
     let mut output = String::from_utf8_lossy(&cli.stderr).into_owned();
     let key: Value = serde_json::from_slice(&cli.stdout).expect("JSON on stdout");
-    let (key_id, api_key) = (key["id"].as_str().unwrap(), key["api_key"].as_str().unwrap());
+    let (key_id, api_key) = (
+        key["id"].as_str().unwrap(),
+        key["api_key"].as_str().unwrap(),
+    );
     let encoded = key["encoded"].as_str().unwrap();
     secrets.add("agent API key", api_key);
     secrets.add("agent API key (encoded)", encoded);
@@ -284,40 +294,60 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
             .header("Authorization", format!("ApiKey {encoded}")))
         .await;
     let second = flow
-        .ok(flow.post("/api/fleet/authenticate").bearer_auth(first["refresh_token"].as_str().unwrap()))
+        .ok(flow
+            .post("/api/fleet/authenticate")
+            .bearer_auth(first["refresh_token"].as_str().unwrap()))
         .await;
     let third = flow
         .ok(flow
             .post("/api/fleet/authenticate")
             .json(&json!({ "refresh_token": second["refresh_token"] })))
         .await;
-    flow.ok(flow.get("/api/fleet/whoami").bearer_auth(third["access_token"].as_str().unwrap()))
+    flow.ok(flow
+        .get("/api/fleet/whoami")
+        .bearer_auth(third["access_token"].as_str().unwrap()))
         .await;
     let (reused, _) = flow
-        .send(flow.post("/api/fleet/authenticate").bearer_auth(first["refresh_token"].as_str().unwrap()))
+        .send(
+            flow.post("/api/fleet/authenticate")
+                .bearer_auth(first["refresh_token"].as_str().unwrap()),
+        )
         .await;
     assert_eq!(reused, 401);
     for (name, pair) in [("first", &first), ("second", &second), ("third", &third)] {
-        secrets.add_jwt(&format!("{name} access token"), pair["access_token"].as_str().unwrap());
-        secrets.add_refresh(&format!("{name} refresh token"), pair["refresh_token"].as_str().unwrap());
+        secrets.add_jwt(
+            &format!("{name} access token"),
+            pair["access_token"].as_str().unwrap(),
+        );
+        secrets.add_refresh(
+            &format!("{name} refresh token"),
+            pair["refresh_token"].as_str().unwrap(),
+        );
     }
     // Wrong secrets are secrets too (a typo of the real one, often).
     let wrong_key = format!("{api_key}-typo");
     let (status, _) = flow
         .send(flow.post("/api/fleet/authenticate").header(
             "Authorization",
-            format!("ApiKey {}", STANDARD.encode(format!("{key_id}:{wrong_key}"))),
+            format!(
+                "ApiKey {}",
+                STANDARD.encode(format!("{key_id}:{wrong_key}"))
+            ),
         ))
         .await;
     assert_eq!(status, 401);
     secrets.add("wrong API key", wrong_key);
     // A body that does not parse, around a refresh token.
-    let cut = format!("{{\"refresh_token\": \"{}", third["refresh_token"].as_str().unwrap());
+    let cut = format!(
+        "{{\"refresh_token\": \"{}",
+        third["refresh_token"].as_str().unwrap()
+    );
     let (status, _) = flow
-        .send(flow
-            .post("/api/fleet/authenticate")
-            .header("Content-Type", "application/json")
-            .body(cut))
+        .send(
+            flow.post("/api/fleet/authenticate")
+                .header("Content-Type", "application/json")
+                .body(cut),
+        )
         .await;
     assert_eq!(status, 400);
 
@@ -344,9 +374,15 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
         .await;
     let exchanged = flow
         .ok(flow.post("/oauth/token").form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("subject_token", refreshed["access_token"].as_str().unwrap()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
         ]))
         .await;
     let introspected = flow
@@ -367,7 +403,10 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
         ("oauth refreshed", &refreshed),
         ("oauth exchanged", &exchanged),
     ] {
-        secrets.add_jwt(&format!("{name} access token"), body["access_token"].as_str().unwrap());
+        secrets.add_jwt(
+            &format!("{name} access token"),
+            body["access_token"].as_str().unwrap(),
+        );
         if let Some(refresh) = body["refresh_token"].as_str() {
             secrets.add_refresh(&format!("{name} refresh token"), refresh);
         }
@@ -377,13 +416,16 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
     // (password and refresh grants), an API key, a service token, a user and its
     // password change.
     let elastic = basic("elastic", PASSWORD);
-    flow.ok(flow.get("/_security/_authenticate").header("Authorization", &elastic))
+    flow.ok(flow
+        .get("/_security/_authenticate")
+        .header("Authorization", &elastic))
         .await;
     let wrong_password = format!("{PASSWORD}-wrong");
     let (status, _) = flow
-        .send(flow
-            .get("/_security/_authenticate")
-            .header("Authorization", basic("elastic", &wrong_password)))
+        .send(
+            flow.get("/_security/_authenticate")
+                .header("Authorization", basic("elastic", &wrong_password)),
+        )
         .await;
     assert_eq!(status, 401);
     secrets.add("wrong password", wrong_password);
@@ -397,15 +439,26 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
         .ok(flow
             .post("/_security/oauth2/token")
             .header("Authorization", &elastic)
-            .json(&json!({"grant_type": "refresh_token", "refresh_token": es_token["refresh_token"]})))
+            .json(
+                &json!({"grant_type": "refresh_token", "refresh_token": es_token["refresh_token"]}),
+            ))
         .await;
     flow.ok(flow
         .get("/_security/_authenticate")
         .bearer_auth(es_refreshed["access_token"].as_str().unwrap()))
         .await;
-    for (name, body) in [("token API", &es_token), ("token API refreshed", &es_refreshed)] {
-        secrets.add_jwt(&format!("{name} access token"), body["access_token"].as_str().unwrap());
-        secrets.add_refresh(&format!("{name} refresh token"), body["refresh_token"].as_str().unwrap());
+    for (name, body) in [
+        ("token API", &es_token),
+        ("token API refreshed", &es_refreshed),
+    ] {
+        secrets.add_jwt(
+            &format!("{name} access token"),
+            body["access_token"].as_str().unwrap(),
+        );
+        secrets.add_refresh(
+            &format!("{name} refresh token"),
+            body["refresh_token"].as_str().unwrap(),
+        );
     }
     let es_key = flow
         .ok(flow
@@ -413,12 +466,19 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
             .header("Authorization", &elastic)
             .json(&json!({"name": "log-key", "role_descriptors": {"r": {"cluster": ["monitor"]}}})))
         .await;
-    secrets.add("API key (security API)", es_key["api_key"].as_str().unwrap());
-    secrets.add("API key (security API, encoded)", es_key["encoded"].as_str().unwrap());
-    flow.ok(flow
-        .get("/_security/_authenticate")
-        .header("Authorization", format!("ApiKey {}", es_key["encoded"].as_str().unwrap())))
-        .await;
+    secrets.add(
+        "API key (security API)",
+        es_key["api_key"].as_str().unwrap(),
+    );
+    secrets.add(
+        "API key (security API, encoded)",
+        es_key["encoded"].as_str().unwrap(),
+    );
+    flow.ok(flow.get("/_security/_authenticate").header(
+        "Authorization",
+        format!("ApiKey {}", es_key["encoded"].as_str().unwrap()),
+    ))
+    .await;
     let service = flow
         .ok(flow
             .post("/_security/service/elastic/fleet-server/credential/token/log-token")
@@ -426,7 +486,9 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
         .await;
     let service_token = service["token"]["value"].as_str().unwrap();
     secrets.add("service token", service_token);
-    flow.ok(flow.get("/_security/_authenticate").bearer_auth(service_token))
+    flow.ok(flow
+        .get("/_security/_authenticate")
+        .bearer_auth(service_token))
         .await;
     let user_password = "user-Pa55word-for-the-log-test";
     let changed_password = "changed-Pa55word-for-the-log-test";
@@ -454,7 +516,10 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
     // Vault-compatible JWT auth: config and role by the admin token, a login with an
     // external JWT, the client token used, and a token exchange of the external JWT.
     let (pem, external, external_private) = external_key();
-    secrets.add("external issuer's private key (DER, base64)", STANDARD.encode(&external_private));
+    secrets.add(
+        "external issuer's private key (DER, base64)",
+        STANDARD.encode(&external_private),
+    );
     flow.vault_write(
         "/v1/auth/jwt/config",
         json!({"jwt_validation_pubkeys": [pem], "bound_issuer": ISSUER}),
@@ -478,11 +543,16 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
         .await;
     let client_token = login["auth"]["client_token"].as_str().unwrap();
     secrets.add_jwt("Vault client token", client_token);
-    flow.ok(flow.get("/v1/auth/token/lookup-self").header("X-Vault-Token", client_token))
+    flow.ok(flow
+        .get("/v1/auth/token/lookup-self")
+        .header("X-Vault-Token", client_token))
         .await;
     let external_exchanged = flow
         .ok(flow.post("/oauth/token").form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("subject_token", external_token.as_str()),
             ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
             ("audience", "ci"),
@@ -498,19 +568,36 @@ async fn no_secret_reaches_the_servers_output_at_trace_level() {
     // The server's own signing keys, from its store.
     let mut settings = Settings::for_data_dir(dir.path());
     settings.bootstrap_password = None;
-    let (store, _) = fleetauth::startup::open_store(&settings).await.expect("store");
+    let (store, _) = fleetauth::startup::open_store(&settings)
+        .await
+        .expect("store");
     let keys = store.signing_keys(0).await.expect("signing keys");
     assert!(!keys.is_empty());
     for key in &keys {
-        secrets.add("server signing key (DER, base64)", STANDARD.encode(&key.private_der));
+        secrets.add(
+            "server signing key (DER, base64)",
+            STANDARD.encode(&key.private_der),
+        );
     }
 
     // The output is real trace-level output, not nothing: every request was logged.
-    assert!(output.contains("TRACE"), "no trace-level events were captured");
-    for path in ["/api/fleet/authenticate", "/oauth/token", "/_security/oauth2/token", "/v1/auth/jwt/login"] {
+    assert!(
+        output.contains("TRACE"),
+        "no trace-level events were captured"
+    );
+    for path in [
+        "/api/fleet/authenticate",
+        "/oauth/token",
+        "/_security/oauth2/token",
+        "/v1/auth/jwt/login",
+    ] {
         assert!(output.contains(path), "no event names {path}");
     }
-    assert!(output.len() > 5_000, "suspiciously little output: {} bytes", output.len());
+    assert!(
+        output.len() > 5_000,
+        "suspiciously little output: {} bytes",
+        output.len()
+    );
     let leaks: Vec<String> = secrets
         .forms()
         .into_iter()

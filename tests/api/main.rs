@@ -4,10 +4,16 @@
 
 mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for CI
 mod helpers;
+mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/elasticsearch.sh) and FLEETAUTH_TEST_STORE
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
+mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
+mod dpop; // RFC 9449: proofs signed with jsonwebtoken, bound pairs at every token endpoint, resources, replay, wrong keys, nonces
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance
+mod elasticsearch_real; // the real node: what the stand-in models and what it hides
+mod enrollment; // enrollment tokens (CLI binary, admin API), POST /api/fleet/agents/enroll with API keys or JWTs, re-enrollment, limits
+mod es_faults; // a real node of its own killed -9 under load and restarted: 503s with Retry-After, recovery, no acknowledged rotation lost
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
 mod logs; // no secret in the server's output at trace level, through every kind of secret

@@ -20,6 +20,19 @@ fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
         command.env_remove(key);
     }
+    let data_dir = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1).copied())
+        .or_else(|| {
+            env.iter()
+                .find(|(k, _)| *k == "FLEETAUTH_DATA_DIR")
+                .map(|(_, v)| *v)
+        });
+    if let Some(dir) = data_dir {
+        // The selected test store (SQLite, or a real Elasticsearch: crate::real_es).
+        command.envs(crate::real_es::env_for(Path::new(dir)));
+    }
     command.envs(env.iter().copied());
     command.output().expect("fleetauth runs")
 }
@@ -55,7 +68,12 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+            command.env_remove(key);
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -64,8 +82,9 @@ impl Server {
                 data_dir.to_str().unwrap(),
             ])
             .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
+            .envs(crate::real_es::env_for(data_dir))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("serve starts");
         let mut line = String::new();

@@ -777,6 +777,35 @@ async fn tokens_are_invalidated_the_same_way_on_the_elasticsearch_store() {
     api_key_flow(&app).await;
 }
 
+/// RFC 8725 §2.8 (issue 12 item 3): where the token API expects a refresh token (the
+/// refresh grant, invalidation by `refresh_token`), an access token is not one, and
+/// neither is an agent's Fleet refresh token.
+#[tokio::test]
+async fn the_token_api_takes_only_its_own_refresh_tokens_where_one_is_expected() {
+    let app = spawn().await;
+    let token = password_grant(&app, "elastic", ADMIN_PASSWORD).await;
+    let key = app.enroll("agent-es-confusion").await;
+    let fleet_pair = app.pair_with_api_key(&key).await;
+
+    for not_ours in [
+        token["access_token"].clone(),
+        json!(fleet_pair.refresh_token),
+    ] {
+        let (status, answer) = refresh_grant(&app, &not_ours).await;
+        es_error(status, &answer, 400, "security_exception");
+        let (status, answer) = invalidate_tokens(&app, json!({ "refresh_token": not_ours })).await;
+        assert_eq!(status, 404, "{answer}");
+        assert_eq!(answer["invalidated_tokens"], 0, "{answer}");
+    }
+
+    // Nothing was consumed or revoked: each token still works where it belongs.
+    let access = bearer(token["access_token"].as_str().unwrap());
+    assert_eq!(whoami_es(&app, &access).await.0, 200);
+    let (status, refreshed) = refresh_grant(&app, &token["refresh_token"]).await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(app.refresh(&fleet_pair.refresh_token).await.status(), 200);
+}
+
 #[tokio::test]
 async fn invalidating_tokens_needs_exactly_one_criterion() {
     let app = spawn().await;
@@ -2082,6 +2111,18 @@ async fn the_family_answers_as_elasticsearch_with_the_product_header_and_info() 
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
+    // Answers of the HTTP layers too (a body over max_body_bytes).
+    let response = app
+        .client
+        .post(app.url("/_security/api_key"))
+        .header("Authorization", &admin)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; app.settings.max_body_bytes + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
     assert_eq!(product(&response).as_deref(), Some("Elasticsearch"));
     for path in ["/healthz", "/.well-known/jwks.json", "/v1/auth/jwt/config"] {
         let response = send(Method::GET, path, &[]).await.unwrap();

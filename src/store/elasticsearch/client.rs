@@ -6,8 +6,9 @@
 //! `HEAD /{index}`, `PUT /{index}`, `GET /{index}/_mapping`, `GET /{index}/_doc/{id}`
 //! (real-time by default), `POST /{index}/_doc/{id}` with `op_type=create` or
 //! `if_seq_no`/`if_primary_term`, `DELETE /{index}/_doc/{id}` with
-//! `if_seq_no`/`if_primary_term`, `PUT /{index}/_mapping` (new fields, at start-up), and
-//! `POST /{index}/_search` with `search_after`.
+//! `if_seq_no`/`if_primary_term`, `PUT /{index}/_mapping` (new fields, at start-up),
+//! `POST /{index}/_refresh` (before a purge) and `POST /{index}/_search` with
+//! `search_after`.
 //!
 //! Error messages never carry credentials, URLs or document contents: a transport error
 //! is reported by its innermost cause, an HTTP error by its status, its Elasticsearch
@@ -21,6 +22,7 @@ use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsParts, IndicesGetMappingParts, IndicesPutMappingParts,
+    IndicesRefreshParts,
 };
 use elasticsearch::params::{OpType, Refresh};
 use elasticsearch::{DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts};
@@ -45,6 +47,10 @@ pub enum EsError {
     },
     #[error("elasticsearch sent an unexpected answer: {0}")]
     Unexpected(String),
+    /// A search that did not see every shard (`timed_out`, or failed shards): its hits
+    /// may lack documents, so nothing may be decided from it.
+    #[error("elasticsearch answered a search from part of the index only: {0}")]
+    PartialSearch(String),
     #[error("document {index}/{id} cannot be read: {reason}")]
     BadDocument {
         index: String,
@@ -129,7 +135,21 @@ struct GetResponse {
 
 #[derive(Deserialize)]
 struct SearchResponse {
+    #[serde(default)]
+    timed_out: bool,
+    #[serde(default)]
+    _shards: Option<ShardCounts>,
     hits: SearchHits,
+}
+
+#[derive(Deserialize)]
+struct ShardCounts {
+    #[serde(default)]
+    total: u64,
+    #[serde(default)]
+    successful: u64,
+    #[serde(default)]
+    failed: u64,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +332,21 @@ impl EsClient {
         }
     }
 
+    /// Makes every acknowledged write to `index` visible to searches (`POST
+    /// /{index}/_refresh`). Costly on a busy index: only for rare jobs (purges).
+    pub async fn refresh(&self, index: &str) -> Result<(), EsError> {
+        let sent = self
+            .es
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[index]))
+            .send()
+            .await;
+        match self.read(sent).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(Self::refused(status, &body)),
+        }
+    }
+
     /// Deletes a document if it is still at `version`; `Done` also when it is gone.
     pub async fn delete(
         &self,
@@ -433,6 +468,21 @@ impl EsClient {
             (200, body) => {
                 let found: SearchResponse = serde_json::from_value(body)
                     .map_err(|e| EsError::Unexpected(format!("search answer: {e}")))?;
+                // A 200 may still be a partial answer; hits from it would silently drop
+                // keys from an invalidation, a purge or a listing.
+                if found.timed_out {
+                    return Err(EsError::PartialSearch(format!(
+                        "search of {index} timed out"
+                    )));
+                }
+                if let Some(shards) = &found._shards {
+                    if shards.failed > 0 || shards.successful < shards.total {
+                        return Err(EsError::PartialSearch(format!(
+                            "search of {index}: {} of {} shards answered, {} failed",
+                            shards.successful, shards.total, shards.failed
+                        )));
+                    }
+                }
                 Ok(found
                     .hits
                     .hits

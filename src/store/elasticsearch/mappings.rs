@@ -15,6 +15,7 @@
 //! | `<prefix>.fleetauth-jwt-auth-config` | `config`  | the Vault JWT auth config   |
 //! | `<prefix>.fleetauth-jwt-auth-roles`  | role name | a Vault JWT auth role       |
 //! | `<prefix>.fleetauth-token-uses`      | JWT ID    | uses left of a use-limited token |
+//! | `<prefix>.fleetauth-enrolled-agents` | agent id  | what an agent enrolled with |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
 //! `.fleet-agents` (SPEC §5) and `index_prefix = "prod"` gives `prod.fleet-agents`.
@@ -54,6 +55,7 @@ pub struct Indices {
     pub jwt_auth_config: String,
     pub jwt_auth_roles: String,
     pub token_uses: String,
+    pub enrolled_agents: String,
 }
 
 impl Indices {
@@ -70,6 +72,7 @@ impl Indices {
             jwt_auth_config: format!("{prefix}.fleetauth-jwt-auth-config"),
             jwt_auth_roles: format!("{prefix}.fleetauth-jwt-auth-roles"),
             token_uses: format!("{prefix}.fleetauth-token-uses"),
+            enrolled_agents: format!("{prefix}.fleetauth-enrolled-agents"),
         }
     }
 
@@ -83,6 +86,7 @@ impl Indices {
             RecordKind::JwtAuthConfig => &self.jwt_auth_config,
             RecordKind::JwtAuthRole => &self.jwt_auth_roles,
             RecordKind::TokenUses => &self.token_uses,
+            RecordKind::EnrolledAgent => &self.enrolled_agents,
         }
     }
 
@@ -205,7 +209,10 @@ fn api_keys_properties() -> Value {
 /// the store (src/vault/, src/tokens/), which are kept as opaque objects.
 fn record_properties(kind: RecordKind) -> Option<Value> {
     Some(match kind {
-        RecordKind::JwtAuthConfig | RecordKind::JwtAuthRole | RecordKind::TokenUses => return None,
+        RecordKind::JwtAuthConfig
+        | RecordKind::JwtAuthRole
+        | RecordKind::TokenUses
+        | RecordKind::EnrolledAgent => return None,
         RecordKind::User => json!({
             "username": keyword(),
             "password_hash": stored_only(),

@@ -12,11 +12,14 @@
 //!   `if_seq_no`/`if_primary_term`. A 409 means another writer won: read again and
 //!   decide again ([`Store::update_agent`]'s change closure is called again with the
 //!   newer record), at most [`MAX_CAS_ATTEMPTS`] times with jittered backoff, then
-//!   report [`StoreError::Unavailable`]. Two writers can never both win.
+//!   report [`StoreError::Contended`] (the caller lost a race: `invalid_grant` for a
+//!   grant, never a 5xx). Two writers can never both win.
 //! - **Inserts that must not overwrite use `op_type=create`** (409 → conflict). A
 //!   record created by a change (an agent's first enrollment, the key ring, a meta
 //!   value) is created the same way, and a lost creation race is retried as above.
 //! - **No scripted updates, no `_update_by_query`**: whole documents are written.
+//! - **Purges refresh first** (`POST /{index}/_refresh`): they are rare background
+//!   jobs, and so see every change acknowledged before them.
 //! - **One search**, in [`Store::invalidate_agent_api_keys`], finds the keys of an agent;
 //!   API keys are inserted with `refresh=wait_for` so that every insert that has
 //!   returned is visible to it, and each key found is then changed by real-time
@@ -53,8 +56,8 @@ use super::{
 use crate::clock::UnixTime;
 use crate::config::ElasticsearchSettings;
 
-/// How many times a compare-and-set is tried before the store reports contention as
-/// "unavailable". Each lost attempt means another writer succeeded, so this bounds the
+/// How many times a compare-and-set is tried before the store reports
+/// [`StoreError::Contended`]. Each lost attempt means another writer succeeded, so this bounds the
 /// number of writers that may overtake one change, not the total throughput.
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// The longest pause between two attempts of a compare-and-set.
@@ -244,7 +247,7 @@ impl ElasticsearchStore {
             attempts = MAX_CAS_ATTEMPTS,
             "compare-and-set gave up under contention"
         );
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::Contended(format!(
             "{kind} record is changing too fast: {MAX_CAS_ATTEMPTS} conflicting writes in a row"
         )))
     }
@@ -541,6 +544,9 @@ impl Store for ElasticsearchStore {
     }
 
     async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
+        // A purge is a rare background job: refresh first, so that its search sees every
+        // invalidation and expiry acknowledged before it (each hit is re-read anyway).
+        self.client.refresh(&self.indices.api_keys).await?;
         let query = json!({
             "bool": { "should": [
                 { "range": { "invalidated_at": { "lte": cutoff } } },
@@ -633,6 +639,7 @@ impl Store for ElasticsearchStore {
     async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError> {
         let query = json!({ "range": { "purge_after": { "lte": cutoff } } });
         let index = self.indices.of_records(kind);
+        self.client.refresh(index).await?;
         let mut removed = 0;
         for id in self.search_all_ids(index, query, "id").await? {
             let gone = self

@@ -48,8 +48,15 @@ def users():
     got = es.security.get_user(username="alice")
     expect(got["alice"]["roles"] == ["key_maker"], got)
     es.security.change_password(username="alice", password="alice-password-2")
+    expect("alice" in es.security.get_user(), "listed among all users")
     alice = Elasticsearch(URL, basic_auth=("alice", "alice-password-2"), request_timeout=30)
     expect(alice.security.authenticate()["username"] == "alice", "alice logs in")
+    # Her own password, without naming herself (PUT /_security/user/_password).
+    alice.security.change_password(password="alice-password-3")
+    alice = Elasticsearch(URL, basic_auth=("alice", "alice-password-3"), request_timeout=30)
+    expect(alice.security.authenticate()["username"] == "alice", "the new password works")
+    es.security.change_password(username="alice", password="alice-password-2")
+    alice = Elasticsearch(URL, basic_auth=("alice", "alice-password-2"), request_timeout=30)
     state["alice"] = alice
 
 
@@ -115,6 +122,10 @@ def service_tokens():
     expect("ci" in creds["tokens"], creds)
     deleted = es.security.delete_service_token(namespace="elastic", service="fleet-server", name="ci")
     expect(deleted["found"] is True, deleted)
+    unnamed = es.security.create_service_token(namespace="elastic", service="fleet-server")
+    expect(unnamed["created"] is True and unnamed["token"]["name"], unnamed)
+    fleet = Elasticsearch(URL, bearer_auth=unnamed["token"]["value"], request_timeout=30)
+    expect(fleet.security.authenticate()["username"] == "elastic/fleet-server", "unnamed token")
 
 
 def errors_are_elasticsearchs():
