@@ -116,6 +116,19 @@ pub struct Services {
 }
 
 impl Services {
+    /// What the HTTP handlers reach: these services and the settings.
+    pub fn app_state(&self, settings: &Settings) -> AppState {
+        AppState {
+            grants: self.grants.clone(),
+            authenticator: self.authenticator.clone(),
+            vault: self.jwt_auth.clone(),
+            security: self.security_api.clone(),
+            enrollment: self.enrollment.clone(),
+            settings: Arc::new(settings.clone()),
+            metrics: telemetry::metrics_handle(),
+        }
+    }
+
     /// Opens the store and starts every service. Whichever process finds the store
     /// without the built-in user `elastic` (a new store: `serve` or a CLI command)
     /// creates it, with `settings.bootstrap_password`, else `FLEETAUTH_BOOTSTRAP_PASSWORD`,
@@ -315,16 +328,7 @@ impl Application {
                 store_location(&settings)
             );
         }
-        let state = AppState {
-            grants: services.grants.clone(),
-            authenticator: services.authenticator.clone(),
-            vault: services.jwt_auth.clone(),
-            security: services.security_api.clone(),
-            enrollment: services.enrollment.clone(),
-            settings: Arc::new(settings.clone()),
-            metrics: telemetry::metrics_handle(),
-        };
-        let router = http::router(state);
+        let router = http::router(services.app_state(&settings));
         let tls = settings
             .tls
             .as_ref()

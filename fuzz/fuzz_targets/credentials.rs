@@ -13,7 +13,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use fleetauth::credentials::{self, Presented};
-use fleetauth::security::service_accounts;
+use fleetauth::identity::service_accounts;
 use fleetauth::tokens::{jwt, refresh};
 use libfuzzer_sys::fuzz_target;
 

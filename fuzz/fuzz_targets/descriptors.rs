@@ -15,8 +15,8 @@
 
 use std::time::Duration;
 
-use fleetauth::grant::security::parse_time_value;
-use fleetauth::security::roles::{check_role_name, RoleDescriptor};
+use fleetauth::es_api::api_keys::parse_time_value;
+use fleetauth::identity::roles::{check_role_name, RoleDescriptor};
 use fleetauth::vault::config::ConfigDoc;
 use fleetauth::vault::role::{normalize_role_name, JwtRole, TtlLimits};
 use libfuzzer_sys::fuzz_target;

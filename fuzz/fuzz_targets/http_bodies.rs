@@ -21,9 +21,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use fleetauth::clock::SystemClock;
 use fleetauth::config::{Secret, Settings};
-use fleetauth::http::{router, AppState};
+use fleetauth::http::router;
 use fleetauth::startup::Services;
-use fleetauth::telemetry;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -114,14 +113,7 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
     let services = runtime
         .block_on(Services::start(&settings, Arc::new(SystemClock)))
         .expect("services start");
-    let state = AppState {
-        grants: services.grants.clone(),
-        vault: services.jwt_auth.clone(),
-        security: services.security_api.clone(),
-        enrollment: services.enrollment.clone(),
-        settings: Arc::new(settings),
-        metrics: telemetry::metrics_handle(),
-    };
+    let state = services.app_state(&settings);
     Server {
         runtime,
         router: router(state),

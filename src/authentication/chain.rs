@@ -23,14 +23,16 @@ use serde_json::json;
 
 use super::{AuthMethod, Authenticator, Principal};
 use crate::credentials::Presented;
-use crate::grant::issuer::{is_client_token, Check, JwtIssuer};
+use crate::grant::access::{AccessTokens, Check, VerifiedAccess};
+use crate::grant::issuer::JwtIssuer;
 use crate::grant::{record_failure, DpopRequest, GrantError};
 use crate::identity::roles::Resolved;
 use crate::identity::service_accounts::{self, ServiceTokenError};
 use crate::identity::users::{self, UserError};
 use crate::identity::{AuthenticationType, Identity, Privileges, Realm};
 use crate::store::{ApiKeyRecord, StoreError, UserRecord};
-use crate::tokens::{self, jwt, AccessClaims};
+use crate::tokens::kind::TokenKind;
+use crate::tokens::{self, jwt};
 
 impl From<UserError> for GrantError {
     fn from(e: UserError) -> Self {
@@ -64,8 +66,9 @@ fn store_error(e: StoreError) -> GrantError {
 }
 
 impl Authenticator {
-    fn issuer(&self) -> JwtIssuer<'_> {
-        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth)
+    /// The checks of presented access tokens, under the OAuth2 policy.
+    pub fn access(&self) -> AccessTokens<'_> {
+        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth).access()
     }
 
     /// Says who a credential is, for protected resources. A refresh token is not
@@ -124,10 +127,12 @@ impl Authenticator {
                     return self.service_token_principal(&parsed).await;
                 }
                 if jwt::looks_like_jwt(token) {
-                    let claims = self.tokens.verify_access(token).await?;
-                    self.dpop.check_presentation(&claims, token, dpop)?;
-                    self.issuer().confirm(&claims, Check::Use).await?;
-                    return self.access_token_principal(claims).await;
+                    let access = self.access();
+                    let verified = access.verify(token).await?;
+                    self.dpop
+                        .check_presentation(&verified.claims, token, dpop)?;
+                    access.confirm(&verified, Check::Use).await?;
+                    return self.access_token_principal(verified).await;
                 }
                 if tokens::refresh::parse(token).is_some() {
                     return Err(GrantError::invalid_grant(
@@ -197,8 +202,11 @@ impl Authenticator {
         })
     }
 
-    async fn access_token_principal(&self, claims: AccessClaims) -> Result<Principal, GrantError> {
-        if claims.sid.is_some() {
+    async fn access_token_principal(
+        &self,
+        VerifiedAccess { claims, kind }: VerifiedAccess,
+    ) -> Result<Principal, GrantError> {
+        if kind == TokenKind::Family {
             // A user's token (the token API): the user must still exist and be enabled;
             // its privileges are its roles' now.
             let user = self
@@ -224,8 +232,7 @@ impl Authenticator {
         }
         // A client's token for itself (RFC 9068 §2.2) is not an agent's, nor is the
         // token of a subject admitted by the Vault JWT auth method.
-        let agent = !is_client_token(&claims.sub, &claims.client_id) && !claims.is_external();
-        let agent_id = agent.then(|| claims.sub.clone());
+        let agent_id = kind.agent(&claims.sub).map(str::to_string);
         let identity = Identity {
             username: claims.sub.clone(),
             roles: Vec::new(),

@@ -10,9 +10,11 @@ use serde_json::{json, Value};
 use super::error::grant_to_security;
 use super::{authenticate_json, read_body, SecurityApi, SecurityError};
 use crate::authentication::{AuthMethod, Principal};
+use crate::grant::access::VerifiedAccess;
 use crate::identity::users::UserError;
 use crate::identity::{Action, AuthenticationType, Identity};
 use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
+use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, refresh, Subject, TokenError};
 
 #[derive(Deserialize)]
@@ -212,8 +214,9 @@ impl SecurityApi {
     }
 
     async fn refresh_family(&self, token: &str) -> Result<CreatedToken, SecurityError> {
+        let access = self.authenticator.access();
         let parsed = refresh::parse(token)
-            .filter(|p| p.family.is_some())
+            .filter(|p| access.kind_of_refresh(p) == TokenKind::Family)
             .ok_or_else(|| SecurityError::invalid_grant("could not refresh the requested token"))?;
         let user = self
             .identity
@@ -273,16 +276,17 @@ impl SecurityApi {
         }
         let mut result = TokensInvalidated::default();
         if let Some(token) = &request.token {
-            let claims = if tokens::jwt::looks_like_jwt(token) {
-                match self.tokens.verify_access(token).await {
-                    Ok(claims) => Some(claims),
+            let verified = if tokens::jwt::looks_like_jwt(token) {
+                match self.authenticator.access().verify(token).await {
+                    Ok(verified) => Some(verified),
                     Err(TokenError::Jwt(_)) => None,
                     Err(e) => return Err(e.into()),
                 }
             } else {
                 None
             };
-            if let Some(claims) = claims.filter(|c| c.sid.is_some()) {
+            let family_token = verified.filter(|v| v.kind == TokenKind::Family);
+            if let Some(VerifiedAccess { claims, .. }) = family_token {
                 if self.tokens.revoke_access(&claims).await? {
                     result.invalidated_tokens = 1;
                 } else if let Some(family) = &claims.sid {
@@ -292,7 +296,10 @@ impl SecurityApi {
                 }
             }
         } else if let Some(token) = &request.refresh_token {
-            if let Some(parsed) = refresh::parse(token).filter(|p| p.family.is_some()) {
+            let access = self.authenticator.access();
+            let family_token =
+                refresh::parse(token).filter(|p| access.kind_of_refresh(p) == TokenKind::Family);
+            if let Some(parsed) = family_token {
                 if self.tokens.revoke_refresh(&parsed).await? {
                     result.invalidated_tokens = 1;
                 } else if let Some(family) = &parsed.family {

@@ -18,10 +18,12 @@
 
 use serde::Serialize;
 
-use super::issuer::{Check, JwtIssuer};
+use super::access::{Check, VerifiedAccess};
+use super::issuer::JwtIssuer;
 use super::registrar::{ApiKeyRegistrar, Client};
 use super::request::TokenRequest;
 use super::GrantError;
+use crate::tokens::kind::TokenKind;
 use crate::tokens::{jwt, refresh, Confirmation, TokenError, TokenService};
 
 /// An RFC 7662 §2.2 introspection response.
@@ -104,8 +106,8 @@ pub(super) async fn introspect(
             None => Introspection::inactive(),
         });
     }
-    match issuer.validate_access(token, Check::Look).await {
-        Ok(claims) => Ok(Introspection {
+    match issuer.access().validate(token, Check::Look).await {
+        Ok(VerifiedAccess { claims, .. }) => Ok(Introspection {
             active: true,
             scope: claims.scope,
             client_id: Some(claims.client_id),
@@ -143,7 +145,8 @@ pub(super) async fn revoke(
     // `token_type_hint` is only a hint (RFC 7009 §2.1): every kind is looked at.
     if let Some(parsed) = refresh::parse(token) {
         // A token of the token API (a family) is no client's: revoked there only.
-        if parsed.family.is_some() || !caller.owns(&parsed.agent_id, &parsed.client_id) {
+        let family = issuer.client_state().of_refresh(&parsed) == TokenKind::Family;
+        if family || !caller.owns(&parsed.agent_id, &parsed.client_id) {
             // Refused only if it is a live token; an invalid one is answered 200.
             return match tokens.inspect_refresh(&parsed).await? {
                 Some(_) => Err(not_yours()),
@@ -156,37 +159,45 @@ pub(super) async fn revoke(
     if !jwt::looks_like_jwt(token) {
         return Ok(());
     }
-    let claims = match tokens.verify_access(token).await {
-        Ok(claims) => claims,
+    let access = issuer.access();
+    let verified = match access.verify(token).await {
+        Ok(verified) => verified,
         // Not a valid token of ours (or expired): nothing to revoke.
         Err(TokenError::Jwt(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if claims.is_external() {
+    // Refused only if it is a live token; an invalid one is answered 200.
+    let refuse_if_live = |refusal: GrantError| async {
+        match access.confirm(&verified, Check::Look).await {
+            Ok(()) => Err(refusal),
+            Err(e) if e.is_server_error() => Err(e),
+            Err(_) => Ok(()),
+        }
+    };
+    let claims = &verified.claims;
+    match verified.kind {
         // Nobody's to revoke (an external subject is not a client); valid or not, it
         // is not revocable alone.
-        return match issuer.confirm(&claims, Check::Look).await {
-            Ok(()) => Err(GrantError::UnsupportedTokenType {
-                reason: "external_subject_token",
-                description: "a token of the JWT auth method is checked by its signature (and its use counter) and cannot be revoked alone; it expires with its exp".into(),
-            }),
-            Err(e) if e.is_server_error() => Err(e),
-            Err(_) => Ok(()),
-        };
+        TokenKind::External => refuse_if_live(GrantError::UnsupportedTokenType {
+            reason: "external_subject_token",
+            description: "a token of the JWT auth method is checked by its signature (and its use counter) and cannot be revoked alone; it expires with its exp".into(),
+        })
+        .await,
+        // A token of the token API (a family) is no client's: revoked there only.
+        TokenKind::Family => refuse_if_live(not_yours()).await,
+        _ if !caller.owns(&claims.sub, &claims.client_id) => refuse_if_live(not_yours()).await,
+        TokenKind::ClientToken { stored: false } => Err(stateless_access_token()),
+        _ if tokens.settings().stateless => Err(stateless_access_token()),
+        TokenKind::AgentPair | TokenKind::ClientToken { stored: true } => {
+            tokens.revoke_access(claims).await?;
+            Ok(())
+        }
     }
-    if claims.sid.is_some() || !caller.owns(&claims.sub, &claims.client_id) {
-        return match issuer.confirm(&claims, Check::Look).await {
-            Ok(()) => Err(not_yours()),
-            Err(e) if e.is_server_error() => Err(e),
-            Err(_) => Ok(()),
-        };
+}
+
+fn stateless_access_token() -> GrantError {
+    GrantError::UnsupportedTokenType {
+        reason: "stateless_access_token",
+        description: "this access token is checked by its signature only and cannot be revoked alone; it expires with its exp (invalidate the API key to stop all of the client's tokens)".into(),
     }
-    if !issuer.stateful(&claims.sub, &claims.client_id) || tokens.settings().stateless {
-        return Err(GrantError::UnsupportedTokenType {
-            reason: "stateless_access_token",
-            description: "this access token is checked by its signature only and cannot be revoked alone; it expires with its exp (invalidate the API key to stop all of the client's tokens)".into(),
-        });
-    }
-    tokens.revoke_access(&claims).await?;
-    Ok(())
 }

@@ -29,15 +29,15 @@ use chrono::{DateTime, Utc};
 use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
 
+use super::access::{AccessTokens, Check, VerifiedAccess};
 use super::dpop::Binding;
 use super::registrar::{placeholder_redirect, Client};
 use super::request::{empty_scope, parse_scope, scope_text};
 use super::GrantError;
-use crate::api_keys::{ApiKeyError, ApiKeyService};
+use crate::api_keys::ApiKeyService;
 use crate::config::OAuthSettings;
-use crate::tokens::{
-    self, jwt, refresh, AccessClaims, IssuedAccess, IssuedPair, Subject, TokenService,
-};
+use crate::tokens::kind::{ClientState, TokenKind};
+use crate::tokens::{self, refresh, AccessClaims, IssuedAccess, IssuedPair, Subject, TokenService};
 
 /// What one grant hands out.
 #[derive(Debug, Clone)]
@@ -85,22 +85,6 @@ pub fn not_a_client_token() -> GrantError {
     )
 }
 
-/// How an access token is being checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    /// Presented by its holder (a resource request, a token exchange): the first use of
-    /// a pending pair promotes it (SPEC §3).
-    Use,
-    /// Looked at by someone else (introspection): changes nothing.
-    Look,
-}
-
-/// Whether a token was issued to a client for itself (RFC 9068 §2.2: `sub` is the
-/// client) rather than to an agent.
-pub fn is_client_token(sub: &str, client_id: &str) -> bool {
-    sub == client_id
-}
-
 pub struct JwtIssuer<'a> {
     tokens: &'a TokenService,
     api_keys: &'a ApiKeyService,
@@ -141,15 +125,25 @@ impl<'a> JwtIssuer<'a> {
         self.failure.take()
     }
 
-    /// Whether the subject's token state is kept in the store.
-    pub fn stateful(&self, sub: &str, client_id: &str) -> bool {
-        !is_client_token(sub, client_id) || self.policy.client_credentials_refresh
+    /// Whether non-agent clients' pairs are kept in the store: what a token's kind
+    /// depends on.
+    pub fn client_state(&self) -> ClientState {
+        ClientState {
+            stored: self.policy.client_credentials_refresh,
+        }
+    }
+
+    /// The checks of presented access tokens, under the same policy.
+    pub fn access(&self) -> AccessTokens<'a> {
+        AccessTokens::new(self.tokens, self.api_keys, self.client_state())
     }
 
     /// Whether a subject may hold refresh tokens: agents always, non-agent clients when
-    /// `oauth.client_credentials_refresh` allows it.
+    /// `oauth.client_credentials_refresh` allows it (their pair is then stored).
     pub fn may_refresh(&self, sub: &str, client_id: &str) -> bool {
-        self.stateful(sub, client_id)
+        self.client_state()
+            .of_subject(sub, client_id)
+            .has_stored_pair()
     }
 
     /// The `client_credentials` grant for an authenticated client.
@@ -165,7 +159,7 @@ impl<'a> JwtIssuer<'a> {
             family: None,
             bound_key: bound_key.as_deref(),
         };
-        if !self.stateful(client.subject(), &client.id) {
+        if !self.may_refresh(client.subject(), &client.id) {
             let access = self.tokens.issue_access_only(subject, scope);
             return Ok(Issued::access_only(access, scope));
         }
@@ -185,10 +179,10 @@ impl<'a> JwtIssuer<'a> {
         presented: &refresh::PresentedRefresh,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
-        if presented.family.is_some() {
+        if self.client_state().of_refresh(presented) == TokenKind::Family {
             return Err(not_a_client_token());
         }
-        let agent = !is_client_token(&presented.agent_id, &presented.client_id);
+        let agent = self.client_state().of_refresh(presented) == TokenKind::AgentPair;
         let bound_key = self.binding.key_for(presented.jkt.as_deref(), agent)?;
         let subject = Subject {
             agent_id: &presented.agent_id,
@@ -212,19 +206,21 @@ impl<'a> JwtIssuer<'a> {
     /// token while the client's key is valid.
     pub async fn exchange_access(
         &self,
-        claims: &AccessClaims,
+        verified: &VerifiedAccess,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
-        if claims.is_external() {
-            return Err(GrantError::invalid_grant(
-                "external_subject",
-                "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
-            ));
+        let claims = &verified.claims;
+        match verified.kind {
+            TokenKind::External => {
+                return Err(GrantError::invalid_grant(
+                    "external_subject",
+                    "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
+                ))
+            }
+            TokenKind::Family => return Err(not_a_client_token()),
+            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
         }
-        if claims.sid.is_some() {
-            return Err(not_a_client_token());
-        }
-        let agent = !is_client_token(&claims.sub, &claims.client_id);
+        let agent = verified.kind == TokenKind::AgentPair;
         let bound_key = self.binding.key_for(claims.bound_key(), agent)?;
         let subject = Subject {
             agent_id: &claims.sub,
@@ -232,8 +228,8 @@ impl<'a> JwtIssuer<'a> {
             family: None,
             bound_key: bound_key.as_deref(),
         };
-        if !self.stateful(&claims.sub, &claims.client_id) {
-            self.check_client_key(&claims.client_id).await?;
+        if !verified.kind.has_stored_pair() {
+            self.access().check_client_key(&claims.client_id).await?;
             let access = self.tokens.issue_access_only(subject, scope);
             return Ok(Issued::access_only(access, scope));
         }
@@ -243,61 +239,6 @@ impl<'a> JwtIssuer<'a> {
             .exchange_scoped(subject, scope, presented)
             .await?;
         Ok(Issued::pair(pair, scope))
-    }
-
-    /// Checks a presented access token: signature, type, issuer, audience and expiry,
-    /// then (unless `jwt.stateless`) that it is still valid in the store: the current or
-    /// pending pair of its subject, or for a stateless client token, that the client's
-    /// API key is still valid.
-    pub async fn validate_access(
-        &self,
-        token: &str,
-        check: Check,
-    ) -> Result<AccessClaims, GrantError> {
-        if !jwt::looks_like_jwt(token) {
-            return Err(GrantError::invalid_grant(
-                "unknown_token",
-                "the token is not a JWT access token",
-            ));
-        }
-        let claims = self.tokens.verify_access(token).await?;
-        self.confirm(&claims, check).await?;
-        Ok(claims)
-    }
-
-    /// The store half of [`validate_access`](Self::validate_access). A token of the
-    /// JWT auth method is stateless but for its use counter: a use takes one use, a look
-    /// only checks that one is left.
-    pub async fn confirm(&self, claims: &AccessClaims, check: Check) -> Result<(), GrantError> {
-        if claims.is_external() {
-            match check {
-                Check::Use => self.tokens.use_external(claims).await?,
-                Check::Look => self.tokens.check_external(claims).await?,
-            };
-            return Ok(());
-        }
-        if !self.stateful(&claims.sub, &claims.client_id) {
-            return self.check_client_key(&claims.client_id).await;
-        }
-        match check {
-            Check::Use => self.tokens.confirm_access(claims).await?,
-            Check::Look => self.tokens.check_access(claims).await?,
-        }
-        Ok(())
-    }
-
-    async fn check_client_key(&self, client_id: &str) -> Result<(), GrantError> {
-        if self.tokens.settings().stateless {
-            return Ok(());
-        }
-        match self.api_keys.check_active(client_id).await {
-            Ok(_) => Ok(()),
-            Err(ApiKeyError::Store(e)) => Err(e.into()),
-            Err(e) => Err(GrantError::invalid_grant(
-                e.reason(),
-                "the token is not valid",
-            )),
-        }
     }
 
     /// `issued` in oxide-auth's terms (to feed its refresh state machine).
@@ -363,8 +304,11 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
     /// The flow calling this must have authenticated the client (`Registrar::check`).
     async fn issue(&mut self, grant: Grant) -> Result<IssuedToken, ()> {
         let client = Client {
-            agent_id: (!is_client_token(&grant.owner_id, &grant.client_id))
-                .then(|| grant.owner_id.clone()),
+            agent_id: self
+                .client_state()
+                .of_subject(&grant.owner_id, &grant.client_id)
+                .agent(&grant.owner_id)
+                .map(str::to_string),
             id: grant.client_id.clone(),
         };
         let scope = scope_text(&grant.scope);
@@ -400,8 +344,8 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
 
     /// A use of the token by its holder (oxide-auth's resource flow).
     async fn recover_token(&mut self, token: &str) -> Result<Option<Grant>, ()> {
-        match self.validate_access(token, Check::Use).await {
-            Ok(claims) => Ok(Some(access_grant(&claims))),
+        match self.access().validate(token, Check::Use).await {
+            Ok(verified) => Ok(Some(access_grant(&verified.claims))),
             Err(e) if e.is_server_error() => self.fail(e),
             Err(e) => {
                 self.failure = Some(e);
@@ -662,18 +606,21 @@ mod tests {
         let mut issuer = JwtIssuer::new(&s.tokens, &s.api_keys, &s.policy);
         let first = issuer.issue_to(&client, None).await.unwrap();
         issuer
-            .validate_access(&first.access_token, Check::Use)
+            .access()
+            .validate(&first.access_token, Check::Use)
             .await
             .unwrap();
         let second = issuer.issue_to(&client, None).await.unwrap();
 
         // A look at the pending token leaves the current one current.
         issuer
-            .validate_access(&second.access_token, Check::Look)
+            .access()
+            .validate(&second.access_token, Check::Look)
             .await
             .unwrap();
         issuer
-            .validate_access(&first.access_token, Check::Look)
+            .access()
+            .validate(&first.access_token, Check::Look)
             .await
             .unwrap();
         // oxide-auth's resource flow recovers a token as a use: it promotes.

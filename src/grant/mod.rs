@@ -20,6 +20,7 @@
 //! flows, so that every refusal keeps its RFC 6749 code and its reason (see
 //! docs/architecture.md).
 
+pub mod access;
 pub mod client_credentials;
 mod dpop;
 mod enrolled;
@@ -44,8 +45,10 @@ use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
 use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
+use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
+use access::{Check, VerifiedAccess};
 use external_jwt::ExternalJwts;
 pub use external_jwt::{LoggedIn, LoginError};
 pub use introspection::Introspection;
@@ -327,11 +330,14 @@ impl GrantService {
                     "the token is not a JWT access token",
                 ));
             }
-            let claims = self.tokens.verify_access(token).await?;
+            let issuer = self.issuer();
+            let access = issuer.access();
+            let verified = access.verify(token).await?;
             // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
             self.dpop
-                .check_presentation(&claims, token, &DpopRequest::NONE)?;
-            self.issuer().confirm(&claims, issuer::Check::Use).await?;
+                .check_presentation(&verified.claims, token, &DpopRequest::NONE)?;
+            access.confirm(&verified, Check::Use).await?;
+            let claims = verified.claims;
             let uses_left = match claims.max_uses {
                 // The use just taken is counted; a look says what is left.
                 Some(_) => self
@@ -496,10 +502,11 @@ impl GrantService {
         parsed: &tokens::refresh::PresentedRefresh,
         dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
-        if parsed.family.is_some() {
+        let kind = self.issuer().client_state().of_refresh(parsed);
+        if kind == TokenKind::Family {
             return Err(issuer::not_a_client_token());
         }
-        let agent = !issuer::is_client_token(&parsed.agent_id, &parsed.client_id);
+        let agent = kind == TokenKind::AgentPair;
         let bound_key = self
             .dpop
             .binding(dpop)?
@@ -529,22 +536,23 @@ impl GrantService {
                 "the token is neither a JWT nor a refresh token",
             ));
         }
-        let claims = self.tokens.verify_access(token).await?;
-        if claims.is_external() {
-            return Err(GrantError::invalid_grant(
-                "external_subject",
-                "a token from the JWT auth method does not belong to an agent",
-            ));
-        }
-        if claims.sid.is_some() {
-            return Err(issuer::not_a_client_token());
+        let VerifiedAccess { claims, kind } = self.issuer().access().verify(token).await?;
+        match kind {
+            TokenKind::External => {
+                return Err(GrantError::invalid_grant(
+                    "external_subject",
+                    "a token from the JWT auth method does not belong to an agent",
+                ))
+            }
+            TokenKind::Family => return Err(issuer::not_a_client_token()),
+            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
         }
         // A bound token is a credential only with a proof of its key (and its `ath`).
         let proved = match claims.bound_key() {
             Some(_) => self.dpop.proved_key(dpop, Some(token))?,
             None => self.dpop.proved_key(dpop, None)?,
         };
-        let agent = !issuer::is_client_token(&claims.sub, &claims.client_id);
+        let agent = kind == TokenKind::AgentPair;
         let bound_key = self
             .dpop
             .binding_of(proved)

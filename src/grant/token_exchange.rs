@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::access::VerifiedAccess;
 use super::external_jwt;
 use super::issuer::{Issued, JwtIssuer};
 use super::registrar::ApiKeyRegistrar;
@@ -221,8 +222,9 @@ pub(super) async fn grant(
                     ))
                 }
             };
+            let kind = issuer.client_state().of_access(&claims);
             let issued = issuer
-                .exchange_access(&claims, scope.as_deref())
+                .exchange_access(&VerifiedAccess { claims, kind }, scope.as_deref())
                 .await
                 .map_err(subject_token_error)?;
             (issued, Credential::AccessToken)

@@ -11,6 +11,7 @@
 pub mod dpop;
 pub mod jwt;
 pub mod keys;
+pub mod kind;
 pub mod refresh;
 pub mod rotation;
 
