@@ -20,7 +20,9 @@
 
 use std::time::{Duration, Instant};
 
-use ::metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 use crate::secrets::{SecretKind, ThrottleReason};
 
@@ -35,6 +37,8 @@ const STORE_CAS_CONFLICTS: &str = "fleetauth_store_cas_conflicts_total";
 const ENROLLMENTS: &str = "fleetauth_enrollments_total";
 const ENROLLMENT_TOKENS: &str = "fleetauth_enrollment_tokens_total";
 const DPOP_PROOF_FAILURES: &str = "fleetauth_dpop_proof_failures_total";
+const HTTP_CONNECTIONS: &str = "fleetauth_http_connections";
+const HTTP_ACCEPT_PAUSES: &str = "fleetauth_http_accept_pauses_total";
 
 /// Histogram buckets, by series.
 pub fn buckets() -> [(&'static str, &'static [f64]); 3] {
@@ -95,6 +99,11 @@ pub fn describe() {
     );
     describe_counter!(ENROLLMENT_TOKENS, "Enrollment tokens created and revoked");
     describe_counter!(DPOP_PROOF_FAILURES, "DPoP proofs refused, by reason");
+    describe_gauge!(HTTP_CONNECTIONS, "Client connections open now");
+    describe_counter!(
+        HTTP_ACCEPT_PAUSES,
+        "Failed accept calls that paused the accept loop (out of file descriptors)"
+    );
 }
 
 /// The front door a request came in by.
@@ -321,4 +330,19 @@ pub fn enrollment_token(event: &'static str) {
 /// A DPoP proof was refused for `reason`.
 pub fn dpop_proof_failure(reason: &'static str) {
     counter!(DPOP_PROOF_FAILURES, "reason" => reason).increment(1);
+}
+
+/// A client connection was accepted (the open-connections gauge).
+pub fn connection_opened() {
+    gauge!(HTTP_CONNECTIONS).increment(1.0);
+}
+
+/// A client connection closed.
+pub fn connection_closed() {
+    gauge!(HTTP_CONNECTIONS).decrement(1.0);
+}
+
+/// A failed `accept` paused the accept loop (`EMFILE` and friends).
+pub fn accept_paused() {
+    counter!(HTTP_ACCEPT_PAUSES).increment(1);
 }
