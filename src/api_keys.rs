@@ -1,31 +1,18 @@
 //! The API key service: creates keys (secret shown once, stored as an argon2id hash)
-//! and verifies presented keys. Verified keys are remembered in a bounded in-memory
-//! cache keyed by key id and holding an HMAC of the secret (never the secret), so the
-//! hot path pays argon2 once per key, not once per request. The key's record is read
-//! on every verification, so an invalidated or expired key stops working at once.
+//! and verifies presented keys through the one [`SecretVerifier`] (its cache, work
+//! budget and failure limits). The key's record is read on every verification, so an
+//! invalidated or expired key stops working at once; such a key is answered like an
+//! unknown id (see [`crate::secrets::UnknownIdPolicy`]).
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use lru::LruCache;
 use rand::RngCore;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::clock::{Clock, UnixTime};
+use crate::secrets::{SecretError, SecretKind, SecretVerifier, Stored};
 use crate::store::{ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, Store, StoreError};
-
-/// At most this many argon2 verifications run at once; the rest wait, so a flood of
-/// bad keys cannot starve the runtime.
-const ARGON2_CONCURRENCY: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
@@ -37,6 +24,9 @@ pub enum ApiKeyError {
     Expired,
     #[error("the API key has been invalidated")]
     Invalidated,
+    /// Not checked now (busy, too many failures), or hashing failed on our side.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// An enrollment token presented anywhere but enrollment, or another key presented
     /// for enrollment.
     #[error("the API key is not valid for this request")]
@@ -52,6 +42,8 @@ impl ApiKeyError {
             Self::WrongSecret => "api_key_wrong_secret",
             Self::Expired => "api_key_expired",
             Self::Invalidated => "api_key_invalidated",
+            Self::Secret(SecretError::Throttled(_)) => "throttled",
+            Self::Secret(SecretError::Hashing(_)) => "hashing_failed",
             Self::WrongPurpose => "api_key_wrong_purpose",
             Self::Store(_) => "store_unavailable",
         }
@@ -77,52 +69,19 @@ fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-fn hash_secret(secret: &str) -> Result<String, StoreError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Unavailable(format!("argon2: {e}")))
-}
-
-fn argon2_matches(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
 pub struct ApiKeyService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Key id -> HMAC(secret, stored hash) of the last secret that verified.
-    cache: Mutex<LruCache<String, [u8; 32]>>,
-    cache_key: [u8; 32],
-    argon2_permits: Semaphore,
-    /// Verified against when the id is unknown, so timing does not reveal which ids exist.
-    dummy_hash: String,
+    secrets: Arc<SecretVerifier>,
 }
 
 impl ApiKeyService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        cache_size: usize,
-    ) -> Result<Self, StoreError> {
-        let mut cache_key = [0u8; 32];
-        rand::rng().fill_bytes(&mut cache_key);
-        let capacity = NonZeroUsize::new(cache_size).unwrap_or(NonZeroUsize::MIN);
-        Ok(Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretVerifier>) -> Self {
+        Self {
             store,
             clock,
-            cache: Mutex::new(LruCache::new(capacity)),
-            cache_key,
-            argon2_permits: Semaphore::new(ARGON2_CONCURRENCY),
-            dummy_hash: hash_secret(&random_token(24))?,
-        })
+            secrets,
+        }
     }
 
     /// Creates a key; the clear secret exists only in the returned value.
@@ -131,7 +90,7 @@ impl ApiKeyService {
         name: &str,
         agent_id: Option<&str>,
         expires_at: Option<UnixTime>,
-    ) -> Result<CreatedApiKey, StoreError> {
+    ) -> Result<CreatedApiKey, ApiKeyError> {
         self.create_with_owner(name, agent_id, expires_at, None)
             .await
     }
@@ -143,7 +102,7 @@ impl ApiKeyService {
         name: &str,
         expires_at: Option<UnixTime>,
         owner: ApiKeyOwner,
-    ) -> Result<CreatedApiKey, StoreError> {
+    ) -> Result<CreatedApiKey, ApiKeyError> {
         self.create_with_owner(name, None, expires_at, Some(owner))
             .await
     }
@@ -154,15 +113,10 @@ impl ApiKeyService {
         agent_id: Option<&str>,
         expires_at: Option<UnixTime>,
         owner: Option<ApiKeyOwner>,
-    ) -> Result<CreatedApiKey, StoreError> {
+    ) -> Result<CreatedApiKey, ApiKeyError> {
         let id = random_token(15);
         let secret = random_token(24);
-        let hash = {
-            let secret = secret.clone();
-            tokio::task::spawn_blocking(move || hash_secret(&secret))
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))??
-        };
+        let hash = self.secrets.hash(&secret).await?;
         let record = ApiKeyRecord {
             id: id.clone(),
             name: name.to_string(),
@@ -185,17 +139,15 @@ impl ApiKeyService {
         })
     }
 
-    fn fingerprint(&self, record: &ApiKeyRecord, secret: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
-            .expect("HMAC takes any key length");
-        mac.update(secret.as_bytes());
-        mac.update(&[0]);
-        mac.update(record.hash.as_bytes());
-        mac.finalize().into_bytes().into()
+    fn is_active(&self, record: &ApiKeyRecord) -> bool {
+        record.invalidated_at.is_none() && record.expires_at.is_none_or(|t| t > self.clock.now())
     }
 
     /// Verifies a presented key; returns its record. Enrollment tokens are refused:
     /// they are good for [`verify_enrollment_token`](Self::verify_enrollment_token) only.
+    /// An unknown, invalidated or expired key, or one of the other purpose, is not an
+    /// active credential here: the verifier answers it as it answers an unknown id (the
+    /// error still says which, for logs and metrics).
     pub async fn verify(&self, id: &str, secret: &str) -> Result<ApiKeyRecord, ApiKeyError> {
         self.verify_for(id, secret, false).await
     }
@@ -216,38 +168,27 @@ impl ApiKeyService {
         secret: &str,
         enrollment: bool,
     ) -> Result<ApiKeyRecord, ApiKeyError> {
-        let Some(record) = self.store.api_key(id).await? else {
-            self.argon2(secret.to_string(), self.dummy_hash.clone())
-                .await;
-            return Err(ApiKeyError::Unknown);
-        };
-        if record.invalidated_at.is_some() {
-            return Err(ApiKeyError::Invalidated);
+        let record = self.store.api_key(id).await?;
+        let active = record
+            .as_ref()
+            .filter(|r| self.is_active(r) && r.is_enrollment_token() == enrollment);
+        let stored = active.map(|r| Stored::Argon2(&r.hash));
+        if self
+            .secrets
+            .verify(SecretKind::ApiKey, id, secret, stored)
+            .await?
+        {
+            if let Some(record) = active {
+                return Ok(record.clone());
+            }
         }
-        if record.expires_at.is_some_and(|t| t <= self.clock.now()) {
-            return Err(ApiKeyError::Expired);
-        }
-        if record.is_enrollment_token() != enrollment {
-            return Err(ApiKeyError::WrongPurpose);
-        }
-        let fingerprint = self.fingerprint(&record, secret);
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .copied();
-        if cached.is_some_and(|c| bool::from(c.ct_eq(&fingerprint))) {
-            return Ok(record);
-        }
-        if !self.argon2(secret.to_string(), record.hash.clone()).await {
-            return Err(ApiKeyError::WrongSecret);
-        }
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(id.to_string(), fingerprint);
-        Ok(record)
+        Err(match record {
+            None => ApiKeyError::Unknown,
+            Some(r) if r.invalidated_at.is_some() => ApiKeyError::Invalidated,
+            Some(r) if !self.is_active(&r) => ApiKeyError::Expired,
+            Some(r) if r.is_enrollment_token() != enrollment => ApiKeyError::WrongPurpose,
+            Some(_) => ApiKeyError::WrongSecret,
+        })
     }
 
     /// Whether the key `id` exists and is neither invalidated nor expired, without a
@@ -261,15 +202,6 @@ impl ApiKeyService {
             return Err(ApiKeyError::Expired);
         }
         Ok(record)
-    }
-
-    async fn argon2(&self, secret: String, phc: String) -> bool {
-        let Ok(_permit) = self.argon2_permits.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(move || argon2_matches(&secret, &phc))
-            .await
-            .unwrap_or(false)
     }
 
     /// A key's record (no secret needed: for listings by their owner or an admin).
@@ -293,7 +225,7 @@ impl ApiKeyService {
 
     pub async fn invalidate(&self, id: &str) -> Result<bool, StoreError> {
         let changed = self.store.invalidate_api_key(id, self.clock.now()).await?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).pop(id);
+        self.secrets.forget(SecretKind::ApiKey, id);
         Ok(changed)
     }
 }

@@ -10,8 +10,10 @@
 //!  -> credentials   what the caller presented (Authorization header), parsed only
 //!   -> grant        flows: credential -> pair, credential -> principal; OAuth errors
 //!    -> vault       the Vault-compatible JWT auth method: config, roles, external JWTs
-//!    -> tokens, api_keys, agents, security   token formats, keys, rotation rules, key
-//!                  hashing; users, roles, privileges, service accounts
+//!    -> tokens, api_keys, agents, security   token formats, keys, rotation rules;
+//!                  users, roles, privileges, service accounts
+//!     -> secrets    the one secret verifier: argon2id, its work budget, the cache of
+//!                  verified secrets, failed-check limits (429)
 //!     -> store      the Store trait and its records
 //!      -> store::sqlite   the embedded backend (group commit, WAL)
 //!      -> store::elasticsearch   the distributed backend (real-time GETs, compare-and-set)
@@ -33,6 +35,7 @@ pub mod grant;
 pub mod http;
 pub mod identity;
 pub mod scope;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

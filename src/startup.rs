@@ -18,6 +18,7 @@ use crate::http::tls::{TlsError, TlsReloader};
 use crate::http::{self, AppState};
 use crate::identity::users::{Bootstrapped, UserError, ELASTIC};
 use crate::identity::{RoleService, ServiceAccounts, UserService};
+use crate::secrets::SecretVerifier;
 use crate::store::elasticsearch::ElasticsearchStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -98,6 +99,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
     pub api_keys: Arc<ApiKeyService>,
+    /// The one secret verifier behind API keys, passwords and service tokens.
+    pub secrets: Arc<SecretVerifier>,
     pub grants: Arc<GrantService>,
     /// The Vault-compatible JWT auth method.
     pub jwt_auth: Arc<JwtAuth>,
@@ -135,26 +138,37 @@ impl Services {
         let (store, created) = open_store(settings).await?;
         let tokens =
             TokenService::start(store.clone(), clock.clone(), settings.jwt_settings()).await?;
+        // One verifier for every kind of secret: one argon2 budget, one cache, one set
+        // of failure limits.
+        let secrets = Arc::new(
+            SecretVerifier::new(&settings.credential_checks, settings.api_key_cache_size)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?,
+        );
         let api_keys = Arc::new(ApiKeyService::new(
             store.clone(),
             clock.clone(),
-            settings.api_key_cache_size,
-        )?);
+            secrets.clone(),
+        ));
         let jwt_auth = Arc::new(JwtAuth::new(
             store.clone(),
             clock.clone(),
             settings.vault.clone(),
             &settings.jwt,
         ));
-        let users = Arc::new(
-            UserService::new(store.clone(), clock.clone(), settings.api_key_cache_size)
-                .map_err(|e| StartError::Bootstrap(e.to_string()))?,
-        );
+        let users = Arc::new(UserService::new(
+            store.clone(),
+            clock.clone(),
+            secrets.clone(),
+        ));
         bootstrap_elastic(&users, settings).await?;
         let identity = IdentityServices {
             users,
             roles: Arc::new(RoleService::new(store.clone(), clock.clone())),
-            service_accounts: Arc::new(ServiceAccounts::new(store.clone(), clock.clone())),
+            service_accounts: Arc::new(ServiceAccounts::new(
+                store.clone(),
+                clock.clone(),
+                secrets.clone(),
+            )),
         };
         let dpop = DpopPolicy::new(Arc::new(DpopVerifier::new(
             settings.dpop.clone(),
@@ -194,6 +208,7 @@ impl Services {
             store,
             tokens,
             api_keys,
+            secrets,
             grants,
             authenticator,
             jwt_auth,

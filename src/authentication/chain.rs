@@ -38,7 +38,7 @@ impl From<UserError> for GrantError {
     fn from(e: UserError) -> Self {
         match e {
             UserError::Store(s) => s.into(),
-            UserError::Hash(h) => Self::Internal(h.to_string()),
+            UserError::Secret(s) => s.into(),
             // One message for every failure, so the answer does not tell which users exist.
             other => Self::InvalidClient {
                 reason: other.reason(),
@@ -52,6 +52,7 @@ impl From<ServiceTokenError> for GrantError {
     fn from(e: ServiceTokenError) -> Self {
         match e {
             ServiceTokenError::Store(s) => s.into(),
+            ServiceTokenError::Secret(s) => s.into(),
             other => Self::InvalidGrant {
                 reason: other.reason(),
                 description: "invalid service token".into(),

@@ -53,6 +53,8 @@ pub struct RawSettings {
     pub api_keys: RawApiKeys,
     pub oauth: RawOAuth,
     pub vault: RawVault,
+    /// `[credential_checks]`: the secret verifier's budget and failure limits.
+    pub credential_checks: crate::secrets::RawCredentialChecks,
     pub tls: RawTls,
     pub connections: RawConnections,
     pub enrollment: RawEnrollment,
@@ -103,6 +105,7 @@ impl Default for RawSettings {
             api_keys: RawApiKeys::default(),
             oauth: RawOAuth::default(),
             vault: RawVault::default(),
+            credential_checks: Default::default(),
             tls: RawTls::default(),
             connections: RawConnections::default(),
             enrollment: RawEnrollment::default(),
@@ -168,6 +171,8 @@ pub struct Settings {
     pub api_key_purge_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
+    /// `[credential_checks]` (see `crate::secrets`).
+    pub credential_checks: crate::secrets::CredentialCheckSettings,
     /// `Some`: serve HTTPS (the `[tls]` section, SPEC §7).
     pub tls: Option<TlsSettings>,
     /// Timeouts and limits of client connections (the `[connections]` section).
@@ -316,6 +321,7 @@ impl RawSettings {
             .transpose()?;
         let oauth = self.oauth.validate()?;
         let vault = self.vault.validate()?;
+        let credential_checks = self.credential_checks.validate()?;
         let tls = self.tls.validate()?;
         let connections = self.connections.validate()?;
         let enrollment = self.enrollment.validate()?;
@@ -350,6 +356,7 @@ impl RawSettings {
             public_url,
             oauth,
             vault,
+            credential_checks,
             tls,
             connections,
             enrollment,
@@ -410,6 +417,7 @@ impl Settings {
                 "jwks_min_refresh_interval_secs": secs(self.vault.jwks_min_refresh_interval),
                 "jwks_max_age_secs": secs(self.vault.jwks_max_age),
             },
+            "credential_checks": self.credential_checks.describe(),
             "tls": self.tls.as_ref().map(TlsSettings::describe),
             "connections": self.connections.describe(),
             "enrollment": {

@@ -28,10 +28,12 @@ use crate::api_keys::{ApiKeyError, ApiKeyService};
 use crate::clock::{Clock, UnixTime};
 use crate::config::EnrollmentSettings;
 use crate::grant::{DpopRequest, GrantError, GrantService};
+use crate::secrets::SecretError;
 use crate::store::{
     ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, SecurityRecord, Store,
     StoreError, StoredRecord, TypedWrite, ENROLLMENT_TOKEN_MARKER,
 };
+use crate::telemetry::metrics;
 use crate::tokens::IssuedPair;
 use limiter::EnrollmentLimiter;
 
@@ -78,6 +80,18 @@ impl EnrollmentError {
         }
     }
 
+    /// The [`FailureReason`](metrics::FailureReason) of the metrics.
+    pub fn failure_reason(&self) -> metrics::FailureReason {
+        match self {
+            Self::Unauthorized { .. } => metrics::FailureReason::InvalidClient,
+            Self::BadRequest(_) => metrics::FailureReason::InvalidRequest,
+            Self::Conflict(_) => metrics::FailureReason::Conflict,
+            Self::RateLimited(_) => metrics::FailureReason::Throttled,
+            Self::Grant(e) => e.failure_reason(),
+            Self::Store(_) => metrics::FailureReason::Unavailable,
+        }
+    }
+
     fn unauthorized(reason: &'static str) -> Self {
         Self::Unauthorized {
             reason,
@@ -90,6 +104,10 @@ impl From<ApiKeyError> for EnrollmentError {
     fn from(e: ApiKeyError) -> Self {
         match e {
             ApiKeyError::Store(s) => Self::Store(s),
+            ApiKeyError::Secret(SecretError::Throttled(t)) => {
+                Self::RateLimited(t.retry_after_secs())
+            }
+            ApiKeyError::Secret(SecretError::Hashing(h)) => Self::Grant(GrantError::Internal(h)),
             other => Self::unauthorized(other.reason()),
         }
     }
@@ -349,7 +367,7 @@ impl EnrollmentService {
                 .await?;
         }
         tracing::info!(id = %created.id, policy_id = %request.policy_id, username = %creator.username, "enrollment token created");
-        metrics::counter!("fleetauth_enrollment_tokens_total", "event" => "created").increment(1);
+        metrics::enrollment_token("created");
         let now = self.clock.now();
         Ok(CreatedEnrollmentToken {
             token: EnrollmentToken {
@@ -430,8 +448,7 @@ impl EnrollmentService {
                 let changed = self.api_keys.invalidate(id).await?;
                 if changed {
                     tracing::info!(id, "enrollment token revoked");
-                    metrics::counter!("fleetauth_enrollment_tokens_total", "event" => "revoked")
-                        .increment(1);
+                    metrics::enrollment_token("revoked");
                 }
                 Ok(Some(changed))
             }
@@ -498,14 +515,11 @@ impl EnrollmentService {
                 } else {
                     "created"
                 };
-                metrics::counter!("fleetauth_enrollments_total", "result" => outcome, "auth" => auth)
-                    .increment(1);
+                metrics::enrollment(outcome, auth);
             }
             Err(e) => {
-                metrics::counter!("fleetauth_enrollments_total", "result" => "refused", "auth" => auth)
-                    .increment(1);
-                metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason())
-                    .increment(1);
+                metrics::enrollment("refused", auth);
+                metrics::auth_failure(e.failure_reason(), e.reason());
             }
         }
         result

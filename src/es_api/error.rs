@@ -2,12 +2,15 @@
 //! `type` and `reason` are decided here ([`SecurityErrorKind`]); the HTTP status is the
 //! HTTP layer's (`http::error::EsApiError`).
 
+use crate::api_keys::ApiKeyError;
 use crate::grant::GrantError;
 use crate::identity::roles::RoleError;
 use crate::identity::service_accounts::ServiceTokenError;
 use crate::identity::users::UserError;
 use crate::identity::{Action, Identity};
+use crate::secrets::{SecretError, ThrottleReason, Throttled};
 use crate::store::StoreError;
+use crate::telemetry::metrics::FailureReason;
 use crate::tokens::TokenError;
 
 /// Elasticsearch's error types, as the security APIs use them.
@@ -29,6 +32,10 @@ pub enum SecurityErrorKind {
     NotFound,
     /// Creating what exists (`version_conflict_engine_exception`).
     Conflict,
+    /// Not checked now: busy (`es_rejected_execution_exception`, 429, as Elasticsearch
+    /// answers when its queues are full) or too many failed checks
+    /// (`security_exception`, 429); the error carries the `Retry-After`.
+    TooManyRequests(ThrottleReason),
     /// The store is unavailable; the client may retry.
     Unavailable,
     /// Our failure.
@@ -43,6 +50,8 @@ pub struct SecurityError {
     pub reason: String,
     /// For `InvalidGrant`: the `error_description` Elasticsearch sends in the header.
     pub description: Option<String>,
+    /// For `TooManyRequests`: when to retry.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl SecurityError {
@@ -51,6 +60,15 @@ impl SecurityError {
             kind,
             reason: reason.into(),
             description: None,
+            retry_after: None,
+        }
+    }
+
+    /// A credential check refused for now (429 with `Retry-After`).
+    pub fn throttled(t: Throttled) -> Self {
+        Self {
+            retry_after: Some(t.retry_after),
+            ..Self::new(SecurityErrorKind::TooManyRequests(t.reason), t.to_string())
         }
     }
 
@@ -87,6 +105,7 @@ impl SecurityError {
             kind: SecurityErrorKind::InvalidGrant,
             reason: "invalid_grant".into(),
             description: Some(description.into()),
+            retry_after: None,
         }
     }
 
@@ -117,8 +136,26 @@ impl SecurityError {
             | SecurityErrorKind::IllegalArgument => "invalid_request",
             SecurityErrorKind::NotFound => "not_found",
             SecurityErrorKind::Conflict => "conflict",
+            SecurityErrorKind::TooManyRequests(reason) => reason.as_str(),
             SecurityErrorKind::Unavailable => "store_unavailable",
             SecurityErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The metrics' reason of this refusal.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self.kind {
+            SecurityErrorKind::Unauthenticated => FailureReason::InvalidClient,
+            SecurityErrorKind::Forbidden => FailureReason::Forbidden,
+            SecurityErrorKind::InvalidGrant => FailureReason::InvalidGrant,
+            SecurityErrorKind::Validation
+            | SecurityErrorKind::Parse
+            | SecurityErrorKind::IllegalArgument => FailureReason::InvalidRequest,
+            SecurityErrorKind::NotFound => FailureReason::NotFound,
+            SecurityErrorKind::Conflict => FailureReason::Conflict,
+            SecurityErrorKind::TooManyRequests(_) => FailureReason::Throttled,
+            SecurityErrorKind::Unavailable => FailureReason::Unavailable,
+            SecurityErrorKind::Internal => FailureReason::Internal,
         }
     }
 
@@ -133,6 +170,10 @@ impl SecurityError {
             SecurityErrorKind::IllegalArgument => "illegal_argument_exception",
             SecurityErrorKind::NotFound => "resource_not_found_exception",
             SecurityErrorKind::Conflict => "version_conflict_engine_exception",
+            SecurityErrorKind::TooManyRequests(ThrottleReason::Busy) => {
+                "es_rejected_execution_exception"
+            }
+            SecurityErrorKind::TooManyRequests(_) => "security_exception",
             SecurityErrorKind::Unavailable => "status_exception",
             SecurityErrorKind::Internal => "exception",
         }
@@ -162,11 +203,30 @@ impl From<TokenError> for SecurityError {
     }
 }
 
+impl From<SecretError> for SecurityError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Throttled(t) => Self::throttled(t),
+            SecretError::Hashing(m) => Self::new(SecurityErrorKind::Internal, m),
+        }
+    }
+}
+
+impl From<ApiKeyError> for SecurityError {
+    fn from(e: ApiKeyError) -> Self {
+        match e {
+            ApiKeyError::Store(s) => s.into(),
+            ApiKeyError::Secret(s) => s.into(),
+            _ => Self::unauthenticated("unable to authenticate with provided credentials"),
+        }
+    }
+}
+
 impl From<UserError> for SecurityError {
     fn from(e: UserError) -> Self {
         match e {
             UserError::Store(s) => s.into(),
-            UserError::Hash(h) => Self::new(SecurityErrorKind::Internal, h.to_string()),
+            UserError::Secret(s) => s.into(),
             UserError::Invalid(m) => Self::new(SecurityErrorKind::Validation, m),
             UserError::Reserved(_) => Self::new(
                 SecurityErrorKind::Validation,
@@ -196,6 +256,7 @@ impl From<ServiceTokenError> for SecurityError {
     fn from(e: ServiceTokenError) -> Self {
         match e {
             ServiceTokenError::Store(s) => s.into(),
+            ServiceTokenError::Secret(s) => s.into(),
             ServiceTokenError::UnknownAccount(_) => Self::illegal_argument(e.to_string()),
             ServiceTokenError::InvalidName(_) => Self::validation(&[e.to_string()]),
             ServiceTokenError::Exists(ref id) => Self::new(
@@ -211,6 +272,7 @@ impl From<ServiceTokenError> for SecurityError {
 
 pub(crate) fn grant_to_security(e: GrantError) -> SecurityError {
     match e {
+        GrantError::Throttled(t) => SecurityError::throttled(t),
         GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
         other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
     }

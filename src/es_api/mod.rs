@@ -114,6 +114,7 @@ impl SecurityApi {
         };
         match self.authenticator.authenticate(presented).await {
             Ok(principal) => Ok(principal),
+            Err(GrantError::Throttled(t)) => Err(SecurityError::throttled(t)),
             Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(match e {
                 GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
                 other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::grant_to_security;
-use super::{authenticate_json, read_body, SecurityApi, SecurityError, SecurityErrorKind};
-use crate::authentication::Principal;
+use super::{authenticate_json, read_body, SecurityApi, SecurityError};
+use crate::authentication::{AuthMethod, Principal};
 use crate::grant::access::VerifiedAccess;
-use crate::grant::{record_issued, GrantKind};
 use crate::identity::users::UserError;
 use crate::identity::{Action, AuthenticationType, Identity};
+use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
 use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, refresh, Subject, TokenError};
 
@@ -74,13 +74,28 @@ impl SecurityApi {
         let request: CreateTokenRequest = read_body("token_request", body)?;
         let started = Instant::now();
         let grant_type = request.grant_type.clone().unwrap_or_default();
-        let (kind, result) = match grant_type.as_str() {
-            "password" => (GrantKind::Password, self.password_grant(request).await),
+        let (how, result) = match grant_type.as_str() {
+            "password" => (
+                Issuance {
+                    grant: Grant::Password,
+                    credential: Credential::Password,
+                },
+                self.password_grant(request).await,
+            ),
             "client_credentials" => (
-                GrantKind::UserCredentials,
+                Issuance {
+                    grant: Grant::ClientCredentials,
+                    credential: principal_credential(principal),
+                },
                 self.client_credentials_grant(principal, request).await,
             ),
-            "refresh_token" => (GrantKind::RefreshToken, self.refresh_grant(request).await),
+            "refresh_token" => (
+                Issuance {
+                    grant: Grant::RefreshToken,
+                    credential: Credential::RefreshToken,
+                },
+                self.refresh_grant(request).await,
+            ),
             "" => return Err(SecurityError::validation(&["grant_type is missing".into()])),
             other => {
                 return Err(SecurityError::validation(&[format!(
@@ -89,11 +104,13 @@ impl SecurityApi {
             }
         };
         match &result {
-            Ok(token) => record_issued(kind, token.refresh_token.is_some(), started),
-            Err(e) => {
-                metrics::counter!("fleetauth_auth_failures_total", "reason" => e.metric_reason())
-                    .increment(1)
-            }
+            Ok(token) => metrics::tokens_issued(
+                Endpoint::Elasticsearch,
+                how,
+                token.refresh_token.is_some(),
+                started,
+            ),
+            Err(e) => metrics::auth_failure(e.failure_reason(), e.metric_reason()),
         }
         result
     }
@@ -126,9 +143,7 @@ impl SecurityApi {
             .await
             .map_err(|e| match e {
                 UserError::Store(s) => SecurityError::from(s),
-                UserError::Hash(h) => {
-                    SecurityError::new(SecurityErrorKind::Internal, h.to_string())
-                }
+                UserError::Secret(s) => SecurityError::from(s),
                 _ => SecurityError::unauthenticated(format!(
                     "unable to authenticate user [{username}] for action [{}]",
                     Action::CreateToken.name()
@@ -312,5 +327,15 @@ impl SecurityApi {
             ));
         }
         Ok(result)
+    }
+}
+
+/// What authenticated the caller of the token API's `client_credentials` grant.
+fn principal_credential(principal: &Principal) -> Credential {
+    match principal.auth_method {
+        AuthMethod::ApiKey => Credential::ApiKey,
+        AuthMethod::Jwt => Credential::AccessToken,
+        AuthMethod::Password => Credential::Password,
+        AuthMethod::ServiceToken => Credential::ServiceToken,
     }
 }

@@ -6,7 +6,8 @@
 
 use std::time::Instant;
 
-use super::{record_failure, record_issued, DpopRequest, GrantError, GrantKind, GrantService};
+use super::{record_failure, DpopRequest, GrantError, GrantService};
+use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
 
 /// The DPoP key an enrolling agent's pair will be bound to (if any), decided before
 /// the agent is created.
@@ -56,7 +57,15 @@ impl GrantService {
         }
         .await;
         match &result {
-            Ok(_) => record_issued(GrantKind::Enrollment, true, started),
+            Ok(_) => metrics::tokens_issued(
+                Endpoint::Fleet,
+                Issuance {
+                    grant: Grant::Enrollment,
+                    credential: Credential::EnrollmentToken,
+                },
+                true,
+                started,
+            ),
             Err(e) => record_failure(e),
         }
         result

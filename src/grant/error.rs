@@ -4,7 +4,9 @@
 
 use crate::api_keys::ApiKeyError;
 use crate::credentials::CredentialError;
+use crate::secrets::{SecretError, Throttled};
 use crate::store::StoreError;
+use crate::telemetry::metrics::FailureReason;
 use crate::tokens::{Refusal, TokenError};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,11 @@ pub enum GrantError {
         reason: &'static str,
         description: String,
     },
+    /// The credential was not checked now: the secret verifier is busy, or too many
+    /// checks failed for the caller's address or this credential (HTTP 429 with
+    /// `Retry-After`).
+    #[error("{0}")]
+    Throttled(Throttled),
     /// RFC 9449 §5 and §7.1: the DPoP proof is missing, malformed, replayed or does not
     /// prove the key the tokens are bound to.
     #[error("{description}")]
@@ -89,7 +96,7 @@ impl GrantError {
             Self::UnsupportedTokenType { .. } => "unsupported_token_type",
             Self::InvalidDpopProof { .. } => "invalid_dpop_proof",
             Self::UseDpopNonce { .. } => "use_dpop_nonce",
-            Self::Unavailable(_) => "temporarily_unavailable",
+            Self::Throttled(_) | Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
     }
@@ -107,8 +114,28 @@ impl GrantError {
             | Self::UnsupportedTokenType { reason, .. }
             | Self::InvalidDpopProof { reason, .. } => reason,
             Self::UseDpopNonce { .. } => "dpop_nonce_required",
+            Self::Throttled(t) => t.reason.as_str(),
             Self::Unavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The metrics' reason of this refusal.
+    pub fn failure_reason(&self) -> FailureReason {
+        match self {
+            Self::InvalidRequest { .. } => FailureReason::InvalidRequest,
+            Self::InvalidClient { .. } => FailureReason::InvalidClient,
+            Self::InvalidGrant { .. } => FailureReason::InvalidGrant,
+            Self::UnauthorizedClient { .. } => FailureReason::UnauthorizedClient,
+            Self::UnsupportedGrantType { .. } => FailureReason::UnsupportedGrantType,
+            Self::InvalidScope { .. } => FailureReason::InvalidScope,
+            Self::InvalidTarget { .. } => FailureReason::InvalidTarget,
+            Self::UnsupportedTokenType { .. } => FailureReason::UnsupportedTokenType,
+            Self::InvalidDpopProof { .. } => FailureReason::InvalidDpopProof,
+            Self::UseDpopNonce { .. } => FailureReason::UseDpopNonce,
+            Self::Throttled(_) => FailureReason::Throttled,
+            Self::Unavailable(_) => FailureReason::Unavailable,
+            Self::Internal(_) => FailureReason::Internal,
         }
     }
 
@@ -209,10 +236,20 @@ impl From<StoreError> for GrantError {
     }
 }
 
+impl From<SecretError> for GrantError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Throttled(t) => Self::Throttled(t),
+            SecretError::Hashing(m) => Self::Internal(m),
+        }
+    }
+}
+
 impl From<ApiKeyError> for GrantError {
     fn from(e: ApiKeyError) -> Self {
         match e {
             ApiKeyError::Store(s) => s.into(),
+            ApiKeyError::Secret(s) => s.into(),
             // One message for every failure, so the answer does not tell which ids exist.
             other => Self::InvalidClient {
                 reason: other.reason(),

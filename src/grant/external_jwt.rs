@@ -26,6 +26,7 @@ use super::token_exchange::{
     SubjectContext, SubjectToken, SubjectTokenType, SubjectTokenValidator,
 };
 use super::GrantError;
+use crate::store::StoreError;
 use crate::tokens::{jwt, ExternalAccess, IssuedAccess, TokenService};
 use crate::vault::{Admitted, JwtAuth, LoginAttempt, VaultError};
 
@@ -49,6 +50,21 @@ impl LoginError {
         match self {
             Self::Refused(e) => e.reason(),
             Self::Grant(e) => e.reason(),
+        }
+    }
+
+    /// The metrics' reason of this refusal.
+    pub fn failure_reason(&self) -> crate::telemetry::metrics::FailureReason {
+        use crate::telemetry::metrics::FailureReason;
+        match self {
+            Self::Refused(VaultError::Invalid { .. }) => FailureReason::InvalidGrant,
+            Self::Refused(VaultError::PermissionDenied) => FailureReason::Forbidden,
+            Self::Refused(VaultError::KeysUnavailable(_)) => FailureReason::Unavailable,
+            Self::Refused(VaultError::Store(StoreError::Unavailable(_))) => {
+                FailureReason::Unavailable
+            }
+            Self::Refused(VaultError::Store(_)) => FailureReason::Internal,
+            Self::Grant(e) => e.failure_reason(),
         }
     }
 }

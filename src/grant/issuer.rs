@@ -395,7 +395,11 @@ mod tests {
         let tokens = TokenService::start(store.clone(), clock.clone(), settings.jwt.clone())
             .await
             .unwrap();
-        let api_keys = ApiKeyService::new(store.clone(), clock.clone(), 16).unwrap();
+        let api_keys = ApiKeyService::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(crate::secrets::SecretVerifier::new(&Default::default(), 16).unwrap()),
+        );
         crate::agents::enroll(store.as_ref(), "agent-1", clock.now())
             .await
             .unwrap();

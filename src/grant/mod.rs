@@ -44,6 +44,7 @@ pub use error::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
+use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
 use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
@@ -55,36 +56,6 @@ use issuer::{Issued, JwtIssuer};
 use registrar::ApiKeyRegistrar;
 pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
 use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
-
-/// Which grant produced a pair (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    ApiKey,
-    AccessToken,
-    RefreshToken,
-    /// An external JWT (Vault JWT auth login, or token exchange of one).
-    ExternalJwt,
-    /// The token API's `password` grant.
-    Password,
-    /// The token API's `client_credentials` grant (a token for the calling user).
-    UserCredentials,
-    /// An agent's first pair, at enrollment (`POST /api/fleet/agents/enroll`).
-    Enrollment,
-}
-
-impl GrantKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ApiKey => "api_key",
-            Self::AccessToken => "access_token",
-            Self::RefreshToken => "refresh_token",
-            Self::ExternalJwt => "external_jwt",
-            Self::Password => "password",
-            Self::UserCredentials => "client_credentials",
-            Self::Enrollment => "enrollment",
-        }
-    }
-}
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Clone, serde::Serialize)]
@@ -148,22 +119,18 @@ pub struct TokenLookup {
 }
 
 pub(crate) fn record_failure(e: &GrantError) {
-    metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason()).increment(1);
+    metrics::auth_failure(e.failure_reason(), e.reason());
 }
 
-/// The issuance metrics, for every front door: tokens issued by grant and kind, and the
-/// time to issue.
-pub(crate) fn record_issued(kind: GrantKind, refresh_token: bool, started: Instant) {
-    let grant = kind.as_str();
-    metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "access")
-        .increment(1);
-    if refresh_token {
-        metrics::counter!("fleetauth_tokens_issued_total", "grant" => grant, "kind" => "refresh")
-            .increment(1);
-    }
-    metrics::histogram!("fleetauth_token_issue_seconds", "grant" => grant)
-        .record(started.elapsed().as_secs_f64());
-}
+/// The issuance metrics of every front door.
+const CLIENT_CREDENTIALS_OF_A_KEY: Issuance = Issuance {
+    grant: Grant::ClientCredentials,
+    credential: Credential::ApiKey,
+};
+const REFRESH: Issuance = Issuance {
+    grant: Grant::RefreshToken,
+    credential: Credential::RefreshToken,
+};
 
 impl GrantService {
     pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
@@ -260,11 +227,16 @@ impl GrantService {
             client_credentials::GRANT_TYPE => {
                 client_credentials::grant(&registrar, &issuer, request)
                     .await
-                    .map(|issued| (GrantKind::ApiKey, TokenResponse::new(issued, None)))
+                    .map(|issued| {
+                        (
+                            CLIENT_CREDENTIALS_OF_A_KEY,
+                            TokenResponse::new(issued, None),
+                        )
+                    })
             }
             refresh::GRANT_TYPE => refresh::grant(&registrar, &issuer, request)
                 .await
-                .map(|issued| (GrantKind::RefreshToken, TokenResponse::new(issued, None))),
+                .map(|issued| (REFRESH, TokenResponse::new(issued, None))),
             token_exchange::GRANT_TYPE => token_exchange::grant(
                 &registrar,
                 &issuer,
@@ -275,7 +247,10 @@ impl GrantService {
             .await
             .map(|exchanged| {
                 (
-                    exchanged.kind,
+                    Issuance {
+                        grant: Grant::TokenExchange,
+                        credential: exchanged.credential,
+                    },
                     TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type)),
                 )
             }),
@@ -291,8 +266,13 @@ impl GrantService {
                 return Err(e);
             }
         };
-        let result = result.map(|(kind, response)| {
-            record_issued(kind, response.refresh_token.is_some(), started);
+        let result = result.map(|(how, response)| {
+            metrics::tokens_issued(
+                Endpoint::OAuth,
+                how,
+                response.refresh_token.is_some(),
+                started,
+            );
             response
         });
         if let Err(e) = &result {
@@ -325,9 +305,16 @@ impl GrantService {
             ))),
         };
         match &result {
-            Ok(_) => record_issued(GrantKind::ExternalJwt, false, started),
-            Err(e) => metrics::counter!("fleetauth_auth_failures_total", "reason" => e.reason())
-                .increment(1),
+            Ok(_) => metrics::tokens_issued(
+                Endpoint::Vault,
+                Issuance {
+                    grant: Grant::JwtLogin,
+                    credential: Credential::ExternalJwt,
+                },
+                false,
+                started,
+            ),
+            Err(e) => metrics::auth_failure(e.failure_reason(), e.reason()),
         }
         result
     }
@@ -428,24 +415,24 @@ impl GrantService {
         dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
         let started = Instant::now();
-        let (kind, result) = match presented {
+        let (how, result) = match presented {
             Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
-                GrantKind::ApiKey,
+                CLIENT_CREDENTIALS_OF_A_KEY,
                 self.exchange_api_key(id, secret, dpop).await,
             ),
             Presented::Bearer(token) => match tokens::refresh::parse(token) {
-                Some(parsed) => (
-                    GrantKind::RefreshToken,
-                    self.exchange_refresh(&parsed, dpop).await,
-                ),
+                Some(parsed) => (REFRESH, self.exchange_refresh(&parsed, dpop).await),
                 None => (
-                    GrantKind::AccessToken,
+                    Issuance {
+                        grant: Grant::TokenExchange,
+                        credential: Credential::AccessToken,
+                    },
                     self.exchange_access_token(token, dpop).await,
                 ),
             },
         };
         match &result {
-            Ok(_) => record_issued(kind, true, started),
+            Ok(_) => metrics::tokens_issued(Endpoint::Fleet, how, true, started),
             Err(e) => record_failure(e),
         }
         result
@@ -476,7 +463,7 @@ impl GrantService {
             )),
         };
         match &result {
-            Ok(_) => record_issued(GrantKind::RefreshToken, true, started),
+            Ok(_) => metrics::tokens_issued(Endpoint::Fleet, REFRESH, true, started),
             Err(e) => record_failure(e),
         }
         result

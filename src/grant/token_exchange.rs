@@ -29,7 +29,8 @@ use super::external_jwt;
 use super::issuer::{Issued, JwtIssuer};
 use super::registrar::ApiKeyRegistrar;
 use super::request::{parse_scope, scope_text, TokenRequest};
-use super::{GrantError, GrantKind};
+use super::GrantError;
+use crate::telemetry::metrics::Credential;
 use crate::tokens::{jwt, AccessClaims, JwtError, TokenError, TokenService};
 use crate::vault::Admitted;
 
@@ -128,7 +129,7 @@ pub struct Exchanged {
     pub issued: Issued,
     pub issued_token_type: &'static str,
     /// What was traded (a metrics label).
-    pub kind: GrantKind,
+    pub credential: Credential,
 }
 
 pub(super) async fn grant(
@@ -226,7 +227,7 @@ pub(super) async fn grant(
                 .exchange_access(&VerifiedAccess { claims, kind }, scope.as_deref())
                 .await
                 .map_err(subject_token_error)?;
-            (issued, GrantKind::AccessToken)
+            (issued, Credential::AccessToken)
         }
         SubjectToken::External(admitted) => {
             // At most the role's policies (the scope of a login's token).
@@ -256,13 +257,13 @@ pub(super) async fn grant(
                 jti: access.jti,
                 bound_key: access.bound_key,
             };
-            (issued, GrantKind::ExternalJwt)
+            (issued, Credential::ExternalJwt)
         }
     };
     Ok(Exchanged {
         issued,
         issued_token_type,
-        kind,
+        credential: kind,
     })
 }
 

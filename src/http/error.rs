@@ -8,8 +8,18 @@ use serde_json::json;
 
 use crate::es_api::{SecurityError, SecurityErrorKind};
 use crate::grant::{GrantError, LoginError};
+use crate::secrets::{retry_after_secs, Throttled};
 use crate::store::StoreError;
 use crate::vault::VaultError;
+
+/// `Retry-After` of a throttled credential check (429): when the refusing bucket has a
+/// token again, or the verifier's queue should have drained.
+fn retry_after(headers: &mut axum::http::HeaderMap, throttled: &Throttled) {
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(throttled.retry_after_secs()),
+    );
+}
 
 /// The API family a request belongs to, by its path prefix (SPEC §4): the format of
 /// every error it is answered with, including those the HTTP layers decide themselves
@@ -193,9 +203,13 @@ impl IntoResponse for FleetError {
                     | GrantError::InvalidScope { .. }
                     | GrantError::InvalidTarget { .. }
                     | GrantError::UnsupportedTokenType { .. } => StatusCode::BAD_REQUEST,
+                    GrantError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                     GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
+                if let GrantError::Throttled(t) = e {
+                    retry_after = Some(t.retry_after_secs());
+                }
                 if status.is_server_error() {
                     tracing::error!(error = %e, "fleet request failed");
                 } else {
@@ -290,6 +304,7 @@ impl IntoResponse for OAuthError {
                     | GrantError::UnsupportedTokenType { .. }
                     | GrantError::InvalidDpopProof { .. }
                     | GrantError::UseDpopNonce { .. } => StatusCode::BAD_REQUEST,
+                    GrantError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                     GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
@@ -338,6 +353,9 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(OAUTH_CHALLENGE),
             );
+        }
+        if let Self::Grant(GrantError::Throttled(t)) = &self {
+            retry_after(headers, t);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -430,6 +448,7 @@ impl IntoResponse for VaultApiError {
             }
             Self::Grant(e) => {
                 let (status, message) = match e {
+                    GrantError::Throttled(t) => (StatusCode::TOO_MANY_REQUESTS, t.to_string()),
                     GrantError::Unavailable(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the store is temporarily unavailable".to_string(),
@@ -463,6 +482,9 @@ impl IntoResponse for VaultApiError {
         };
         let mut response = (status, Json(json!({ "errors": errors }))).into_response();
         let headers = response.headers_mut();
+        if let Self::Grant(GrantError::Throttled(t)) = &self {
+            retry_after(headers, t);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -514,6 +536,7 @@ pub fn es_status(kind: SecurityErrorKind) -> StatusCode {
         | SecurityErrorKind::IllegalArgument => StatusCode::BAD_REQUEST,
         SecurityErrorKind::NotFound => StatusCode::NOT_FOUND,
         SecurityErrorKind::Conflict => StatusCode::CONFLICT,
+        SecurityErrorKind::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         SecurityErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         SecurityErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -577,6 +600,16 @@ impl IntoResponse for EsApiError {
                     HeaderValue::from_static(challenge),
                 );
             }
+        }
+        if let Self::Security(SecurityError {
+            retry_after: Some(after),
+            ..
+        }) = &self
+        {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(*after)),
+            );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -76,6 +76,16 @@ pub fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// Serves a request with its caller's address known to the secret verifier (for the
+/// per-address failure limits, see `crate::secrets::caller`).
+async fn with_caller_address(
+    RemoteAddr(addr): RemoteAddr,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::secrets::with_caller_address(addr, next.run(request)).await
+}
+
 /// A 404 in the Fleet format, for a path that exists only under some settings.
 pub(crate) async fn not_found() -> axum::response::Response {
     error::ApiFamily::Other.layer_error(StatusCode::NOT_FOUND, "GET", "/")
@@ -162,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .merge(vault::routes())
         .fallback(layers::no_route)
         .with_state(state)
+        .layer(axum::middleware::from_fn(with_caller_address))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

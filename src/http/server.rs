@@ -49,11 +49,6 @@ use crate::config::ConnectionSettings;
 #[derive(Debug, Clone)]
 pub struct ClientCertificate(pub Arc<CertificateDer<'static>>);
 
-/// The gauge of open client connections (SPEC §4 "Operations": `/metrics`).
-const OPEN_CONNECTIONS: &str = "fleetauth_http_connections";
-/// Failed `accept` calls that paused the loop (`EMFILE` and friends).
-const ACCEPT_PAUSES: &str = "fleetauth_http_accept_pauses_total";
-
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -93,7 +88,7 @@ pub async fn serve(
             Err(e) => {
                 // EMFILE and friends: wait for connections to close instead of spinning.
                 backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
-                metrics::counter!(ACCEPT_PAUSES).increment(1);
+                crate::telemetry::metrics::accept_paused();
                 tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; pausing");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => continue,
@@ -112,12 +107,12 @@ pub async fn serve(
             remote,
         };
         let watcher = graceful.watcher();
-        metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
+        crate::telemetry::metrics::connection_opened();
         tracing::trace!(%remote, "connection accepted");
         tokio::spawn(async move {
             connection.serve(tcp, watcher).await;
             tracing::trace!(%remote, "connection closed");
-            metrics::gauge!(OPEN_CONNECTIONS).decrement(1.0);
+            crate::telemetry::metrics::connection_closed();
             drop(permit);
         });
     }

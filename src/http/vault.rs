@@ -89,7 +89,9 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Vaul
         {
             Ok(())
         }
-        Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(e.into()),
+        Err(
+            e @ (GrantError::Throttled(_) | GrantError::Unavailable(_) | GrantError::Internal(_)),
+        ) => Err(e.into()),
         _ => Err(VaultError::PermissionDenied.into()),
     }
 }

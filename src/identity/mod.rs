@@ -8,12 +8,13 @@
 //! - [`roles`]: role descriptors, the built-in `superuser`, the role store;
 //! - [`users`]: native users, passwords (argon2id), the bootstrap of `elastic`;
 //! - [`service_accounts`]: `elastic/fleet-server` and its tokens (Elasticsearch's
-//!   format);
-//! - [`secrets`]: password hashing with a cache of verified secrets.
+//!   format).
+//!
+//! Passwords and service tokens are checked by the one secret verifier
+//! ([`crate::secrets`]).
 
 pub mod privileges;
 pub mod roles;
-pub mod secrets;
 pub mod service_accounts;
 pub mod users;
 

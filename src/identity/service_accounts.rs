@@ -18,11 +18,10 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rand::RngCore;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::roles::{Resolved, RoleDescriptor};
 use crate::clock::Clock;
+use crate::secrets::{sha256_hex, SecretError, SecretKind, SecretVerifier, Stored};
 use crate::store::{ServiceTokenRecord, Store, StoreError, TypedWrite};
 
 /// The leading bytes of a service token: magic byte, token type, format version.
@@ -120,10 +119,6 @@ pub fn parse(value: &str) -> Option<ParsedToken> {
     })
 }
 
-fn secret_hash(secret: &str) -> String {
-    format!("{:x}", Sha256::digest(secret.as_bytes()))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceTokenError {
     #[error("service account [{0}] does not exist")]
@@ -136,6 +131,9 @@ pub enum ServiceTokenError {
     UnknownToken,
     #[error("wrong service token secret")]
     WrongSecret,
+    /// Not checked now (too many failures), or a failure on our side.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -148,6 +146,8 @@ impl ServiceTokenError {
             Self::Exists(_) => "service_token_exists",
             Self::UnknownToken => "service_token_unknown",
             Self::WrongSecret => "service_token_wrong_secret",
+            Self::Secret(SecretError::Throttled(_)) => "throttled",
+            Self::Secret(SecretError::Hashing(_)) => "hashing_failed",
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -169,6 +169,7 @@ impl std::fmt::Debug for CreatedServiceToken {
 pub struct ServiceAccounts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    secrets: Arc<SecretVerifier>,
 }
 
 fn random_base64url(bytes: usize) -> String {
@@ -178,8 +179,12 @@ fn random_base64url(bytes: usize) -> String {
 }
 
 impl ServiceAccounts {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretVerifier>) -> Self {
+        Self {
+            store,
+            clock,
+            secrets,
+        }
     }
 
     fn account(principal: &str) -> Result<ServiceAccount, ServiceTokenError> {
@@ -205,7 +210,7 @@ impl ServiceAccounts {
         let record = ServiceTokenRecord {
             account: account.principal.to_string(),
             name: name.clone(),
-            secret_hash: secret_hash(&secret),
+            secret_hash: sha256_hex(&secret),
             created_at: self.clock.now(),
             created_by: created_by.to_string(),
         };
@@ -254,23 +259,28 @@ impl ServiceAccounts {
         Ok(before.is_some())
     }
 
-    /// Verifies a presented token (in constant time); returns its account and record.
+    /// Verifies a presented token (its SHA-256, in constant time, through the one
+    /// [`SecretVerifier`] and its failure limits); returns its account and record.
     pub async fn verify(
         &self,
         token: &ParsedToken,
     ) -> Result<(ServiceAccount, ServiceTokenRecord), ServiceTokenError> {
-        let account =
-            ServiceAccount::find(&token.account).ok_or(ServiceTokenError::UnknownToken)?;
-        let record = self
-            .store
-            .typed_record::<ServiceTokenRecord>(&format!("{}/{}", token.account, token.name))
-            .await?
-            .ok_or(ServiceTokenError::UnknownToken)?;
-        let presented = secret_hash(&token.secret);
-        if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
-            return Err(ServiceTokenError::WrongSecret);
+        let id = format!("{}/{}", token.account, token.name);
+        let account = ServiceAccount::find(&token.account);
+        let record = match account {
+            Some(_) => self.store.typed_record::<ServiceTokenRecord>(&id).await?,
+            None => None,
+        };
+        let stored = record.as_ref().map(|r| Stored::Sha256Hex(&r.secret_hash));
+        let verified = self
+            .secrets
+            .verify(SecretKind::ServiceToken, &id, &token.secret, stored)
+            .await?;
+        match (account, record) {
+            (Some(account), Some(record)) if verified => Ok((account, record)),
+            (Some(_), Some(_)) => Err(ServiceTokenError::WrongSecret),
+            _ => Err(ServiceTokenError::UnknownToken),
         }
-        Ok((account, record))
     }
 }
 

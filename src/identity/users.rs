@@ -1,7 +1,8 @@
 //! Native users, among them the built-in superuser `elastic`, whose password is set
 //! when the store is first created (SPEC §1): from `FLEETAUTH_BOOTSTRAP_PASSWORD` (or
 //! the `bootstrap_password` the embedding code passes), else a random one that the
-//! caller prints once. Passwords are kept only as argon2id hashes ([`PasswordHasher`]).
+//! caller prints once. Passwords are kept only as argon2id hashes, checked by the one
+//! [`SecretVerifier`].
 
 use std::sync::Arc;
 
@@ -10,9 +11,9 @@ use base64::Engine;
 use rand::RngCore;
 use serde_json::{json, Value};
 
-use super::secrets::{HashError, PasswordHasher};
 use super::{roles, Realm};
 use crate::clock::Clock;
+use crate::secrets::{SecretError, SecretKind, SecretVerifier, Stored};
 use crate::store::{Store, StoreError, TypedWrite, UserRecord};
 
 /// The built-in superuser.
@@ -34,8 +35,9 @@ pub enum UserError {
     /// A change of a built-in user other than its password.
     #[error("user [{0}] is reserved and only the password can be changed")]
     Reserved(String),
+    /// Not checked now (busy, too many failures), or hashing failed on our side.
     #[error(transparent)]
-    Hash(#[from] HashError),
+    Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -48,7 +50,9 @@ impl UserError {
             Self::WrongPassword => "user_wrong_password",
             Self::Disabled => "user_disabled",
             Self::Invalid(_) | Self::Reserved(_) => "user_invalid",
-            Self::Hash(_) | Self::Store(_) => "store_unavailable",
+            Self::Secret(SecretError::Throttled(_)) => "throttled",
+            Self::Secret(SecretError::Hashing(_)) => "hashing_failed",
+            Self::Store(_) => "store_unavailable",
         }
     }
 }
@@ -142,20 +146,16 @@ fn generate_password() -> String {
 pub struct UserService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    hasher: PasswordHasher,
+    secrets: Arc<SecretVerifier>,
 }
 
 impl UserService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        cache_size: usize,
-    ) -> Result<Self, UserError> {
-        Ok(Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretVerifier>) -> Self {
+        Self {
             store,
             clock,
-            hasher: PasswordHasher::new(cache_size)?,
-        })
+            secrets,
+        }
     }
 
     /// Creates `elastic` if it does not exist (a new store): with `password`, or with
@@ -180,7 +180,7 @@ impl UserService {
         let now = self.clock.now();
         let record = UserRecord {
             username: ELASTIC.into(),
-            password_hash: self.hasher.hash(&password).await?,
+            password_hash: self.secrets.hash(&password).await?,
             roles: vec![roles::SUPERUSER.into()],
             full_name: None,
             email: None,
@@ -218,15 +218,16 @@ impl UserService {
         username: &str,
         password: &str,
     ) -> Result<UserRecord, UserError> {
-        let Some(user) = self.get(username).await? else {
-            self.hasher.verify_unknown(password).await;
+        let user = self.get(username).await?;
+        let stored = user.as_ref().map(|u| Stored::Argon2(&u.password_hash));
+        let verified = self
+            .secrets
+            .verify(SecretKind::Password, username, password, stored)
+            .await?;
+        let Some(user) = user else {
             return Err(UserError::Unknown);
         };
-        if !self
-            .hasher
-            .verify(username, password, &user.password_hash)
-            .await
-        {
+        if !verified {
             return Err(UserError::WrongPassword);
         }
         if !user.enabled {
@@ -245,7 +246,7 @@ impl UserService {
         let new_hash = match &put.password {
             Some(p) => {
                 check_password(p)?;
-                Some(self.hasher.hash(p).await?)
+                Some(self.secrets.hash(p).await?)
             }
             None => None,
         };
@@ -279,7 +280,7 @@ impl UserService {
                 "Validation Failed: 1: password must be specified unless you are updating an existing user;".into(),
             ));
         }
-        self.hasher.forget(&username);
+        self.secrets.forget(SecretKind::Password, &username);
         Ok(before.is_none())
     }
 
@@ -295,7 +296,7 @@ impl UserService {
                 None => TypedWrite::Keep,
             })
             .await?;
-        self.hasher.forget(username);
+        self.secrets.forget(SecretKind::Password, username);
         Ok(before.is_some())
     }
 
@@ -303,7 +304,7 @@ impl UserService {
     /// user.
     pub async fn change_password(&self, username: &str, password: &str) -> Result<bool, UserError> {
         check_password(password)?;
-        let hash = self.hasher.hash(password).await?;
+        let hash = self.secrets.hash(password).await?;
         let now = self.clock.now();
         let before = self
             .store
@@ -316,7 +317,7 @@ impl UserService {
                 None => TypedWrite::Keep,
             })
             .await?;
-        self.hasher.forget(username);
+        self.secrets.forget(SecretKind::Password, username);
         Ok(before.is_some())
     }
 }

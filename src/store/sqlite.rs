@@ -287,7 +287,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
             let _ = conn.execute_batch("ROLLBACK");
             unavailable(e)
         });
-        metrics::histogram!("fleetauth_store_batch_size").record(completions.len() as f64);
+        crate::telemetry::metrics::store_batch_size(completions.len());
         for complete in completions.drain(..) {
             let result = match &committed {
                 Ok(()) => Ok(()),

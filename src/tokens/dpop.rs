@@ -26,6 +26,8 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::telemetry::metrics;
 use subtle::ConstantTimeEq;
 
 use crate::clock::{Clock, UnixTime};
@@ -250,8 +252,7 @@ impl DpopVerifier {
     pub fn verify(&self, proof: &str, target: &ProofTarget<'_>) -> Result<String, DpopError> {
         let result = self.verify_inner(proof, target);
         if let Err(e) = &result {
-            metrics::counter!("fleetauth_dpop_proof_failures_total", "reason" => e.reason())
-                .increment(1);
+            metrics::dpop_proof_failure(e.reason());
         }
         result
     }

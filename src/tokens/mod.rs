@@ -577,7 +577,7 @@ impl TokenService {
                     agent_id = subject.agent_id,
                     "refresh token reuse detected: all tokens of the agent revoked"
                 );
-                metrics::counter!("fleetauth_refresh_token_reuse_total").increment(1);
+                crate::telemetry::metrics::refresh_token_reuse();
                 Err(Refusal::Reused.into())
             }
             Outcome::Refused(refusal) => Err(refusal.into()),

@@ -25,7 +25,7 @@ fn es_settings(standin: &EsStandIn) -> ElasticsearchSettings {
 }
 
 fn app_settings(es: ElasticsearchSettings, dir: &tempfile::TempDir) -> Settings {
-    let mut settings = Settings::for_data_dir(dir.path());
+    let mut settings = crate::helpers::test_settings(dir.path());
     settings.store = StoreKind::Elasticsearch;
     settings.elasticsearch = Some(es);
     settings
@@ -664,7 +664,7 @@ async fn the_server_answers_503_while_the_cluster_is_down_or_hung_and_recovers()
     assert!(
         metric_value(
             &app.metrics().await,
-            "fleetauth_auth_failures_total{reason=\"store_unavailable\"}"
+            "fleetauth_auth_failures_total{reason=\"unavailable\",detail=\"store_unavailable\"}"
         ) >= 1.0
     );
 }

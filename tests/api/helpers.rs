@@ -34,13 +34,23 @@ pub struct Pair {
     pub refresh_token: String,
 }
 
+/// The settings every test server starts from: the defaults on a data dir, with a
+/// long argon2 queue wait. The suite runs its many servers at once on a few shared
+/// cores, where one argon2 verification can take far longer than in production; the
+/// bounded wait itself is tested by `throttling`, which sets it.
+pub fn test_settings(data_dir: &Path) -> Settings {
+    let mut settings = crate::real_es::settings_for(data_dir);
+    settings.credential_checks.max_queue_wait = std::time::Duration::from_secs(10);
+    settings
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let mut settings = crate::real_es::settings_for(dir.path());
+    let mut settings = test_settings(dir.path());
     configure(&mut settings);
     start(settings, Arc::new(ManualClock::starting_now()), Some(dir)).await
 }
@@ -48,7 +58,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a server on an existing data dir (e.g. after a restart, or a second server
 /// sharing the store).
 pub async fn spawn_app_on(data_dir: &Path, clock: Arc<ManualClock>) -> TestApp {
-    start(crate::real_es::settings_for(data_dir), clock, None).await
+    start(test_settings(data_dir), clock, None).await
 }
 
 /// Starts a server with these settings (e.g. one of several sharing an Elasticsearch

@@ -24,5 +24,6 @@ mod process; // the binary: CLI beside a running server, settings, restart, kill
 mod rotation; // the rotation protocol: pending/current, lost responses, reuse, races
 mod security; // Elasticsearch-compatible security APIs: elastic, users, roles, token API, API keys, service accounts, the chain
 mod store_conformance; // one suite, every backend: SQLite, ES stand-in, a real Elasticsearch node (never skipped)
+mod throttling; // credential floods: 429 with Retry-After per family, per-address and per-credential limits, the argon2 budget, unknown ids without argon2
 mod tls; // HTTPS with generated certificates: ALPN h2/http1.1, reload without dropping connections, mTLS
 mod vault; // /v1/auth/jwt/*: admin-only config and roles, logins with external JWTs (PEM keys, OIDC discovery with rotation), bindings, num_uses, ttl, token exchange

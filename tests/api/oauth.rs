@@ -144,7 +144,8 @@ async fn client_credentials_with_the_oauth2_crate_gives_an_agent_a_pair_the_flee
         .await
         .unwrap();
     assert_eq!(whoami["agent_id"], "oa-1");
-    let series = r#"fleetauth_tokens_issued_total{grant="api_key",kind="access"}"#;
+    // Labelled apart from the Fleet door's exchange of an API key by `endpoint`.
+    let series = r#"fleetauth_tokens_issued_total{endpoint="oauth",grant="client_credentials",credential="api_key",kind="access"}"#;
     assert!(metric_value(&app.metrics().await, series) >= metric_value(&before, series) + 1.0);
 }
 

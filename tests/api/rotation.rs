@@ -197,9 +197,9 @@ async fn issuance_is_counted_in_the_metrics() {
     let after = app.metrics().await;
 
     for series in [
-        r#"fleetauth_tokens_issued_total{grant="api_key",kind="access"}"#,
-        r#"fleetauth_tokens_issued_total{grant="refresh_token",kind="refresh"}"#,
-        r#"fleetauth_token_issue_seconds_count{grant="api_key"}"#,
+        r#"fleetauth_tokens_issued_total{endpoint="fleet",grant="client_credentials",credential="api_key",kind="access"}"#,
+        r#"fleetauth_tokens_issued_total{endpoint="fleet",grant="refresh_token",credential="refresh_token",kind="refresh"}"#,
+        r#"fleetauth_token_issue_seconds_count{endpoint="fleet",grant="client_credentials",credential="api_key"}"#,
     ] {
         assert!(
             metric_value(&after, series) >= metric_value(&before, series) + 1.0,
@@ -207,4 +207,6 @@ async fn issuance_is_counted_in_the_metrics() {
         );
     }
     assert!(after.contains("fleetauth_auth_failures_total{reason="));
+    // Every series is described.
+    assert!(after.contains("# HELP fleetauth_tokens_issued_total "));
 }

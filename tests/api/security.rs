@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use fleetauth::clock::ManualClock;
-use fleetauth::config::{ElasticsearchSettings, Secret, Settings, StoreKind};
+use fleetauth::config::{ElasticsearchSettings, Secret, StoreKind};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -557,7 +557,7 @@ async fn callers_without_the_privilege_get_403() {
 async fn the_password_grant_gives_each_login_its_own_token_family() {
     let app = spawn().await;
     put_user(&app, "tess", "tess-pw-1", &["superuser"]).await;
-    let series = r#"fleetauth_tokens_issued_total{grant="password",kind="refresh"}"#;
+    let series = r#"fleetauth_tokens_issued_total{endpoint="elasticsearch",grant="password",credential="password",kind="refresh"}"#;
     let before = metric_value(&app.metrics().await, series);
 
     let first = password_grant(&app, "tess", "tess-pw-1").await;
@@ -767,7 +767,7 @@ async fn tokens_are_invalidated_by_token_refresh_token_username_or_realm() {
 async fn tokens_are_invalidated_the_same_way_on_the_elasticsearch_store() {
     let standin = EsStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::for_data_dir(dir.path());
+    let mut settings = crate::helpers::test_settings(dir.path());
     settings.store = StoreKind::Elasticsearch;
     settings.elasticsearch = Some(ElasticsearchSettings::for_url(&standin.url()).unwrap());
     settings.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD));

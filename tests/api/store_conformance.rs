@@ -41,7 +41,7 @@ impl Fixture {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         Self {
-            settings: Settings::for_data_dir(dir.path()),
+            settings: crate::helpers::test_settings(dir.path()),
             _dir: dir,
             _standin: None,
         }
@@ -66,7 +66,7 @@ impl Fixture {
 
     fn elasticsearch(es: ElasticsearchSettings) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings::for_data_dir(dir.path());
+        let mut settings = crate::helpers::test_settings(dir.path());
         settings.store = StoreKind::Elasticsearch;
         settings.elasticsearch = Some(es);
         Self {

@@ -842,7 +842,7 @@ async fn a_login_with_an_external_jwt_gives_an_access_token_of_this_server() {
     );
     assert_eq!(auth["lease_duration"], 600);
     assert_eq!(auth["renewable"], false);
-    let series = r#"fleetauth_tokens_issued_total{grant="external_jwt",kind="access"}"#;
+    let series = r#"fleetauth_tokens_issued_total{endpoint="vault",grant="jwt_login",credential="external_jwt",kind="access"}"#;
     assert!(metric_value(&app.metrics().await, series) >= metric_value(&before, series) + 1.0);
 
     // Accepted where our access tokens are accepted for non-agent subjects.

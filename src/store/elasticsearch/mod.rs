@@ -234,8 +234,7 @@ impl ElasticsearchStore {
             match written {
                 Written::Done => return Ok(result),
                 Written::Conflict => {
-                    metrics::counter!("fleetauth_store_cas_conflicts_total", "record" => kind)
-                        .increment(1);
+                    crate::telemetry::metrics::store_cas_conflict(kind);
                     if attempt + 1 < MAX_CAS_ATTEMPTS {
                         backoff(attempt).await;
                     }
