@@ -50,11 +50,14 @@ fn client_deps() {
 
 /// A `fleetauth serve` process with its own data dir, on a loopback port that is also
 /// its `public_url` (so the issuer is that URL), with the `elastic` password and a
-/// Vault admin token set.
+/// Vault admin token set; over HTTP, or over HTTPS with a self-signed certificate.
 struct Server {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// With HTTPS: the self-signed certificate (`fleetauth tls self-signed`) that a
+    /// client trusts as its CA.
+    cert: Option<PathBuf>,
     /// The settings given to `serve`, given to the CLI commands too (they act on the
     /// same store with the same settings: a CLI run with another `jwt.algorithm` would
     /// rotate the signing key).
@@ -62,23 +65,62 @@ struct Server {
 }
 
 impl Server {
+    /// Over HTTP.
     fn start(env: &[(&str, &str)]) -> Self {
+        Self::launch(false, env)
+    }
+
+    /// Over HTTPS: `fleetauth tls self-signed` writes a certificate for 127.0.0.1 into
+    /// the data dir, and `tls.cert`/`tls.key` point `serve` at it.
+    fn start_https(env: &[(&str, &str)]) -> Self {
+        Self::launch(true, env)
+    }
+
+    fn launch(https: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // The issuer must be known before start: take a free port, then give it back.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let url = format!("http://127.0.0.1:{port}");
-        let env: Vec<(String, String)> = [
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let mut base: Vec<(String, String)> = [
             ("FLEETAUTH_PUBLIC_URL", url.as_str()),
             ("FLEETAUTH_BOOTSTRAP_PASSWORD", ELASTIC_PASSWORD),
             ("FLEETAUTH_VAULT__ADMIN_TOKEN", VAULT_ADMIN_TOKEN),
         ]
         .iter()
-        .chain(env)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let cert = https.then(|| {
+            let tls = dir.path().join("tls");
+            let mut command = Command::new(BIN);
+            command.args(["tls", "self-signed", "--out", tls.to_str().unwrap()]);
+            clean_env(&mut command);
+            let output = command.output().expect("fleetauth tls self-signed");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let written: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+            assert!(
+                written["subject_alt_names"]
+                    .as_array()
+                    .is_some_and(|sans| sans.iter().any(|san| san == "127.0.0.1")),
+                "{written}"
+            );
+            let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+            for (name, path) in [("FLEETAUTH_TLS__CERT", &cert), ("FLEETAUTH_TLS__KEY", &key)] {
+                base.push((name.to_string(), path.to_str().unwrap().to_string()));
+            }
+            cert
+        });
+        let env: Vec<(String, String)> = base
+            .into_iter()
+            .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -98,10 +140,12 @@ impl Server {
         let started: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line:?}"));
         assert_eq!(started["listen"], format!("127.0.0.1:{port}"));
+        assert_eq!(started["scheme"], scheme, "{line}");
         Self {
             child,
             url,
             dir,
+            cert,
             env,
         }
     }
@@ -179,6 +223,18 @@ fn python(server: &Server, script: &str, env: &[(&str, &str)]) {
     );
 }
 
+fn node(server: &Server, script: &str, env: &[(&str, &str)]) {
+    client_deps();
+    let node = PathBuf::from("node");
+    run_client(
+        server,
+        &node,
+        &[script],
+        &root().join("tests/clients/node"),
+        env,
+    );
+}
+
 // Each test blocks on a child process: a multi-threaded runtime is not needed, and a
 // plain #[test] keeps the client's run off the async test pool.
 
@@ -194,6 +250,32 @@ fn authlib_client_credentials_refresh_introspection_revocation_and_rfc9068_valid
             ("FLEETAUTH_URL", &server.url),
             ("FLEETAUTH_CLIENT_ID", key["id"].as_str().unwrap()),
             ("FLEETAUTH_CLIENT_SECRET", key["api_key"].as_str().unwrap()),
+        ],
+    );
+}
+
+/// openid-client and jose over HTTPS, the server's own TLS with a certificate from
+/// `fleetauth tls self-signed`, trusted by Node through NODE_EXTRA_CA_CERTS (its
+/// documented way to add a CA; no check is switched off): RFC 8414 discovery with the
+/// https issuer, client_credentials, jwtVerify (typ at+jwt, the RFC 9068 claims, a
+/// foreign audience refused), refresh with rotation, introspection, token exchange,
+/// revocation.
+#[test]
+fn openid_client_and_jose_over_the_servers_own_tls() {
+    let server = Server::start_https(&[]);
+    let cert = server
+        .cert
+        .clone()
+        .expect("an https server has a certificate");
+    let key = server.agent_key("openid-client-agent");
+    node(
+        &server,
+        "openid_client.mjs",
+        &[
+            ("FLEETAUTH_URL", &server.url),
+            ("FLEETAUTH_CLIENT_ID", key["id"].as_str().unwrap()),
+            ("FLEETAUTH_CLIENT_SECRET", key["api_key"].as_str().unwrap()),
+            ("NODE_EXTRA_CA_CERTS", cert.to_str().unwrap()),
         ],
     );
 }
