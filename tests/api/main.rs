@@ -10,6 +10,7 @@ mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/el
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
+mod crash_under_load; // the real binary killed -9 twenty times while 16 agents refresh concurrently: no acknowledged rotation lost (SQLite, real ES)
 mod dpop; // RFC 9449: proofs signed with jsonwebtoken, bound pairs at every token endpoint, resources, replay, wrong keys, nonces
 mod edge; // raw TCP: header/idle timeouts, the connection cap, EMFILE, layer errors in each family's format, keep-alive after unread bodies
 mod elasticsearch; // Elasticsearch only: indices, CAS retries, faults, CLI, requests per issuance

@@ -14,7 +14,7 @@ use crate::helpers::{jwt_parts, pair_from, spawn_app_with};
 const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 
 /// Runs a CLI command with a clean `FLEETAUTH_*` environment.
-fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     command.args(args);
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
@@ -37,7 +37,7 @@ fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("fleetauth runs")
 }
 
-fn json_stdout(output: &Output) -> Value {
+pub(crate) fn json_stdout(output: &Output) -> Value {
     assert!(
         output.status.success(),
         "failed: {}",
@@ -61,13 +61,19 @@ fn create_key(data_dir: &Path, agent: &str) -> Value {
 }
 
 /// A `fleetauth serve` process on a free port.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with_env(data_dir, &crate::real_es::env_for(data_dir))
+    }
+
+    /// `serve` on `data_dir` with exactly the store environment `env` (not the selected
+    /// test store's).
+    pub(crate) fn start_with_env(data_dir: &Path, env: &[(&'static str, String)]) -> Self {
         let mut command = Command::new(BIN);
         // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
@@ -82,7 +88,7 @@ impl Server {
                 data_dir.to_str().unwrap(),
             ])
             .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
-            .envs(crate::real_es::env_for(data_dir))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
