@@ -310,35 +310,48 @@ impl SecurityApi {
             .collect())
     }
 
+    /// The keys a get or invalidate request names, once the principal may act on them:
+    /// the request's scope (own keys or anyone's) decides the privilege `action` asks.
+    async fn select_keys(
+        &self,
+        principal: &Principal,
+        selection: &KeySelection<'_>,
+        action: fn(bool) -> Action,
+    ) -> Result<Vec<ApiKeyRecord>, SecurityError> {
+        let scope = Self::scope(
+            &principal.identity,
+            selection.owner,
+            selection.ids,
+            selection.username,
+            selection.realm_name,
+        );
+        Self::authorize(principal, action(scope == Scope::Any))?;
+        self.find_keys(
+            &scope,
+            selection.ids,
+            selection.name,
+            selection.username,
+            selection.realm_name,
+        )
+        .await
+    }
+
     /// `GET /_security/api_key`.
     pub async fn get_api_keys(
         &self,
         principal: &Principal,
         query: GetApiKeyQuery,
     ) -> Result<Value, SecurityError> {
-        let identity = &principal.identity;
         let ids: Vec<String> = query.id.iter().cloned().collect();
-        let scope = Self::scope(
-            identity,
-            query.owner,
-            &ids,
-            query.username.as_deref(),
-            query.realm_name.as_deref(),
-        );
-        Self::authorize(
-            principal,
-            Action::GetApiKey {
-                any: scope == Scope::Any,
-            },
-        )?;
+        let selection = KeySelection {
+            owner: query.owner,
+            ids: &ids,
+            name: query.name.as_deref(),
+            username: query.username.as_deref(),
+            realm_name: query.realm_name.as_deref(),
+        };
         let keys = self
-            .find_keys(
-                &scope,
-                &ids,
-                query.name.as_deref(),
-                query.username.as_deref(),
-                query.realm_name.as_deref(),
-            )
+            .select_keys(principal, &selection, |any| Action::GetApiKey { any })
             .await?;
         let now = self.now();
         let listed: Vec<Value> = keys
@@ -380,28 +393,17 @@ impl SecurityApi {
                 "One of [api key id(s), api key name, username, realm name] must be specified if [owner] flag is false".into(),
             ]));
         }
-        let identity = &principal.identity;
-        let scope = Self::scope(
-            identity,
-            request.owner,
-            &ids,
-            request.username.as_deref(),
-            request.realm_name.as_deref(),
-        );
-        Self::authorize(
-            principal,
-            Action::InvalidateApiKey {
-                any: scope == Scope::Any,
-            },
-        )?;
+        let selection = KeySelection {
+            owner: request.owner,
+            ids: &ids,
+            name: request.name.as_deref(),
+            username: request.username.as_deref(),
+            realm_name: request.realm_name.as_deref(),
+        };
         let keys = self
-            .find_keys(
-                &scope,
-                &ids,
-                request.name.as_deref(),
-                request.username.as_deref(),
-                request.realm_name.as_deref(),
-            )
+            .select_keys(principal, &selection, |any| Action::InvalidateApiKey {
+                any,
+            })
             .await?;
         let mut result = ApiKeysInvalidated::default();
         for key in keys {
@@ -412,10 +414,19 @@ impl SecurityApi {
             }
         }
         if !result.invalidated_api_keys.is_empty() {
-            tracing::info!(count = result.invalidated_api_keys.len(), by = %identity.username, "API keys invalidated");
+            tracing::info!(count = result.invalidated_api_keys.len(), by = %principal.identity.username, "API keys invalidated");
         }
         Ok(result)
     }
+}
+
+/// What a get or invalidate request of API keys names (Elasticsearch's query fields).
+struct KeySelection<'a> {
+    owner: bool,
+    ids: &'a [String],
+    name: Option<&'a str>,
+    username: Option<&'a str>,
+    realm_name: Option<&'a str>,
 }
 
 #[cfg(test)]
