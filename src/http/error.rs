@@ -49,7 +49,7 @@ impl ApiFamily {
         } else if under("/oauth") || under("/.well-known") {
             Self::OAuth
         } else if under("/_security") || path == "/" {
-            // `GET /` is Elasticsearch's info document (`http::security::info`).
+            // `GET /` is Elasticsearch's info document (`http::es_api::info`).
             Self::Elasticsearch
         } else if under("/v1") {
             Self::Vault
