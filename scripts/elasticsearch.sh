@@ -13,6 +13,8 @@
 #   scripts/elasticsearch.sh start-cluster N [VERSION]  N nodes forming one cluster (own HTTP and
 #                                               transport ports, fresh data); prints each node's URL
 #   scripts/elasticsearch.sh stop-cluster  [VERSION]    stop every node of that cluster
+#   scripts/elasticsearch.sh discard [VERSION]  stop the node and delete its folder (tests' own nodes)
+#   scripts/elasticsearch.sh discard-cluster [VERSION]  the same for every node of a cluster
 #
 # VERSION defaults to the first of `versions`. The distribution is Elastic's minimal
 # `org.elasticsearch.distribution.integ-test-zip:elasticsearch:<VERSION>:zip`, fetched with
@@ -391,5 +393,16 @@ case "$cmd" in
     start_cluster "$n" "$version"
     ;;
   stop-cluster) stop_cluster "$version" ;;
-  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  discard)
+    stop "$version"
+    [ -n "${FLEETAUTH_ES_INSTANCE:-}" ] || die "discard is for a named instance (FLEETAUTH_ES_INSTANCE)"
+    rm -rf "$(node_dir "$version")"
+    ;;
+  discard-cluster)
+    for member in $(cluster_members "$version"); do
+      FLEETAUTH_ES_INSTANCE="$member" stop "$version" 2>/dev/null || true
+      rm -rf "$ROOT/$version-$member"
+    done
+    ;;
+  *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -93,7 +93,7 @@ impl OwnCluster {
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
-        let _ = script(&self.instance, &["stop-cluster", &self.version], &[]);
+        let _ = script(&self.instance, &["discard-cluster", &self.version], &[]);
     }
 }
 
@@ -123,7 +123,7 @@ impl OwnNode {
 
 impl Drop for OwnNode {
     fn drop(&mut self) {
-        let _ = script(&self.instance, &["stop", &self.version], &[]);
+        let _ = script(&self.instance, &["discard", &self.version], &[]);
     }
 }
 
