@@ -399,6 +399,8 @@ impl Settings {
                 "leeway_secs": secs(self.jwt.leeway),
                 "stateless": self.jwt.stateless,
                 "key_poll_interval_secs": secs(self.jwt.key_poll_interval),
+                "key_rotation_period_secs": self.jwt.key_rotation_period.map(secs),
+                "key_prepublish_secs": secs(self.jwt.key_prepublish),
             },
             "api_keys": {
                 "cache_size": self.api_key_cache_size,

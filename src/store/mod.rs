@@ -138,6 +138,18 @@ pub trait Store: Send + Sync + 'static {
         key: SigningKeyRecord,
         old_verify_until: UnixTime,
     ) -> Result<(), StoreError>;
+
+    /// A compare-and-set for automatic rotation: if the newest key of the store is
+    /// `expected_kid` and it is unretired, schedules its retirement at `key.created_at`
+    /// (verifying until `old_verify_until`) and stores `key`, which signs from its
+    /// `created_at`, atomically; returns `true`. Otherwise (another instance rotated
+    /// first, or an operator did) changes nothing and returns `false`.
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError>;
 }
 
 impl dyn Store {

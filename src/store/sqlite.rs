@@ -800,6 +800,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let expected_kid = expected_kid.to_string();
+        self.write(move |conn| {
+            let newest: Option<(String, Option<UnixTime>)> = conn
+                .query_row(
+                    "SELECT kid, retired_at FROM signing_keys \
+                     ORDER BY created_at DESC, kid LIMIT 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if newest != Some((expected_kid.clone(), None)) {
+                return Ok(false);
+            }
+            conn.execute(
+                "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 WHERE kid = ?3",
+                params![key.created_at, old_verify_until, expected_kid],
+            )
+            .map_err(unavailable)?;
+            insert_signing_key(conn, &key)?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

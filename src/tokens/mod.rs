@@ -180,20 +180,51 @@ pub struct TokenService {
     last_unknown_kid_reload: Mutex<Option<Instant>>,
 }
 
+/// Whether a process that opens the token service may change the key ring itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDuty {
+    /// `serve`: a changed `jwt.algorithm` rotates the signing key at start, and
+    /// automatic rotation (`jwt.key_rotation_period`) runs.
+    Server,
+    /// An admin command beside a server: the ring is used as it is, whatever this
+    /// process's `jwt.algorithm` says (only `keys rotate` changes it, explicitly).
+    Admin,
+}
+
 impl TokenService {
     /// Makes sure a signing key of the configured algorithm exists, derives the issuer
-    /// and loads the key ring.
+    /// and loads the key ring (see [`KeyDuty`]).
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         settings: JwtSettings,
     ) -> Result<Arc<Self>, TokenError> {
+        Self::start_as(store, clock, settings, KeyDuty::Server).await
+    }
+
+    /// [`start`](Self::start) for a process with the given [`KeyDuty`].
+    pub async fn start_as(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: JwtSettings,
+        duty: KeyDuty,
+    ) -> Result<Arc<Self>, TokenError> {
         let now = clock.now();
         let first = SigningKey::generate(settings.algorithm, now)?;
         let signing = store.insert_first_signing_key(first).await?;
         if signing.algorithm != settings.algorithm.as_str() {
-            tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
-            rotate_signing_key(store.as_ref(), now, &settings).await?;
+            match duty {
+                KeyDuty::Server => {
+                    tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
+                    rotate_signing_key(store.as_ref(), now, &settings, settings.algorithm).await?;
+                    crate::telemetry::metrics::signing_key_rotated("algorithm_changed");
+                }
+                KeyDuty::Admin => tracing::debug!(
+                    stored = %signing.algorithm,
+                    configured = settings.algorithm.as_str(),
+                    "an admin command leaves the signing key alone"
+                ),
+            }
         }
         let deployment_id = store
             .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
@@ -203,7 +234,7 @@ impl TokenService {
             None => format!("fleetauth:{deployment_id}"),
         };
         let audience = settings.audience.clone().unwrap_or_else(|| issuer.clone());
-        let ring = KeyRing::from_records(&store.signing_keys(now).await?)?;
+        let ring = KeyRing::from_records_at(&store.signing_keys(now).await?, now)?;
         Ok(Arc::new(Self {
             store,
             clock,
@@ -294,20 +325,29 @@ impl TokenService {
 
     /// Re-reads the signing keys (after `keys rotate`, possibly by another process).
     pub async fn reload_keys(&self) -> Result<(), TokenError> {
-        let records = self.store.signing_keys(self.clock.now()).await?;
-        if self.ring().built_from(&records) {
+        let now = self.clock.now();
+        let records = self.store.signing_keys(now).await?;
+        let current = self.ring();
+        if current.built_from(&records) && !current.switch_due(now) {
             // Nothing changed (the usual case for the periodic poll): keep the parsed keys.
             return Ok(());
         }
-        let ring = KeyRing::from_records(&records)?;
-        if self.ring().signing.kid != ring.signing.kid {
+        let ring = KeyRing::from_records_at(&records, now)?;
+        if current.signing.kid != ring.signing.kid {
             tracing::info!(kid = %ring.signing.kid, "now signing with a new key");
+        }
+        if let Some(next) = ring.next() {
+            if current.next().is_none_or(|n| n.kid != next.kid) {
+                tracing::info!(kid = %next.kid, signs_from = next.created_at, "next signing key published");
+            }
         }
         *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }
 
-    /// Polls the store for key changes for as long as the service lives.
+    /// Polls the store for key changes for as long as the service lives, and, with
+    /// `jwt.key_rotation_period`, rotates the signing key when it is due
+    /// ([`rotate_if_due`](Self::rotate_if_due)).
     pub fn spawn_key_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let period = self.settings.key_poll_interval;
@@ -322,9 +362,59 @@ impl TokenService {
                 };
                 if let Err(e) = service.reload_keys().await {
                     tracing::warn!(error = %e, "could not reload signing keys");
+                    continue;
+                }
+                if let Err(e) = service.rotate_if_due().await {
+                    tracing::warn!(error = %e, "could not rotate the signing key");
                 }
             }
         })
+    }
+
+    /// Automatic rotation (`jwt.key_rotation_period`): once the signing key has signed
+    /// for `period - key_prepublish` and no next key is published, stores a new key
+    /// that signs from `max(signing key's start + period, now + key_prepublish)`, and
+    /// schedules the signing key's retirement at that instant; it verifies
+    /// [`verify_after_retirement`](JwtSettings::verify_after_retirement) longer. The
+    /// store's compare-and-set on the newest key makes exactly one of several instances
+    /// succeed; the others see the new key at their next poll. Returns the new key's
+    /// `kid` if this call rotated.
+    pub async fn rotate_if_due(&self) -> Result<Option<String>, TokenError> {
+        let Some(period) = self.settings.key_rotation_period else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let ring = self.ring();
+        if ring.next().is_some() {
+            return Ok(None);
+        }
+        let signing = ring.signer(now).clone();
+        let prepublish = self.settings.key_prepublish.as_secs() as i64;
+        let due_at = signing.created_at + period.as_secs() as i64 - prepublish;
+        if now < due_at {
+            return Ok(None);
+        }
+        let signs_from = (signing.created_at + period.as_secs() as i64).max(now + prepublish);
+        let algorithm = signing.algorithm;
+        // RSA key generation takes tens of milliseconds: off the async workers.
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(algorithm, signs_from))
+            .await
+            .map_err(|_| KeyError::Generate(algorithm.as_str()))??;
+        let kid = key.kid.clone();
+        let verify_until = signs_from + self.settings.verify_after_retirement().as_secs() as i64;
+        let rotated = self
+            .store
+            .schedule_signing_key(key, &signing.kid, verify_until)
+            .await?;
+        if !rotated {
+            // Another instance (or an operator) changed the ring first: follow it.
+            self.reload_keys().await?;
+            return Ok(None);
+        }
+        crate::telemetry::metrics::signing_key_rotated("scheduled");
+        tracing::info!(kid = %kid, signs_from, retiring = %signing.kid, "signing key rotation scheduled");
+        self.reload_keys().await?;
+        Ok(Some(kid))
     }
 
     /// Signs an access token for `subject` with the current signing key; `scope` (if
@@ -372,7 +462,7 @@ impl TokenService {
     fn sign_access(&self, claims: AccessClaims) -> IssuedAccess {
         let ring = self.ring();
         IssuedAccess {
-            access_token: jwt::sign(&ring.signing, &claims),
+            access_token: jwt::sign(ring.signer(claims.iat), &claims),
             expires_in: (claims.exp - claims.iat).max(0) as u64,
             jti: claims.jti,
             bound_key: claims.cnf.map(|c| c.jkt),
@@ -821,6 +911,11 @@ impl TokenService {
             .await?)
     }
 
+    /// The algorithm of the key that signs now.
+    pub fn signing_algorithm(&self) -> SigningAlgorithm {
+        self.ring().signer(self.clock.now()).algorithm
+    }
+
     /// The algorithms of the keys that sign or still verify, the signing one first.
     pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
         self.ring().algorithms()
@@ -835,17 +930,18 @@ fn counter_body(remaining: u32) -> serde_json::Value {
     serde_json::json!({ "remaining": remaining })
 }
 
-/// Rotates the signing key: a new key (of the configured algorithm) signs from now on;
-/// the old ones verify until every token they signed has expired.
+/// Rotates the signing key at once: a new key of `algorithm` signs from now on; the
+/// old ones verify until every token they signed has expired
+/// ([`JwtSettings::verify_after_retirement`]).
 pub async fn rotate_signing_key(
     store: &dyn Store,
     now: UnixTime,
     settings: &JwtSettings,
+    algorithm: SigningAlgorithm,
 ) -> Result<String, TokenError> {
-    let key = SigningKey::generate(settings.algorithm, now)?;
+    let key = SigningKey::generate(algorithm, now)?;
     let kid = key.kid.clone();
-    let verify_until =
-        now + settings.access_ttl.as_secs() as i64 + settings.leeway.as_secs() as i64 + 1;
+    let verify_until = now + settings.verify_after_retirement().as_secs() as i64;
     store.rotate_signing_key(key, verify_until).await?;
     Ok(kid)
 }

@@ -19,6 +19,7 @@ mod enrollment; // enrollment tokens (CLI binary, admin API), POST /api/fleet/ag
 mod es_faults; // a real node of its own killed -9 under load and restarted: 503s with Retry-After, recovery, no acknowledged rotation lost
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
+mod key_rotation; // automatic signing-key rotation with three real binaries on one store (SQLite file, real node): prepublication, retirement, one rotator
 mod logs; // no secret in the server's output at trace level, through every kind of secret
 mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), introspection, revocation, metadata: with the oauth2 crate and raw forms
 mod process; // the binary: CLI beside a running server, settings, restart, kill -9

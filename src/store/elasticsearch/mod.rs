@@ -738,6 +738,42 @@ impl Store for ElasticsearchStore {
         )
         .await
     }
+
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let index = &self.indices.signing_keys;
+        self.compare_and_set(
+            "signing_keys",
+            index,
+            KEY_RING_ID,
+            Visibility::Eventually,
+            |ring: Option<&KeyRingDoc>| {
+                let Some(ring) = ring else {
+                    return Ok((None, false));
+                };
+                let newest = ring
+                    .keys
+                    .iter()
+                    .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.kid.cmp(&a.kid)));
+                if !newest.is_some_and(|k| k.kid == expected_kid && k.retired_at.is_none()) {
+                    return Ok((None, false));
+                }
+                let mut next = ring.clone();
+                let now = key.created_at;
+                for old in next.keys.iter_mut().filter(|k| k.kid == expected_kid) {
+                    old.retired_at = Some(now);
+                    old.verify_until = Some(old_verify_until);
+                }
+                next.keys.push(SigningKeyDoc::from(&key));
+                Ok((Some(next), true))
+            },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
