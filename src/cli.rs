@@ -59,6 +59,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revoke tokens in bulk.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Manage enrollment tokens (for POST /api/fleet/agents/enroll).
     #[command(subcommand)]
     EnrollmentToken(EnrollmentTokenCommand),
@@ -184,6 +187,26 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Revoke every token of an agent, of a client (API key id), of a signing key, or
+    /// issued before a time; prints how many token-state records and pairs lost tokens.
+    /// Exactly one criterion.
+    Revoke {
+        #[arg(long, allow_hyphen_values = true)]
+        agent_id: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        client_id: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        kid: Option<String>,
+        /// Epoch seconds, an RFC 3339 time, or `now`.
+        #[arg(long)]
+        issued_before: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
 /// A failure of a command, printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -229,6 +252,7 @@ impl Cli {
             )
             | Command::Agent(AgentCommand::Unenroll { store, .. })
             | Command::Keys(KeysCommand::Rotate { store, .. })
+            | Command::Tokens(TokensCommand::Revoke { store, .. })
             | Command::EnrollmentToken(
                 EnrollmentTokenCommand::Create { store, .. }
                 | EnrollmentTokenCommand::List { store, .. }
@@ -450,6 +474,45 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             .map_err(|e| CliError::Failed(e.to_string()))?;
             crate::telemetry::metrics::signing_key_rotated("manual");
             print_json(json!({ "kid": kid, "algorithm": algorithm.as_str() }));
+        }
+        Command::Tokens(TokensCommand::Revoke {
+            agent_id,
+            client_id,
+            kid,
+            issued_before,
+            ..
+        }) => {
+            let now = clock.now();
+            let issued_before = issued_before
+                .map(|text| match text.trim() {
+                    "now" => Ok(now),
+                    t => {
+                        let value = t
+                            .parse::<i64>()
+                            .map(serde_json::Value::from)
+                            .unwrap_or_else(|_| serde_json::Value::from(t));
+                        tokens::revocation::parse_issued_before(&value, now)
+                            .map_err(CliError::Usage)
+                    }
+                })
+                .transpose()?;
+            let mut criteria: Vec<tokens::Criterion> = Vec::new();
+            criteria.extend(agent_id.map(tokens::Criterion::Agent));
+            criteria.extend(client_id.map(tokens::Criterion::Client));
+            criteria.extend(kid.map(tokens::Criterion::Kid));
+            criteria.extend(issued_before.map(tokens::Criterion::IssuedBefore));
+            let [criterion] = criteria.as_slice() else {
+                return Err(CliError::Usage(
+                    "give exactly one of --agent-id, --client-id, --kid, --issued-before".into(),
+                ));
+            };
+            let services = Services::for_admin(&settings, clock.clone()).await?;
+            let revoked = services
+                .tokens
+                .revoke_bulk(criterion)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(json!({ "by": criterion.label(), "revoked": revoked }));
         }
         Command::EnrollmentToken(command) => {
             run_enrollment_token(command, &settings, clock).await?

@@ -180,10 +180,13 @@ pub enum RecordKind {
     /// What an agent enrolled with (policy, type, metadata), by agent id (opaque JSON,
     /// read by `src/enrollment/`).
     EnrolledAgent,
+    /// The bulk-revocation watermark (one record, opaque JSON, read by `src/tokens/`):
+    /// what every instance refuses on every access token, refreshed with the key ring.
+    Revocations,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         Self::User,
         Self::Role,
         Self::TokenFamily,
@@ -192,6 +195,7 @@ impl RecordKind {
         Self::JwtAuthRole,
         Self::TokenUses,
         Self::EnrolledAgent,
+        Self::Revocations,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -204,6 +208,7 @@ impl RecordKind {
             Self::JwtAuthRole => "jwt_auth_role",
             Self::TokenUses => "token_uses",
             Self::EnrolledAgent => "enrolled_agent",
+            Self::Revocations => "revocations",
         }
     }
 }

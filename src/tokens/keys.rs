@@ -43,6 +43,8 @@ pub enum KeyError {
     Unusable { kid: String, reason: String },
     #[error("no signing key is available")]
     NoSigningKey,
+    #[error("no signing key has kid {0}")]
+    UnknownKid(String),
 }
 
 /// A private key, parsed once.

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod keys;
 pub mod kind;
 pub mod refresh;
+pub mod revocation;
 pub mod rotation;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,6 +29,7 @@ use crate::store::{
 };
 pub use jwt::{AccessClaims, Confirmation, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
+pub use revocation::{Criterion, Revoked, Watermark, WATERMARK_ID};
 pub use rotation::{Outcome, Presented, Refusal};
 
 /// The meta key under which the deployment id is stored.
@@ -177,6 +179,8 @@ pub struct TokenService {
     /// The deployment's random id, kept in the store (the fingerprint issuer's).
     deployment_id: String,
     ring: RwLock<Arc<KeyRing>>,
+    /// The bulk-revocation watermark, refreshed with the key ring.
+    watermark: RwLock<Arc<Watermark>>,
     last_unknown_kid_reload: Mutex<Option<Instant>>,
 }
 
@@ -235,6 +239,7 @@ impl TokenService {
         };
         let audience = settings.audience.clone().unwrap_or_else(|| issuer.clone());
         let ring = KeyRing::from_records_at(&store.signing_keys(now).await?, now)?;
+        let watermark = read_watermark(store.as_ref()).await?;
         Ok(Arc::new(Self {
             store,
             clock,
@@ -243,6 +248,7 @@ impl TokenService {
             audience,
             deployment_id,
             ring: RwLock::new(Arc::new(ring)),
+            watermark: RwLock::new(Arc::new(watermark)),
             last_unknown_kid_reload: Mutex::new(None),
         }))
     }
@@ -364,6 +370,9 @@ impl TokenService {
                     tracing::warn!(error = %e, "could not reload signing keys");
                     continue;
                 }
+                if let Err(e) = service.reload_watermark().await {
+                    tracing::warn!(error = %e, "could not reload the revocation watermark");
+                }
                 if let Err(e) = service.rotate_if_due().await {
                     tracing::warn!(error = %e, "could not rotate the signing key");
                 }
@@ -440,10 +449,8 @@ impl TokenService {
         AccessClaims {
             iss: self.issuer.clone(),
             sub: subject.agent_id.to_string(),
-            // A v4 UUID (122 random bits) from the thread's CSPRNG: no syscall per token.
-            jti: uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
+            // A UUIDv7: the issue time (what bulk revocation reads), then 74 random bits.
+            jti: revocation::new_jti(now),
             iat: now,
             exp: now + ttl.as_secs() as i64,
             client_id: subject.client_id.to_string(),
@@ -688,13 +695,148 @@ impl TokenService {
             };
             jwt::verify(token, ring, &expect)
         };
-        match verify(&self.ring()) {
+        let claims = match verify(&self.ring()) {
             Err(JwtError::UnknownKey) if self.may_reload_for_unknown_kid() => {
                 self.reload_keys().await?;
-                Ok(verify(&self.ring())?)
+                verify(&self.ring())?
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        // Tokens whose state this use does not read: stateless mode, a client's own
+        // token (`sub` = `client_id`), an external subject's (`vault_role`).
+        let unstored = self.settings.stateless
+            || claims.vault_role.is_some()
+            || (claims.sid.is_none() && claims.sub == claims.client_id);
+        if self.watermark().refuses(&claims, unstored) {
+            return Err(Refusal::NotCurrent.into());
         }
+        Ok(claims)
+    }
+
+    fn watermark(&self) -> Arc<Watermark> {
+        self.watermark
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the bulk-revocation watermark (written by any instance or CLI).
+    pub async fn reload_watermark(&self) -> Result<(), TokenError> {
+        let watermark = read_watermark(self.store.as_ref()).await?;
+        if *self.watermark() != watermark {
+            *self.watermark.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(watermark);
+        }
+        Ok(())
+    }
+
+    /// Bulk revocation (see [`revocation`]): writes the watermark (durable before this
+    /// returns, applied here at once and by every other instance within
+    /// `jwt.key_poll_interval`), removes a revoked signing key from the ring, and drops
+    /// the matching pairs from every token-state record they are in, each by an atomic
+    /// change (stateful validation refuses them at once on every instance).
+    pub async fn revoke_bulk(&self, criterion: &Criterion) -> Result<Revoked, TokenError> {
+        let now = self.clock.now();
+        let keep = self.settings.verify_after_retirement().as_secs() as i64;
+        let mut revoked = Revoked::default();
+        if !matches!(criterion, Criterion::Kid(_)) {
+            let added = criterion.clone();
+            self.store
+                .update_record(
+                    RecordKind::Revocations,
+                    WATERMARK_ID,
+                    Box::new(move |current| {
+                        let watermark = current
+                            .and_then(|r| serde_json::from_value::<Watermark>(r.body.clone()).ok())
+                            .unwrap_or_default()
+                            .with(&added, now, keep);
+                        RecordWrite::Put(StoredRecord {
+                            id: WATERMARK_ID.to_string(),
+                            owner: None,
+                            purge_after: None,
+                            body: serde_json::to_value(&watermark).unwrap_or_default(),
+                        })
+                    }),
+                )
+                .await?;
+            self.reload_watermark().await?;
+        }
+        let poll = self.settings.key_poll_interval.as_secs() as i64 + 1;
+        // Which pairs, by issue time, and in which records.
+        let (from, until, keys) = match criterion {
+            Criterion::Agent(agent) => (UnixTime::MIN, UnixTime::MAX, vec![agent.clone()]),
+            Criterion::Client(client) => {
+                let mut ids = vec![client.clone()];
+                if let Some(agent) = self.store.api_key(client).await?.and_then(|k| k.agent_id) {
+                    ids.push(agent);
+                }
+                (UnixTime::MIN, UnixTime::MAX, ids)
+            }
+            Criterion::Kid(kid) => {
+                let Some(key) = self
+                    .store
+                    .signing_keys(now)
+                    .await?
+                    .into_iter()
+                    .find(|k| &k.kid == kid)
+                else {
+                    return Err(TokenError::Keys(KeyError::UnknownKid(kid.clone())));
+                };
+                if self.ring().signer(now).kid == key.kid || key.created_at > now {
+                    // It signs (or is about to): a fresh key of its algorithm takes over.
+                    let algorithm =
+                        SigningAlgorithm::parse(&key.algorithm).unwrap_or(self.settings.algorithm);
+                    rotate_signing_key(self.store.as_ref(), now, &self.settings, algorithm).await?;
+                    crate::telemetry::metrics::signing_key_rotated("revoked");
+                }
+                if self.store.expire_signing_key(kid, now).await? {
+                    revoked.signing_keys = 1;
+                }
+                self.reload_keys().await?;
+                // Pairs issued while it signed, with the poll interval of the other
+                // instances as a margin (an instance may sign with a retired key until
+                // its next poll).
+                let stopped = key.retired_at.map_or(now, |t| t.min(now));
+                (
+                    key.created_at,
+                    stopped + poll,
+                    self.store.agent_ids().await?,
+                )
+            }
+            Criterion::IssuedBefore(t) => (UnixTime::MIN, *t, self.store.agent_ids().await?),
+        };
+        let mut states: Vec<(bool, String)> = keys.into_iter().map(|id| (false, id)).collect();
+        if matches!(criterion, Criterion::Kid(_) | Criterion::IssuedBefore(_)) {
+            for family in self.families_of(None).await? {
+                states.push((true, family.family_id));
+            }
+        }
+        for (is_family, id) in states {
+            let key = if is_family {
+                StateKey::Family(&id)
+            } else {
+                StateKey::Agent(&id)
+            };
+            let doomed = move |p: &TokenPairRecord| revocation::issued_within(p, from, until);
+            let before = self
+                .update_state(
+                    key,
+                    Box::new(move |r| revocation::drop_pairs(r, doomed, now).map(|(next, _)| next)),
+                )
+                .await?;
+            if let Some((_, pairs)) = revocation::drop_pairs(before.as_ref(), doomed, now) {
+                revoked.families += 1;
+                revoked.pairs += pairs;
+            }
+        }
+        crate::telemetry::metrics::bulk_revocation(criterion.label(), revoked.pairs);
+        tracing::info!(
+            by = criterion.label(),
+            families = revoked.families,
+            pairs = revoked.pairs,
+            signing_keys = revoked.signing_keys,
+            "bulk revocation"
+        );
+        Ok(revoked)
     }
 
     fn may_reload_for_unknown_kid(&self) -> bool {
@@ -919,6 +1061,16 @@ impl TokenService {
     /// The algorithms of the keys that sign or still verify, the signing one first.
     pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
         self.ring().algorithms()
+    }
+}
+
+/// The stored watermark (none yet: an empty one). An unreadable record is an error, not
+/// an empty watermark: revocations are never silently forgotten.
+async fn read_watermark(store: &dyn Store) -> Result<Watermark, StoreError> {
+    match store.record(RecordKind::Revocations, WATERMARK_ID).await? {
+        None => Ok(Watermark::default()),
+        Some(record) => serde_json::from_value(record.body)
+            .map_err(|e| StoreError::Corrupt(format!("revocation watermark: {e}"))),
     }
 }
 

@@ -8,6 +8,7 @@ mod helpers;
 mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/elasticsearch.sh) and FLEETAUTH_TEST_STORE
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
+mod bulk_revocation; // POST /api/fleet/tokens/revoke and `tokens revoke` with real binaries on one store (SQLite file, real node): by agent, key, time; at once elsewhere; watermark
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
 mod crash_under_load; // the real binary killed -9 twenty times while 16 agents refresh concurrently: no acknowledged rotation lost (SQLite, real ES)

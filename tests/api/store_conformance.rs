@@ -148,6 +148,8 @@ conformance!(
     rotation_retires_the_signing_key_and_keeps_it_verifying,
     a_scheduled_rotation_has_one_winner_and_keeps_the_old_key_signing_until_its_time,
     odd_record_ids_are_distinct_records,
+    agent_ids_list_every_agent_created_just_before,
+    an_expired_signing_key_leaves_the_ring_at_once,
     two_servers_on_one_store_racing_refreshes_leave_one_usable_pair,
     api_keys_with_owners_are_listed_by_name_and_owner,
     api_keys_past_their_retention_are_purged,
@@ -702,6 +704,46 @@ async fn a_scheduled_rotation_has_one_winner_and_keeps_the_old_key_signing_until
         .schedule_signing_key(signing_key("x", T0 + 500), "nope", T0 + 600)
         .await
         .unwrap());
+}
+
+async fn agent_ids_list_every_agent_created_just_before(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    assert_eq!(a.agent_ids().await.unwrap(), Vec::<String>::new());
+    for id in ["b-agent", "a-agent", "c.agent"] {
+        a.update_agent(
+            id,
+            Box::new({
+                let id = id.to_string();
+                move |_| Some(AgentRecord::enrolled(&id, T0))
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        b.agent_ids().await.unwrap(),
+        ["a-agent", "b-agent", "c.agent"],
+        "every agent whose creation returned, by id"
+    );
+}
+
+async fn an_expired_signing_key_leaves_the_ring_at_once(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    a.insert_first_signing_key(signing_key("k1", T0))
+        .await
+        .unwrap();
+    a.rotate_signing_key(signing_key("k2", T0 + 10), T0 + 1000)
+        .await
+        .unwrap();
+    assert!(b.expire_signing_key("k1", T0 + 20).await.unwrap());
+    assert_eq!(kids(&a.signing_keys(T0 + 20).await.unwrap()), ["k2"]);
+    assert!(
+        !a.expire_signing_key("k1", T0 + 21).await.unwrap(),
+        "already gone"
+    );
+    assert!(!a.expire_signing_key("nope", T0 + 21).await.unwrap());
+    assert!(b.expire_signing_key("k2", T0 + 30).await.unwrap());
+    assert_eq!(a.signing_keys(T0 + 30).await.unwrap(), vec![]);
 }
 
 async fn odd_record_ids_are_distinct_records(fx: &Fixture) {
