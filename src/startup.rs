@@ -159,11 +159,10 @@ impl Services {
             SecretVerifier::new(&settings.credential_checks, settings.api_key_cache_size)
                 .map_err(|e| StartError::Bootstrap(e.to_string()))?,
         );
-        let api_keys = Arc::new(ApiKeyService::new(
-            store.clone(),
-            clock.clone(),
-            secrets.clone(),
-        ));
+        let api_keys = Arc::new(
+            ApiKeyService::new(store.clone(), clock.clone(), secrets.clone())
+                .with_last_used_interval(settings.api_key_last_used_interval),
+        );
         let jwt_auth = Arc::new(JwtAuth::new(
             store.clone(),
             clock.clone(),

@@ -276,8 +276,7 @@ async fn rotation_with_three_instances(store: SharedStore) {
         for server in 0..servers.len() {
             let cached = snapshots
                 .iter()
-                .filter(|(at, s, _)| *s == server && *at <= token.at - CACHE_AGE)
-                .next_back();
+                .rfind(|(at, s, _)| *s == server && *at <= token.at - CACHE_AGE);
             if let Some((at, _, kids)) = cached {
                 assert!(
                     kids.contains(&token.kid),

@@ -17,6 +17,7 @@
 //! | `<prefix>.fleetauth-token-uses`      | JWT ID    | uses left of a use-limited token |
 //! | `<prefix>.fleetauth-enrolled-agents` | agent id  | what an agent enrolled with |
 //! | `<prefix>.fleetauth-revocations`     | `watermark` | the bulk-revocation watermark |
+//! | `<prefix>.fleetauth-api-key-uses`    | key id    | an API key's coarse last use |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
 //! `.fleet-agents` (SPEC §5) and `index_prefix = "prod"` gives `prod.fleet-agents`.
@@ -58,6 +59,7 @@ pub struct Indices {
     pub token_uses: String,
     pub enrolled_agents: String,
     pub revocations: String,
+    pub api_key_uses: String,
 }
 
 impl Indices {
@@ -76,6 +78,7 @@ impl Indices {
             token_uses: format!("{prefix}.fleetauth-token-uses"),
             enrolled_agents: format!("{prefix}.fleetauth-enrolled-agents"),
             revocations: format!("{prefix}.fleetauth-revocations"),
+            api_key_uses: format!("{prefix}.fleetauth-api-key-uses"),
         }
     }
 
@@ -91,6 +94,7 @@ impl Indices {
             RecordKind::TokenUses => &self.token_uses,
             RecordKind::EnrolledAgent => &self.enrolled_agents,
             RecordKind::Revocations => &self.revocations,
+            RecordKind::ApiKeyUse => &self.api_key_uses,
         }
     }
 
@@ -217,7 +221,8 @@ fn record_properties(kind: RecordKind) -> Option<Value> {
         | RecordKind::JwtAuthRole
         | RecordKind::TokenUses
         | RecordKind::EnrolledAgent
-        | RecordKind::Revocations => return None,
+        | RecordKind::Revocations
+        | RecordKind::ApiKeyUse => return None,
         RecordKind::User => json!({
             "username": keyword(),
             "password_hash": stored_only(),
