@@ -40,7 +40,9 @@ impl From<EnrollmentError> for FleetError {
             .into(),
             EnrollmentError::BadRequest(m) => Self::BadRequest(m),
             EnrollmentError::Conflict(m) => Self::Conflict(m),
-            EnrollmentError::RateLimited(after) => Self::TooManyRequests(after, e.to_string()),
+            EnrollmentError::RateLimited { retry_after, .. } => {
+                Self::TooManyRequests(retry_after, e.to_string())
+            }
             EnrollmentError::Grant(g) => g.into(),
             EnrollmentError::Store(s) => GrantError::from(s).into(),
         }

@@ -399,11 +399,13 @@ impl TokenService {
         }
         let signing = ring.signer(now).clone();
         let prepublish = self.settings.key_prepublish.as_secs() as i64;
-        let due_at = signing.created_at + period.as_secs() as i64 - prepublish;
+        // `now` is whole seconds (the real time may be up to 1 s later): one second
+        // early, so that the next key is stored at least `prepublish` before it signs.
+        let due_at = signing.created_at + period.as_secs() as i64 - prepublish - 1;
         if now < due_at {
             return Ok(None);
         }
-        let signs_from = (signing.created_at + period.as_secs() as i64).max(now + prepublish);
+        let signs_from = (signing.created_at + period.as_secs() as i64).max(now + prepublish + 1);
         let algorithm = signing.algorithm;
         // RSA key generation takes tens of milliseconds: off the async workers.
         let key = tokio::task::spawn_blocking(move || SigningKey::generate(algorithm, signs_from))
