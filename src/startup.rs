@@ -214,6 +214,7 @@ impl Services {
         let security_api = Arc::new(SecurityApi::new(
             authenticator.clone(),
             identity.clone(),
+            grants.clone(),
             tokens.clone(),
             api_keys.clone(),
             settings.api_key_retention,
