@@ -9,12 +9,16 @@
 //! - `flood-many-addresses`: the same rate spread over 250 source addresses
 //!   (127.0.1.1–127.0.1.250), so the per-address limits hold back little of it.
 //!
-//! Probes (sequential, in rounds of 100 ms): a cached API-key exchange and a JWT
-//! validation (`GET /api/fleet/whoami` with an access token) every round, a first-time
-//! API-key exchange (a key never used before: argon2 on the path) every fifth. Reported per phase:
-//! p50/p99/max of each probe, and the flood's answers by status.
+//! Probes (sequential, in rounds of `FLEETAUTH_FLOOD_PROBE_MS`, 25 ms): a cached API-key
+//! exchange and a JWT validation (`GET /api/fleet/whoami` with an access token) every
+//! round, a first-time API-key exchange (a key never used before: argon2 on the path)
+//! every 500 ms. The three phases run in turn `FLEETAUTH_FLOOD_REPEATS` (3) times, so
+//! that a change in the load of the rest of a shared machine falls on every phase alike;
+//! reported per phase (all its repetitions together): p50/p99/max of each probe, the
+//! flood's answers by status, and each flood phase's p99 as a ratio to the quiet one.
 //!
-//! Knobs: `FLEETAUTH_FLOOD_SECS` (30), `FLEETAUTH_FLOOD_RATE` (200 per second),
+//! Knobs: `FLEETAUTH_FLOOD_SECS` (10 per phase and repetition), `FLEETAUTH_FLOOD_RATE`
+//! (200 per second), `FLEETAUTH_FLOOD_PROBE_MS` (25), `FLEETAUTH_FLOOD_REPEATS` (3),
 //! `FLEETAUTH_FLOOD_UNKNOWN_IDS` (`fail_fast`, or `dummy_hash` to make every
 //! unknown id pay argon2). Traffic goes to 127.0.0.0/8 only; every phase ends by itself.
 
@@ -152,11 +156,39 @@ struct Fixtures {
     access_tokens: Vec<String>,
 }
 
-async fn probes(base: &str, fixtures: &mut Fixtures, length: Duration) -> (Probe, Probe, Probe) {
+/// One probe of each kind, collecting the samples of every repetition of a phase.
+struct PhaseProbes {
+    first_time: Probe,
+    cached: Probe,
+    jwt: Probe,
+}
+
+impl PhaseProbes {
+    fn new() -> Self {
+        Self {
+            first_time: Probe::new("first-time API key"),
+            cached: Probe::new("cached API key"),
+            jwt: Probe::new("JWT validation"),
+        }
+    }
+}
+
+async fn probes(
+    base: &str,
+    fixtures: &mut Fixtures,
+    length: Duration,
+    round_length: Duration,
+    into: &mut PhaseProbes,
+) {
     let client = client_from("127.0.0.1");
-    let mut first_time = Probe::new("first-time API key");
-    let mut cached = Probe::new("cached API key");
-    let mut jwt = Probe::new("JWT validation");
+    let PhaseProbes {
+        first_time,
+        cached,
+        jwt,
+    } = into;
+    let first_time_every = (Duration::from_millis(500).as_secs_f64() / round_length.as_secs_f64())
+        .round()
+        .max(1.0) as usize;
     let started = Instant::now();
     let mut n = 0usize;
     while started.elapsed() < length {
@@ -174,12 +206,12 @@ async fn probes(base: &str, fixtures: &mut Fixtures, length: Duration) -> (Probe
                 fixtures.access_tokens[n % fixtures.access_tokens.len()]
             ),
         );
-        let mut requests = vec![(&mut cached, cached_request), (&mut jwt, jwt_request)];
-        // A first-time exchange every fifth round (each needs a key never used before).
-        if n.is_multiple_of(5) {
+        let mut requests = vec![(&mut *cached, cached_request), (&mut *jwt, jwt_request)];
+        // A first-time exchange every 500 ms (each needs a key never used before).
+        if n.is_multiple_of(first_time_every) {
             let fresh = fixtures.fresh_keys.pop().expect("enough fresh keys");
             requests.push((
-                &mut first_time,
+                &mut *first_time,
                 client
                     .post(format!("{base}/api/fleet/authenticate"))
                     .header("Authorization", fresh),
@@ -196,10 +228,9 @@ async fn probes(base: &str, fixtures: &mut Fixtures, length: Duration) -> (Probe
             }
         }
         n += 1;
-        let pause = Duration::from_millis(100).saturating_sub(round.elapsed());
+        let pause = round_length.saturating_sub(round.elapsed());
         tokio::time::sleep(pause).await;
     }
-    (first_time, cached, jwt)
 }
 
 fn main() {
@@ -208,7 +239,9 @@ fn main() {
         println!("flood: a load benchmark; run it with `cargo bench --bench flood`");
         return;
     }
-    let flood_secs = env_f64("FLEETAUTH_FLOOD_SECS", 30.0);
+    let flood_secs = env_f64("FLEETAUTH_FLOOD_SECS", 10.0);
+    let repeats = env_f64("FLEETAUTH_FLOOD_REPEATS", 3.0).max(1.0) as usize;
+    let round_length = Duration::from_secs_f64(env_f64("FLEETAUTH_FLOOD_PROBE_MS", 25.0) / 1000.0);
     let rate = env_f64("FLEETAUTH_FLOOD_RATE", 200.0);
     let unknown_ids = match std::env::var("FLEETAUTH_FLOOD_UNKNOWN_IDS").as_deref() {
         Ok("dummy_hash") => UnknownIdPolicy::DummyHash,
@@ -250,7 +283,7 @@ fn main() {
         // Fixtures: keys never used (one per first-time probe of every phase), keys used
         // once (cached), and access tokens of those agents.
         let probes_per_phase = (flood_secs * 2.0) as usize + 10;
-        let phases = 3;
+        let phases = 3 * repeats;
         let now = services.tokens.now();
         let mut fresh_keys = Vec::new();
         for n in 0..probes_per_phase * phases {
@@ -299,31 +332,57 @@ fn main() {
         );
         let one = vec![client_from("127.0.0.2")];
         let many: Vec<_> = (1..=250).map(|n| client_from(&format!("127.0.1.{n}"))).collect();
-        for (phase, sources) in [("quiet", None), ("flood-one-address", Some(one)), ("flood-many-addresses", Some(many))] {
-            let runs_before = services.secrets.argon2_runs();
-            let started = Instant::now();
-            let flooding = sources.map(|sources| tokio::spawn(flood(base.clone(), sources, rate, length)));
-            let (first_time, cached, jwt) = probes(&base, &mut fixtures, length).await;
-            let answers = match flooding {
-                Some(handle) => Some(handle.await.expect("flood task")),
-                None => None,
-            };
-            println!("== {phase} ({:.1} s)", started.elapsed().as_secs_f64());
-            for probe in [&first_time, &cached, &jwt] {
-                println!("   {}", probe.report());
+        let phases = [
+            ("quiet", None),
+            ("flood-one-address", Some(one)),
+            ("flood-many-addresses", Some(many)),
+        ];
+        let mut results: Vec<(PhaseProbes, FloodAnswers, u64)> = (0..phases.len())
+            .map(|_| (PhaseProbes::new(), FloodAnswers::default(), 0))
+            .collect();
+        for repetition in 1..=repeats {
+            for ((phase, sources), (phase_probes, phase_answers, argon2_runs)) in
+                phases.iter().zip(results.iter_mut())
+            {
+                let runs_before = services.secrets.argon2_runs();
+                let started = Instant::now();
+                let flooding = sources
+                    .clone()
+                    .map(|sources| tokio::spawn(flood(base.clone(), sources, rate, length)));
+                probes(&base, &mut fixtures, length, round_length, phase_probes).await;
+                if let Some(handle) = flooding {
+                    let answers = handle.await.expect("flood task");
+                    phase_answers.sent += answers.sent;
+                    phase_answers.errors += answers.errors;
+                    for (status, count) in answers.by_status {
+                        *phase_answers.by_status.entry(status).or_default() += count;
+                    }
+                }
+                *argon2_runs += services.secrets.argon2_runs() - runs_before;
+                println!(
+                    "   ran {phase} {repetition}/{repeats} ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                // Let the per-address buckets of the flood refill between phases.
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            if let Some(answers) = answers {
+        }
+        let quiet_p99 = |pick: fn(&PhaseProbes) -> &Probe| pick(&results[0].0).quantile(0.99);
+        for ((phase, sources), (phase_probes, answers, argon2_runs)) in phases.iter().zip(&results) {
+            println!("== {phase} ({repeats} × {flood_secs} s)");
+            let picks: [fn(&PhaseProbes) -> &Probe; 3] = [|p| &p.first_time, |p| &p.cached, |p| &p.jwt];
+            for pick in picks {
+                let probe = pick(phase_probes);
+                let ratio = probe.quantile(0.99).as_secs_f64() / quiet_p99(pick).as_secs_f64().max(1e-9);
+                println!("   {}  p99 = {ratio:.2} × quiet", probe.report());
+            }
+            if sources.is_some() {
                 println!(
                     "   flood: sent {} answers by status {:?}, transport errors {}",
                     answers.sent, answers.by_status, answers.errors
                 );
             }
-            println!(
-                "   argon2 verifications in the phase: {}",
-                services.secrets.argon2_runs() - runs_before
-            );
-            // Let the per-address buckets of the flood refill between phases.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            println!("   argon2 verifications in the phase: {argon2_runs}");
         }
     });
     let _ = stop.send(());
