@@ -130,6 +130,9 @@ const REFRESH: &str = "refresh exchange";
 const CHAIN: &str = "agent chain";
 const PEER: &str = "peer client_credentials";
 
+/// At most this many untimed passes over the API keys before their scenarios.
+const API_KEY_WARM_UP_PASSES: usize = 20;
+
 /// Untimed requests that warm the peer up before its scenario.
 const PEER_WARM_UP: usize = 5_000;
 
@@ -331,15 +334,24 @@ fn run(config: Config) -> Result<(), String> {
 
         let key_scenarios = [WHOAMI_API_KEY, API_KEY_EXCHANGE, CLIENT_CREDENTIALS];
         if key_scenarios.iter().any(|s| config.wants(s)) {
-            let warm = load::run(server.addr, &fixed(Target::WHOAMI), deal(&api_keys), Schedule::OnePass).await?;
-            println!(
-                "- API-key warm-up: each of the {} keys used once in {:.1} s (argon2id verification), {} failures",
-                api_keys.len(),
-                warm.elapsed.as_secs_f64(),
-                warm.failures()
-            );
-            if let Some(failure) = &warm.sample_failure {
-                println!("  - e.g. {failure}");
+            // Passes until one has no failure: a pass that outruns the argon2 queue
+            // (`credential_checks.max_queue_wait`) is answered 429 for some keys, and a
+            // key left cold would pay argon2 inside the measured windows.
+            for pass in 1..=API_KEY_WARM_UP_PASSES {
+                let warm = load::run(server.addr, &fixed(Target::WHOAMI), deal(&api_keys), Schedule::OnePass).await?;
+                println!(
+                    "- API-key warm-up, pass {pass}: each of the {} keys used once in {:.1} s (argon2id verification), {} failures",
+                    api_keys.len(),
+                    warm.elapsed.as_secs_f64(),
+                    warm.failures()
+                );
+                if let Some(failure) = &warm.sample_failure {
+                    println!("  - e.g. {failure}");
+                }
+                if warm.failures() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         if config.wants(WHOAMI_API_KEY) {
