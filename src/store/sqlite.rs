@@ -408,9 +408,7 @@ fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
 }
 
 fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(SELECT_AGENT)
-        .map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(SELECT_AGENT).map_err(unavailable)?;
     let found = stmt
         .query_row([agent_id], agent_from)
         .optional()
@@ -426,10 +424,7 @@ fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, 
 fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
     let retired = encode_retired(&r.retired)?;
     let (c, p) = (r.current.as_ref(), r.pending.as_ref());
-    let mut stmt = conn
-        .prepare_cached(UPSERT_AGENT)
-
-        .map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(UPSERT_AGENT).map_err(unavailable)?;
     stmt.execute(params![
         r.agent_id,
         r.active,
@@ -633,9 +628,7 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(SELECT_API_KEY)
-                .map_err(unavailable)?;
+            let mut stmt = conn.prepare_cached(SELECT_API_KEY).map_err(unavailable)?;
             stmt.query_row([id], api_key_from)
                 .optional()
                 .map_err(unavailable)?
