@@ -24,7 +24,7 @@ use serde_json::json;
 use super::{AuthMethod, Authenticator, Principal};
 use crate::credentials::Presented;
 use crate::grant::access::{AccessTokens, Check, VerifiedAccess};
-use crate::grant::issuer::JwtIssuer;
+use crate::grant::IssuancePolicy;
 use crate::grant::{record_failure, DpopRequest, GrantError};
 use crate::identity::roles::Resolved;
 use crate::identity::service_accounts::{self, ServiceTokenError};
@@ -68,7 +68,7 @@ fn store_error(e: StoreError) -> GrantError {
 impl Authenticator {
     /// The checks of presented access tokens, under the OAuth2 policy.
     pub fn access(&self) -> AccessTokens<'_> {
-        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth).access()
+        IssuancePolicy::new(&self.tokens, &self.api_keys, &self.oauth).access()
     }
 
     /// Says who a credential is, for protected resources. A refresh token is not

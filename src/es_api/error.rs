@@ -270,11 +270,17 @@ impl From<ServiceTokenError> for SecurityError {
     }
 }
 
-pub(crate) fn grant_to_security(e: GrantError) -> SecurityError {
-    match e {
-        GrantError::Throttled(t) => SecurityError::throttled(t),
-        GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
-        other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
+/// A grant's refusal at the token API: what Elasticsearch answers for a token it will
+/// not issue or refresh; a lost race is its conflict.
+impl From<GrantError> for SecurityError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::Throttled(t) => Self::throttled(t),
+            GrantError::Unavailable(m) => Self::new(SecurityErrorKind::Unavailable, m),
+            GrantError::LostRace(m) => Self::new(SecurityErrorKind::Conflict, m),
+            e @ GrantError::Internal(_) => Self::new(SecurityErrorKind::Internal, e.to_string()),
+            _ => Self::invalid_grant("could not refresh the requested token"),
+        }
     }
 }
 

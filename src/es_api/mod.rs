@@ -37,7 +37,7 @@ use crate::api_keys::ApiKeyService;
 use crate::authentication::{Authenticator, IdentityServices, Principal};
 use crate::clock::UnixTime;
 use crate::credentials::Presented;
-use crate::grant::GrantError;
+use crate::grant::{GrantError, GrantService};
 use crate::identity::{Action, Identity};
 use crate::tokens::TokenService;
 
@@ -74,6 +74,8 @@ pub fn authenticate_json(identity: &Identity) -> Value {
 pub struct SecurityApi {
     authenticator: Arc<Authenticator>,
     identity: IdentityServices,
+    /// The one grant dispatch, for the token API's grants.
+    grants: Arc<GrantService>,
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
     /// How long expired and invalidated API keys are kept.
@@ -84,6 +86,7 @@ impl SecurityApi {
     pub fn new(
         authenticator: Arc<Authenticator>,
         identity: IdentityServices,
+        grants: Arc<GrantService>,
         tokens: Arc<TokenService>,
         api_keys: Arc<ApiKeyService>,
         retention: Duration,
@@ -91,6 +94,7 @@ impl SecurityApi {
         Self {
             authenticator,
             identity,
+            grants,
             tokens,
             api_keys,
             retention,

@@ -2,20 +2,19 @@
 //! `client_credentials` and `refresh_token` grants, each starting or rotating a token
 //! family, and invalidation by token, refresh token, username or realm.
 
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::grant_to_security;
 use super::{authenticate_json, read_body, SecurityApi, SecurityError};
 use crate::authentication::{AuthMethod, Principal};
 use crate::grant::access::VerifiedAccess;
+use crate::grant::{DpopRequest, FamilyOwner, GrantRequest, Issued};
 use crate::identity::users::UserError;
 use crate::identity::{Action, AuthenticationType, Identity};
-use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
+use crate::store::UserRecord;
+use crate::telemetry::metrics::{self, Credential, Endpoint};
 use crate::tokens::kind::TokenKind;
-use crate::tokens::{self, refresh, Subject, TokenError};
+use crate::tokens::{self, refresh, TokenError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +63,9 @@ pub struct TokensInvalidated {
 }
 
 impl SecurityApi {
-    /// `POST /_security/oauth2/token`.
+    /// `POST /_security/oauth2/token`: the request is checked and its user
+    /// authenticated here, in Elasticsearch's terms; the tokens come from the one grant
+    /// dispatch ([`GrantService::grant`]), which records the issuance.
     pub async fn create_token(
         &self,
         principal: &Principal,
@@ -72,53 +73,32 @@ impl SecurityApi {
     ) -> Result<CreatedToken, SecurityError> {
         Self::authorize(principal, Action::CreateToken)?;
         let request: CreateTokenRequest = read_body("token_request", body)?;
-        let started = Instant::now();
-        let grant_type = request.grant_type.clone().unwrap_or_default();
-        let (how, result) = match grant_type.as_str() {
-            "password" => (
-                Issuance {
-                    grant: Grant::Password,
-                    credential: Credential::Password,
-                },
-                self.password_grant(request).await,
-            ),
-            "client_credentials" => (
-                Issuance {
-                    grant: Grant::ClientCredentials,
-                    credential: principal_credential(principal),
-                },
-                self.client_credentials_grant(principal, request).await,
-            ),
-            "refresh_token" => (
-                Issuance {
-                    grant: Grant::RefreshToken,
-                    credential: Credential::RefreshToken,
-                },
-                self.refresh_grant(request).await,
-            ),
-            "" => return Err(SecurityError::validation(&["grant_type is missing".into()])),
-            other => {
-                return Err(SecurityError::validation(&[format!(
-                    "grant_type [{other}] is not supported; supported: password, client_credentials, refresh_token"
-                )]))
-            }
-        };
-        match &result {
-            Ok(token) => metrics::tokens_issued(
-                Endpoint::Elasticsearch,
-                how,
-                token.refresh_token.is_some(),
-                started,
-            ),
-            Err(e) => metrics::auth_failure(e.failure_reason(), e.metric_reason()),
+        match request.grant_type.as_deref().unwrap_or_default() {
+            "password" => self.password_grant(request).await,
+            "client_credentials" => self.client_credentials_grant(principal, request).await,
+            "refresh_token" => self.refresh_grant(request).await,
+            "" => Err(SecurityError::validation(&["grant_type is missing".into()])),
+            other => Err(SecurityError::validation(&[format!(
+                "grant_type [{other}] is not supported; supported: password, client_credentials, refresh_token"
+            )])),
         }
-        result
     }
 
     async fn password_grant(
         &self,
         request: CreateTokenRequest,
     ) -> Result<CreatedToken, SecurityError> {
+        let identity = self
+            .password_user(request)
+            .await
+            .inspect_err(record_refusal)?;
+        let owner = family_owner(&identity);
+        let issued = self.grant(GrantRequest::UserPassword(owner)).await?;
+        Ok(created(issued, token_authentication(&identity)))
+    }
+
+    /// The user of a `password` grant, authenticated by its password.
+    async fn password_user(&self, request: CreateTokenRequest) -> Result<Identity, SecurityError> {
         let mut problems = Vec::new();
         if request.username.as_deref().is_none_or(str::is_empty) {
             problems.push("username is missing".to_string());
@@ -149,12 +129,10 @@ impl SecurityApi {
                     Action::CreateToken.name()
                 )),
             })?;
-        let identity = self
+        Ok(self
             .authenticator
             .user_identity(&user, AuthenticationType::Realm)
-            .await
-            .map_err(grant_to_security)?;
-        self.start_family(&identity, true).await
+            .await?)
     }
 
     async fn client_credentials_grant(
@@ -162,60 +140,57 @@ impl SecurityApi {
         principal: &Principal,
         request: CreateTokenRequest,
     ) -> Result<CreatedToken, SecurityError> {
-        if request.username.is_some()
+        let checked = if request.username.is_some()
             || request.password.is_some()
             || request.refresh_token.is_some()
         {
-            return Err(SecurityError::validation(&[
+            Err(SecurityError::validation(&[
                 "username, password and refresh_token are not supported with the client_credentials grant_type".into(),
-            ]));
-        }
-        if !principal.identity.is_user() {
-            return Err(SecurityError::illegal_argument(
+            ]))
+        } else if !principal.identity.is_user() {
+            Err(SecurityError::illegal_argument(
                 "the client_credentials grant is available to users only, not to API keys, service accounts or agents",
-            ));
-        }
-        self.start_family(&principal.identity, false).await
+            ))
+        } else {
+            Ok(())
+        };
+        checked.inspect_err(record_refusal)?;
+        let identity = &principal.identity;
+        let request = GrantRequest::UserClientCredentials {
+            owner: family_owner(identity),
+            credential: principal_credential(principal),
+        };
+        let issued = self.grant(request).await?;
+        Ok(created(issued, token_authentication(identity)))
     }
 
     async fn refresh_grant(
         &self,
         request: CreateTokenRequest,
     ) -> Result<CreatedToken, SecurityError> {
+        let (parsed, user) = self
+            .refreshing_user(request)
+            .await
+            .inspect_err(record_refusal)?;
+        let issued = self.grant(GrantRequest::FamilyRefresh(&parsed)).await?;
+        let identity = self
+            .authenticator
+            .user_identity(&user, AuthenticationType::Token)
+            .await?;
+        Ok(created(issued, authenticate_json(&identity)))
+    }
+
+    /// A token family's refresh token, and its user, who must still be enabled.
+    async fn refreshing_user(
+        &self,
+        request: CreateTokenRequest,
+    ) -> Result<(refresh::PresentedRefresh, UserRecord), SecurityError> {
         let token = request
             .refresh_token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| SecurityError::validation(&["refresh_token is missing".into()]))?;
-        self.refresh_family(&token).await
-    }
-
-    async fn start_family(
-        &self,
-        identity: &Identity,
-        with_refresh: bool,
-    ) -> Result<CreatedToken, SecurityError> {
-        let realm = &identity.lookup_realm;
-        let issued = self
-            .tokens
-            .issue_family(&identity.username, &realm.name, &realm.kind)
-            .await?;
-        tracing::info!(username = %identity.username, "token family started");
-        let mut authentication = authenticate_json(identity);
-        authentication["authentication_type"] = json!(AuthenticationType::Realm);
-        Ok(CreatedToken {
-            access_token: issued.pair.access_token,
-            token_type: "Bearer",
-            expires_in: issued.pair.expires_in,
-            // client_credentials: no refresh token; the one minted with the pair is
-            // never shown, so it can never be used.
-            refresh_token: with_refresh.then_some(issued.pair.refresh_token),
-            authentication,
-        })
-    }
-
-    async fn refresh_family(&self, token: &str) -> Result<CreatedToken, SecurityError> {
         let access = self.authenticator.access();
-        let parsed = refresh::parse(token)
+        let parsed = refresh::parse(&token)
             .filter(|p| access.kind_of_refresh(p) == TokenKind::Family)
             .ok_or_else(|| SecurityError::invalid_grant("could not refresh the requested token"))?;
         let user = self
@@ -225,32 +200,16 @@ impl SecurityApi {
             .await?
             .filter(|u| u.enabled)
             .ok_or_else(|| SecurityError::invalid_grant("could not refresh the requested token"))?;
-        let subject = Subject {
-            agent_id: &parsed.agent_id,
-            client_id: &parsed.client_id,
-            family: parsed.family.as_deref(),
-            bound_key: None,
-        };
-        let pair = self
-            .tokens
-            .exchange_scoped(
-                subject,
-                None,
-                tokens::Presented::RefreshToken { hash: &parsed.hash },
-            )
-            .await?;
-        let identity = self
-            .authenticator
-            .user_identity(&user, AuthenticationType::Token)
-            .await
-            .map_err(grant_to_security)?;
-        Ok(CreatedToken {
-            access_token: pair.access_token,
-            token_type: "Bearer",
-            expires_in: pair.expires_in,
-            refresh_token: Some(pair.refresh_token),
-            authentication: authenticate_json(&identity),
-        })
+        Ok((parsed, user))
+    }
+
+    /// The one grant dispatch, from the token API's door.
+    async fn grant(&self, request: GrantRequest<'_>) -> Result<Issued, SecurityError> {
+        Ok(self
+            .grants
+            .grant(Endpoint::Elasticsearch, request, &DpopRequest::NONE)
+            .await?
+            .issued)
     }
 
     /// `DELETE /_security/oauth2/token`. `Err(NotFound)` carries nothing: the HTTP layer
@@ -328,6 +287,38 @@ impl SecurityApi {
         }
         Ok(result)
     }
+}
+
+/// The token API's answer for tokens issued to `authentication`'s user.
+fn created(issued: Issued, authentication: Value) -> CreatedToken {
+    CreatedToken {
+        access_token: issued.access_token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh_token,
+        authentication,
+    }
+}
+
+/// `authentication` of a new family's answer: the user, authenticated by its realm.
+fn token_authentication(identity: &Identity) -> Value {
+    let mut authentication = authenticate_json(identity);
+    authentication["authentication_type"] = json!(AuthenticationType::Realm);
+    authentication
+}
+
+fn family_owner(identity: &Identity) -> FamilyOwner<'_> {
+    let realm = &identity.lookup_realm;
+    FamilyOwner {
+        username: &identity.username,
+        realm: &realm.name,
+        realm_type: &realm.kind,
+    }
+}
+
+/// A refusal of the token API's own checks (the dispatch records its own).
+fn record_refusal(e: &SecurityError) {
+    metrics::auth_failure(e.failure_reason(), e.metric_reason());
 }
 
 /// What authenticated the caller of the token API's `client_credentials` grant.

@@ -1,10 +1,10 @@
 //! The `client_credentials` grant (RFC 6749 §4.4): an API key buys tokens for its agent,
-//! or for the client itself (see `issuer` for who gets what).
+//! or for the client itself (see `policy` for who gets what).
 //!
 //! The request is checked by oxide-auth's own state machine
 //! (`oxide_auth::code_grant::client_credentials::ClientCredentials`: grant type, one
 //! client authentication, scope syntax) and its requests are answered here, one step at
-//! a time, with our [`ApiKeyRegistrar`] and [`JwtIssuer`]. We drive the machine
+//! a time, with our [`ApiKeyRegistrar`] and [`IssuancePolicy`]. We drive the machine
 //! ourselves rather than through `oxide_auth_async::endpoint::ClientCredentialsFlow`
 //! because that flow turns every primitive failure into a bare 500, renders the JSON
 //! itself (no `error_description`, `expires_in` from the wall clock) and knows only
@@ -21,7 +21,7 @@ use oxide_auth::primitives::registrar::{BoundClient, ClientUrl, PreGrant};
 use oxide_auth::primitives::scope::Scope;
 use oxide_auth_async::primitives::Registrar;
 
-use super::issuer::{Issued, JwtIssuer};
+use super::policy::{IssuancePolicy, Issued};
 use super::registrar::{ApiKeyRegistrar, Client};
 use super::request::{empty_scope, parse_scope, scope_text, TokenRequest};
 use super::GrantError;
@@ -81,7 +81,7 @@ enum Step {
 
 pub(super) async fn grant(
     registrar: &ApiKeyRegistrar<'_>,
-    issuer: &JwtIssuer<'_>,
+    policy: &IssuancePolicy<'_>,
     request: &TokenRequest,
 ) -> Result<Issued, GrantError> {
     // RFC 6749 §4.4.2: the client MUST authenticate; without credentials that is
@@ -157,7 +157,7 @@ pub(super) async fn grant(
                 let client = client.ok_or_else(|| {
                     GrantError::Internal("client_credentials: issuing to no client".into())
                 })?;
-                return issuer
+                return policy
                     .issue_to(&client, scope_text(&pre_grant.scope).as_deref())
                     .await;
             }

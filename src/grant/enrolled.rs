@@ -1,19 +1,26 @@
 //! The pair an agent gets when it enrolls accepting JWTs (`POST /api/fleet/agents/enroll`
-//! with `X-Elastic-Agent-Accept-Auth: JWT`): issued exactly as the Fleet door issues an
-//! API-key exchange's pair (stored as the agent's pending pair, promoted by its first
-//! use), bound to the DPoP key the request proved, if any ([`GrantService::enrollment_binding`],
-//! checked before the agent is created).
+//! with `X-Elastic-Agent-Accept-Auth: JWT`): issued through the one grant dispatch
+//! ([`GrantRequest::Enrolled`]) exactly as the Fleet door issues an API-key exchange's
+//! pair (stored as the agent's pending pair, promoted by its first use), bound to the
+//! DPoP key the request proved, if any ([`GrantService::enrollment_binding`], checked
+//! before the agent is created).
 
-use std::time::Instant;
-
+use super::dispatch::GrantRequest;
+use super::dpop::Binding;
 use super::{record_failure, DpopRequest, GrantError, GrantService};
-use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
+use crate::telemetry::metrics::Endpoint;
+use crate::tokens::IssuedPair;
 
-/// The DPoP key an enrolling agent's pair will be bound to (if any), decided before
-/// the agent is created.
+/// The DPoP binding an enrolling agent's pair will get, checked against the agents'
+/// DPoP policy before the agent is created.
 #[derive(Debug, Clone)]
-pub struct EnrollmentBinding(Option<String>);
-use crate::tokens::{self, IssuedPair, Subject};
+pub struct EnrollmentBinding(Binding);
+
+impl EnrollmentBinding {
+    pub(super) fn binding(&self) -> &Binding {
+        &self.0
+    }
+}
 
 impl GrantService {
     /// Checks an enrolling agent's DPoP proof (if any) and the agents' DPoP policy.
@@ -21,12 +28,12 @@ impl GrantService {
         &self,
         dpop: &DpopRequest<'_>,
     ) -> Result<EnrollmentBinding, GrantError> {
-        let result = self
-            .dpop
-            .binding(dpop)
-            .and_then(|binding| binding.key_for(None, true));
+        let result = self.dpop.binding(dpop).and_then(|binding| {
+            binding.key_for(None, true)?;
+            Ok(binding)
+        });
         match result {
-            Ok(key) => Ok(EnrollmentBinding(key)),
+            Ok(binding) => Ok(EnrollmentBinding(binding)),
             Err(e) => {
                 record_failure(&e);
                 Err(e)
@@ -42,32 +49,13 @@ impl GrantService {
         client_id: &str,
         binding: &EnrollmentBinding,
     ) -> Result<IssuedPair, GrantError> {
-        let started = Instant::now();
-        let result = async {
-            let subject = Subject {
-                agent_id,
-                client_id,
-                family: None,
-                bound_key: binding.0.as_deref(),
-            };
-            Ok(self
-                .tokens
-                .exchange(subject, tokens::Presented::ApiKey)
-                .await?)
-        }
-        .await;
-        match &result {
-            Ok(_) => metrics::tokens_issued(
-                Endpoint::Fleet,
-                Issuance {
-                    grant: Grant::Enrollment,
-                    credential: Credential::EnrollmentToken,
-                },
-                true,
-                started,
-            ),
-            Err(e) => record_failure(e),
-        }
-        result
+        let request = GrantRequest::Enrolled {
+            agent_id,
+            client_id,
+            binding,
+        };
+        self.grant(Endpoint::Fleet, request, &DpopRequest::NONE)
+            .await?
+            .into_pair()
     }
 }

@@ -29,6 +29,12 @@ pub enum GrantError {
         reason: &'static str,
         description: String,
     },
+    /// Every attempt to apply the grant was overtaken by another change of the same
+    /// agent or token (the store's `Contended`): the credential was being used
+    /// concurrently, and this use lost. `invalid_grant` in OAuth terms; Elasticsearch's
+    /// conflict at the token API.
+    #[error("the grant lost a race with concurrent uses of the same credential ({0})")]
+    LostRace(String),
     /// The authenticated client may not use this grant type (or act on this token).
     #[error("{description}")]
     UnauthorizedClient {
@@ -88,7 +94,7 @@ impl GrantError {
         match self {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::InvalidClient { .. } => "invalid_client",
-            Self::InvalidGrant { .. } => "invalid_grant",
+            Self::InvalidGrant { .. } | Self::LostRace(_) => "invalid_grant",
             Self::UnauthorizedClient { .. } => "unauthorized_client",
             Self::UnsupportedGrantType { .. } => "unsupported_grant_type",
             Self::InvalidScope { .. } => "invalid_scope",
@@ -113,6 +119,7 @@ impl GrantError {
             | Self::InvalidTarget { reason, .. }
             | Self::UnsupportedTokenType { reason, .. }
             | Self::InvalidDpopProof { reason, .. } => reason,
+            Self::LostRace(_) => "lost_race",
             Self::UseDpopNonce { .. } => "dpop_nonce_required",
             Self::Throttled(t) => t.reason.as_str(),
             Self::Unavailable(_) => "store_unavailable",
@@ -125,7 +132,7 @@ impl GrantError {
         match self {
             Self::InvalidRequest { .. } => FailureReason::InvalidRequest,
             Self::InvalidClient { .. } => FailureReason::InvalidClient,
-            Self::InvalidGrant { .. } => FailureReason::InvalidGrant,
+            Self::InvalidGrant { .. } | Self::LostRace(_) => FailureReason::InvalidGrant,
             Self::UnauthorizedClient { .. } => FailureReason::UnauthorizedClient,
             Self::UnsupportedGrantType { .. } => FailureReason::UnsupportedGrantType,
             Self::InvalidScope { .. } => FailureReason::InvalidScope,
@@ -225,12 +232,7 @@ impl From<StoreError> for GrantError {
             StoreError::Unavailable(m) => Self::Unavailable(m),
             // Every attempt was overtaken by another change of the same agent or token:
             // the credential was being used concurrently, and this use lost.
-            StoreError::Contended(m) => Self::InvalidGrant {
-                reason: "lost_race",
-                description: format!(
-                    "the grant lost a race with concurrent uses of the same credential ({m})"
-                ),
-            },
+            StoreError::Contended(m) => Self::LostRace(m),
             other => Self::Internal(other.to_string()),
         }
     }

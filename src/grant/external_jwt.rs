@@ -1,9 +1,9 @@
 //! External JWTs admitted by the Vault-compatible JWT auth method ([`crate::vault`]):
-//! the login grant of `POST /v1/auth/jwt/login`, and the token-exchange validator
-//! ([`ExternalJwts`]) that lets `/oauth/token` trade the same JWTs through the same
-//! checks.
+//! the login grant of `POST /v1/auth/jwt/login`, and [`admit`], which lets token
+//! exchange at `/oauth/token` trade the same JWTs through the same checks.
 //!
-//! What the subject gets: an access token of this server ([`issue`]), `sub` = the
+//! What the subject gets (decided by the issuance policy,
+//! `super::policy::IssuancePolicy::issue_external`): an access token of this server, `sub` = the
 //! role's `user_claim` value, `client_id` = `auth/jwt/role/<role>` (also after a token
 //! exchange by an authenticated client: the token is the subject's, obtained through
 //! the role), `scope` = the role's policies,
@@ -18,16 +18,12 @@
 //! claim first everywhere), and resource servers tell them apart by the same claim, by
 //! the `client_id`, or by the `vault_role` member of introspection.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use async_trait::async_trait;
-
-use super::token_exchange::{
-    SubjectContext, SubjectToken, SubjectTokenType, SubjectTokenValidator,
-};
+use super::policy::IssuancePolicy;
 use super::GrantError;
 use crate::store::StoreError;
-use crate::tokens::{jwt, ExternalAccess, IssuedAccess, TokenService};
+use crate::tokens::IssuedAccess;
 use crate::vault::{Admitted, JwtAuth, LoginAttempt, VaultError};
 
 /// The `client_id` of tokens issued by a login through `role`.
@@ -75,75 +71,41 @@ pub struct LoggedIn {
     pub admitted: Admitted,
 }
 
-/// Issues the access token of an admitted subject (a login, or a token exchange).
-pub async fn issue(
-    tokens: &TokenService,
-    admitted: &Admitted,
-    scope: Option<&str>,
-) -> Result<IssuedAccess, GrantError> {
-    let client_id = role_client_id(&admitted.role);
-    Ok(tokens
-        .issue_external(ExternalAccess {
-            subject: &admitted.subject,
-            client_id: &client_id,
-            vault_role: &admitted.role,
-            scope,
-            groups: &admitted.groups,
-            lifetime: admitted.lifetime,
-            max_uses: admitted.num_uses,
-        })
-        .await?)
-}
-
 /// `POST /v1/auth/jwt/login`.
 pub(super) async fn login(
     auth: &JwtAuth,
-    tokens: &TokenService,
+    policy: &IssuancePolicy<'_>,
     attempt: LoginAttempt<'_>,
 ) -> Result<LoggedIn, LoginError> {
     let admitted = auth.login(attempt).await?;
-    let access = issue(tokens, &admitted, admitted.scope().as_deref()).await?;
+    let access = policy
+        .issue_external(&admitted, admitted.scope().as_deref())
+        .await?;
     tracing::debug!(role = %admitted.role, "jwt auth login");
     Ok(LoggedIn { access, admitted })
 }
 
-/// Token exchange's validator of external JWTs: asked after ours, so it sees only JWTs
-/// that are not our access tokens. When the auth method is not configured it knows
-/// no token.
-pub struct ExternalJwts {
-    auth: Arc<JwtAuth>,
-}
-
-impl ExternalJwts {
-    pub fn new(auth: Arc<JwtAuth>) -> Self {
-        Self { auth }
-    }
-}
-
-#[async_trait]
-impl SubjectTokenValidator for ExternalJwts {
-    async fn validate(
-        &self,
-        token: &str,
-        _token_type: SubjectTokenType,
-        context: SubjectContext<'_>,
-    ) -> Result<Option<SubjectToken>, GrantError> {
-        if !jwt::looks_like_jwt(token) {
-            return Ok(None);
-        }
-        let attempt = LoginAttempt {
-            role: context.audience,
-            jwt: token,
-            remote_addr: context.remote_addr,
-        };
-        match self.auth.login(attempt).await {
-            Ok(admitted) => Ok(Some(SubjectToken::External(admitted))),
-            Err(VaultError::Invalid {
-                reason: "not_configured",
-                ..
-            }) => Ok(None),
-            Err(e) => Err(exchange_error(e)),
-        }
+/// Token exchange's check of a subject token that is a JWT but not one of ours: the
+/// auth method's role named by the `audience` (else its `default_role`) admits it, or
+/// refuses it. When the auth method is not configured it knows no token (`Ok(None)`).
+pub(super) async fn admit(
+    auth: &JwtAuth,
+    token: &str,
+    role: Option<&str>,
+    remote_addr: Option<IpAddr>,
+) -> Result<Option<Admitted>, GrantError> {
+    let attempt = LoginAttempt {
+        role,
+        jwt: token,
+        remote_addr,
+    };
+    match auth.login(attempt).await {
+        Ok(admitted) => Ok(Some(admitted)),
+        Err(VaultError::Invalid {
+            reason: "not_configured",
+            ..
+        }) => Ok(None),
+        Err(e) => Err(exchange_error(e)),
     }
 }
 

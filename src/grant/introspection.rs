@@ -19,7 +19,7 @@
 use serde::Serialize;
 
 use super::access::{Check, VerifiedAccess};
-use super::issuer::JwtIssuer;
+use super::policy::IssuancePolicy;
 use super::registrar::{ApiKeyRegistrar, Client};
 use super::request::TokenRequest;
 use super::GrantError;
@@ -83,7 +83,7 @@ async fn caller(
 
 pub(super) async fn introspect(
     registrar: &ApiKeyRegistrar<'_>,
-    issuer: &JwtIssuer<'_>,
+    policy: &IssuancePolicy<'_>,
     tokens: &TokenService,
     request: &TokenRequest,
 ) -> Result<Introspection, GrantError> {
@@ -106,7 +106,7 @@ pub(super) async fn introspect(
             None => Introspection::inactive(),
         });
     }
-    match issuer.access().validate(token, Check::Look).await {
+    match policy.access().validate(token, Check::Look).await {
         Ok(VerifiedAccess { claims, .. }) => Ok(Introspection {
             active: true,
             scope: claims.scope,
@@ -136,7 +136,7 @@ fn not_yours() -> GrantError {
 
 pub(super) async fn revoke(
     registrar: &ApiKeyRegistrar<'_>,
-    issuer: &JwtIssuer<'_>,
+    policy: &IssuancePolicy<'_>,
     tokens: &TokenService,
     request: &TokenRequest,
 ) -> Result<(), GrantError> {
@@ -145,7 +145,7 @@ pub(super) async fn revoke(
     // `token_type_hint` is only a hint (RFC 7009 §2.1): every kind is looked at.
     if let Some(parsed) = refresh::parse(token) {
         // A token of the token API (a family) is no client's: revoked there only.
-        let family = issuer.client_state().of_refresh(&parsed) == TokenKind::Family;
+        let family = policy.client_state().of_refresh(&parsed) == TokenKind::Family;
         if family || !caller.owns(&parsed.agent_id, &parsed.client_id) {
             // Refused only if it is a live token; an invalid one is answered 200.
             return match tokens.inspect_refresh(&parsed).await? {
@@ -159,7 +159,7 @@ pub(super) async fn revoke(
     if !jwt::looks_like_jwt(token) {
         return Ok(());
     }
-    let access = issuer.access();
+    let access = policy.access();
     let verified = match access.verify(token).await {
         Ok(verified) => verified,
         // Not a valid token of ours (or expired): nothing to revoke.

@@ -1,96 +1,30 @@
-//! The JWT-emitting issuer of the OAuth2 endpoints, as an oxide-auth `Issuer` over the
-//! [`TokenService`]: it decides *what* a grant hands out and to whom, and checks access
-//! tokens presented back; the token service mints, verifies and rotates.
+//! The token issuer of the OAuth2 endpoints as oxide-auth sees it: an
+//! [`oxide_auth_async::primitives::Issuer`] over the one issuance policy
+//! ([`IssuancePolicy`], grant/policy.rs), which decides *what* a grant hands out and to
+//! whom, and the checks of access tokens presented back.
 //!
-//! Who gets what:
-//! - an **agent** (its API key has an agent id): a pair, stored as the agent's pending
-//!   pair, with the rotation and reuse rules of SPEC §3 (the same call as the Fleet API);
-//! - a **non-agent client**, by default: an access token alone (RFC 6749 §4.4.3), with
-//!   `sub` = `client_id` = the key id (RFC 9068 §2.2), stored nowhere: it is valid by its
-//!   signature and claims while the client's API key is valid. Many instances of one
-//!   client may each hold a token, as standard clients expect;
-//! - a subject admitted by the Vault JWT auth method (an external JWT; `vault_role`
-//!   claim): an access token alone, issued by `external_jwt`, valid by its signature
-//!   and claims plus, when use-limited, its use counter; it cannot be exchanged;
-//! - a non-agent client with `oauth.client_credentials_refresh = true`: a pair, kept in
-//!   a token-state record of its own (keyed by its client id, like an agent's), so that
-//!   refresh, rotation and reuse detection work as for agents. Each client then has at
-//!   most one current and one pending pair. Changing the setting changes how tokens
-//!   already issued to such clients are checked (at most `jwt.access_ttl` long).
-//!
-//! Our grant handlers call the typed methods. The
-//! [`oxide_auth_async::primitives::Issuer`] implementation wraps them for oxide-auth's
-//! flows, whose `Err(())` means "server error" and `Ok(None)` "invalid grant": the real
-//! reason of the last failure is kept here ([`JwtIssuer::take_failure`]), so that a lost
-//! refresh race can still be reported as `invalid_grant`, not 500.
+//! Our grant handlers call the policy's typed methods. This implementation wraps them
+//! for oxide-auth's flows, whose `Err(())` means "server error" and `Ok(None)` "invalid
+//! grant": the real reason of the last failure is kept here
+//! ([`JwtIssuer::take_failure`]), so that a lost refresh race can still be reported as
+//! `invalid_grant`, not 500.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, RefreshedToken, TokenType};
 
-use super::access::{AccessTokens, Check, VerifiedAccess};
-use super::dpop::Binding;
+use super::access::Check;
+use super::policy::IssuancePolicy;
 use super::registrar::{placeholder_redirect, Client};
 use super::request::{empty_scope, parse_scope, scope_text};
 use super::GrantError;
 use crate::api_keys::ApiKeyService;
 use crate::config::OAuthSettings;
-use crate::tokens::kind::{ClientState, TokenKind};
-use crate::tokens::{self, refresh, AccessClaims, IssuedAccess, IssuedPair, Subject, TokenService};
-
-/// What one grant hands out.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub access_token: String,
-    pub expires_in: u64,
-    pub refresh_token: Option<String>,
-    /// The granted scope, normalized; `None` for none.
-    pub scope: Option<String>,
-    pub jti: String,
-    /// The DPoP key the tokens are bound to, if any (`token_type: DPoP`).
-    pub bound_key: Option<String>,
-}
-
-impl Issued {
-    fn pair(pair: IssuedPair, scope: Option<&str>) -> Self {
-        Self {
-            access_token: pair.access_token,
-            expires_in: pair.expires_in,
-            refresh_token: Some(pair.refresh_token),
-            scope: scope.map(str::to_string),
-            jti: pair.jti,
-            bound_key: pair.bound_key,
-        }
-    }
-
-    fn access_only(access: IssuedAccess, scope: Option<&str>) -> Self {
-        Self {
-            access_token: access.access_token,
-            expires_in: access.expires_in,
-            refresh_token: None,
-            scope: scope.map(str::to_string),
-            jti: access.jti,
-            bound_key: access.bound_key,
-        }
-    }
-}
-
-/// The refusal of a token of the Elasticsearch-compatible token API (a token family)
-/// where only agents' and OAuth2 clients' tokens are traded.
-pub fn not_a_client_token() -> GrantError {
-    GrantError::invalid_grant(
-        "token_api_token",
-        "the token was issued by the token API (POST /_security/oauth2/token); refresh it there",
-    )
-}
+use crate::tokens::{refresh, AccessClaims, TokenService};
 
 pub struct JwtIssuer<'a> {
-    tokens: &'a TokenService,
-    api_keys: &'a ApiKeyService,
-    policy: &'a OAuthSettings,
-    /// The DPoP key the request proved, and the agents' DPoP policy.
-    binding: Binding,
+    policy: IssuancePolicy<'a>,
     failure: Option<GrantError>,
 }
 
@@ -98,162 +32,22 @@ impl<'a> JwtIssuer<'a> {
     pub fn new(
         tokens: &'a TokenService,
         api_keys: &'a ApiKeyService,
-        policy: &'a OAuthSettings,
+        settings: &'a OAuthSettings,
     ) -> Self {
         Self {
-            tokens,
-            api_keys,
-            policy,
-            binding: Binding::default(),
+            policy: IssuancePolicy::new(tokens, api_keys, settings),
             failure: None,
         }
     }
 
-    /// The issuer for a request that proved a DPoP key (or none): what it issues is
-    /// bound as [`Binding`] decides.
-    pub fn with_binding(mut self, binding: Binding) -> Self {
-        self.binding = binding;
-        self
-    }
-
-    pub fn tokens(&self) -> &'a TokenService {
-        self.tokens
+    /// The policy this issuer applies.
+    pub fn policy(&self) -> &IssuancePolicy<'a> {
+        &self.policy
     }
 
     /// The reason behind the last failure reported through the `Issuer` trait.
     pub fn take_failure(&mut self) -> Option<GrantError> {
         self.failure.take()
-    }
-
-    /// Whether non-agent clients' pairs are kept in the store: what a token's kind
-    /// depends on.
-    pub fn client_state(&self) -> ClientState {
-        ClientState {
-            stored: self.policy.client_credentials_refresh,
-        }
-    }
-
-    /// The checks of presented access tokens, under the same policy.
-    pub fn access(&self) -> AccessTokens<'a> {
-        AccessTokens::new(self.tokens, self.api_keys, self.client_state())
-    }
-
-    /// Whether a subject may hold refresh tokens: agents always, non-agent clients when
-    /// `oauth.client_credentials_refresh` allows it (their pair is then stored).
-    pub fn may_refresh(&self, sub: &str, client_id: &str) -> bool {
-        self.client_state()
-            .of_subject(sub, client_id)
-            .has_stored_pair()
-    }
-
-    /// The `client_credentials` grant for an authenticated client.
-    pub async fn issue_to(
-        &self,
-        client: &Client,
-        scope: Option<&str>,
-    ) -> Result<Issued, GrantError> {
-        let bound_key = self.binding.key_for(None, client.agent_id.is_some())?;
-        let subject = Subject {
-            agent_id: client.subject(),
-            client_id: &client.id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        if !self.may_refresh(client.subject(), &client.id) {
-            let access = self.tokens.issue_access_only(subject, scope);
-            return Ok(Issued::access_only(access, scope));
-        }
-        if client.agent_id.is_none() {
-            self.tokens.ensure_subject(&client.id).await?;
-        }
-        let pair = self
-            .tokens
-            .exchange_scoped(subject, scope, tokens::Presented::ApiKey)
-            .await?;
-        Ok(Issued::pair(pair, scope))
-    }
-
-    /// The `refresh_token` grant: the rotation of SPEC §3, exactly as the Fleet API.
-    pub async fn refresh(
-        &self,
-        presented: &refresh::PresentedRefresh,
-        scope: Option<&str>,
-    ) -> Result<Issued, GrantError> {
-        if self.client_state().of_refresh(presented) == TokenKind::Family {
-            return Err(not_a_client_token());
-        }
-        let agent = self.client_state().of_refresh(presented) == TokenKind::AgentPair;
-        let bound_key = self.binding.key_for(presented.jkt.as_deref(), agent)?;
-        let subject = Subject {
-            agent_id: &presented.agent_id,
-            client_id: &presented.client_id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        let presented = tokens::Presented::RefreshToken {
-            hash: &presented.hash,
-        };
-        let pair = self
-            .tokens
-            .exchange_scoped(subject, scope, presented)
-            .await?;
-        Ok(Issued::pair(pair, scope))
-    }
-
-    /// A verified access token (signature and claims) traded for new tokens of its
-    /// subject: a new pending pair when the subject is stateful (the token must be its
-    /// current or pending pair's, and a pending one is promoted), else a new access
-    /// token while the client's key is valid.
-    pub async fn exchange_access(
-        &self,
-        verified: &VerifiedAccess,
-        scope: Option<&str>,
-    ) -> Result<Issued, GrantError> {
-        let claims = &verified.claims;
-        match verified.kind {
-            TokenKind::External => {
-                return Err(GrantError::invalid_grant(
-                    "external_subject",
-                    "a token from the JWT auth method cannot be exchanged: log in again with the external JWT",
-                ))
-            }
-            TokenKind::Family => return Err(not_a_client_token()),
-            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
-        }
-        let agent = verified.kind == TokenKind::AgentPair;
-        let bound_key = self.binding.key_for(claims.bound_key(), agent)?;
-        let subject = Subject {
-            agent_id: &claims.sub,
-            client_id: &claims.client_id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        if !verified.kind.has_stored_pair() {
-            self.access().check_client_key(&claims.client_id).await?;
-            let access = self.tokens.issue_access_only(subject, scope);
-            return Ok(Issued::access_only(access, scope));
-        }
-        let presented = tokens::Presented::AccessToken { jti: &claims.jti };
-        let pair = self
-            .tokens
-            .exchange_scoped(subject, scope, presented)
-            .await?;
-        Ok(Issued::pair(pair, scope))
-    }
-
-    /// `issued` in oxide-auth's terms (to feed its refresh state machine).
-    pub fn refreshed_token(&self, issued: &Issued) -> RefreshedToken {
-        RefreshedToken {
-            token: issued.access_token.clone(),
-            refresh: issued.refresh_token.clone(),
-            until: self.until(issued.expires_in),
-            token_type: TokenType::Bearer,
-        }
-    }
-
-    fn until(&self, expires_in: u64) -> DateTime<Utc> {
-        DateTime::from_timestamp(self.tokens.now() + expires_in as i64, 0)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn fail<T>(&mut self, error: GrantError) -> Result<T, ()> {
@@ -305,6 +99,7 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
     async fn issue(&mut self, grant: Grant) -> Result<IssuedToken, ()> {
         let client = Client {
             agent_id: self
+                .policy
                 .client_state()
                 .of_subject(&grant.owner_id, &grant.client_id)
                 .agent(&grant.owner_id)
@@ -312,9 +107,9 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
             id: grant.client_id.clone(),
         };
         let scope = scope_text(&grant.scope);
-        match self.issue_to(&client, scope.as_deref()).await {
+        match self.policy.issue_to(&client, scope.as_deref()).await {
             Ok(issued) => Ok(IssuedToken {
-                until: self.until(issued.expires_in),
+                until: self.policy.until(issued.expires_in),
                 token: issued.access_token,
                 refresh: issued.refresh_token,
                 token_type: TokenType::Bearer,
@@ -331,9 +126,9 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
             ));
         };
         let scope = scope_text(&grant.scope);
-        match JwtIssuer::refresh(self, &parsed, scope.as_deref()).await {
+        match self.policy.refresh(&parsed, scope.as_deref()).await {
             Ok(issued) => Ok(RefreshedToken {
-                until: self.until(issued.expires_in),
+                until: self.policy.until(issued.expires_in),
                 token: issued.access_token,
                 refresh: issued.refresh_token,
                 token_type: TokenType::Bearer,
@@ -344,7 +139,7 @@ impl oxide_auth_async::primitives::Issuer for JwtIssuer<'_> {
 
     /// A use of the token by its holder (oxide-auth's resource flow).
     async fn recover_token(&mut self, token: &str) -> Result<Option<Grant>, ()> {
-        match self.access().validate(token, Check::Use).await {
+        match self.policy.access().validate(token, Check::Use).await {
             Ok(verified) => Ok(Some(access_grant(&verified.claims))),
             Err(e) if e.is_server_error() => self.fail(e),
             Err(e) => {
@@ -564,6 +359,7 @@ mod tests {
             agent_id: Some("agent-1".into()),
         };
         let first = JwtIssuer::new(&s.tokens, &s.api_keys, &s.policy)
+            .policy()
             .issue_to(&client, None)
             .await
             .unwrap();
@@ -604,21 +400,24 @@ mod tests {
             agent_id: Some("agent-1".into()),
         };
         let mut issuer = JwtIssuer::new(&s.tokens, &s.api_keys, &s.policy);
-        let first = issuer.issue_to(&client, None).await.unwrap();
+        let first = issuer.policy().issue_to(&client, None).await.unwrap();
         issuer
+            .policy()
             .access()
             .validate(&first.access_token, Check::Use)
             .await
             .unwrap();
-        let second = issuer.issue_to(&client, None).await.unwrap();
+        let second = issuer.policy().issue_to(&client, None).await.unwrap();
 
         // A look at the pending token leaves the current one current.
         issuer
+            .policy()
             .access()
             .validate(&second.access_token, Check::Look)
             .await
             .unwrap();
         issuer
+            .policy()
             .access()
             .validate(&first.access_token, Check::Look)
             .await

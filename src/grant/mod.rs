@@ -22,12 +22,14 @@
 
 pub mod access;
 pub mod client_credentials;
+pub mod dispatch;
 mod dpop;
 mod enrolled;
 pub mod error;
 pub mod external_jwt;
 pub mod introspection;
 pub mod issuer;
+pub mod policy;
 pub mod refresh;
 pub mod registrar;
 pub mod request;
@@ -45,17 +47,15 @@ use crate::api_keys::ApiKeyService;
 use crate::config::{OAuthSettings, SigningAlgorithm};
 use crate::credentials::Presented;
 use crate::telemetry::metrics::{self, Credential, Endpoint, Grant, Issuance};
-use crate::tokens::kind::TokenKind;
-use crate::tokens::{self, jwt, AccessClaims, IssuedPair, Subject, TokenService};
+use crate::tokens::{self, jwt, AccessClaims, IssuedPair, TokenService};
 use crate::vault::{JwtAuth, LoginAttempt};
-use access::{Check, VerifiedAccess};
-use external_jwt::ExternalJwts;
+use access::Check;
+pub use dispatch::{GrantRequest, Granted};
 pub use external_jwt::{LoggedIn, LoginError};
 pub use introspection::Introspection;
-use issuer::{Issued, JwtIssuer};
+pub use policy::{FamilyOwner, IssuancePolicy, Issued};
 use registrar::ApiKeyRegistrar;
 pub use request::{ClientAuthMethod, ClientCredentials, Params, TokenRequest};
-use token_exchange::{OwnAccessTokens, SubjectTokenValidator};
 
 /// A successful answer of the OAuth2 token endpoint (RFC 6749 §5.1, RFC 8693 §2.2.1).
 #[derive(Clone, serde::Serialize)]
@@ -71,10 +71,14 @@ pub struct TokenResponse {
     pub issued_token_type: Option<&'static str>,
 }
 
-impl TokenResponse {
-    fn new(issued: Issued, issued_token_type: Option<&'static str>) -> Self {
+impl From<Granted> for TokenResponse {
+    fn from(granted: Granted) -> Self {
+        let Granted {
+            issued,
+            issued_token_type,
+        } = granted;
         Self {
-            token_type: tokens::token_type(issued.bound_key.is_some()),
+            token_type: issued.token_type(),
             access_token: issued.access_token,
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
@@ -101,9 +105,8 @@ pub struct GrantService {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeyService>,
     oauth: OAuthSettings,
-    /// Recognise token exchange's subject tokens, in order (ours first).
-    subject_validators: Vec<Arc<dyn SubjectTokenValidator>>,
-    /// The Vault-compatible JWT auth method, when wired in.
+    /// The Vault-compatible JWT auth method, when wired in (its login, and the external
+    /// JWTs of token exchange).
     jwt_auth: Option<Arc<JwtAuth>>,
     /// DPoP proofs (RFC 9449), when wired in; without, a proof is refused.
     dpop: DpopPolicy,
@@ -122,24 +125,12 @@ pub(crate) fn record_failure(e: &GrantError) {
     metrics::auth_failure(e.failure_reason(), e.reason());
 }
 
-/// The issuance metrics of every front door.
-const CLIENT_CREDENTIALS_OF_A_KEY: Issuance = Issuance {
-    grant: Grant::ClientCredentials,
-    credential: Credential::ApiKey,
-};
-const REFRESH: Issuance = Issuance {
-    grant: Grant::RefreshToken,
-    credential: Credential::RefreshToken,
-};
-
 impl GrantService {
     pub fn new(tokens: Arc<TokenService>, api_keys: Arc<ApiKeyService>) -> Self {
-        let own: Arc<dyn SubjectTokenValidator> = Arc::new(OwnAccessTokens::new(tokens.clone()));
         Self {
             tokens,
             api_keys,
             oauth: OAuthSettings::default(),
-            subject_validators: vec![own],
             jwt_auth: None,
             dpop: DpopPolicy::default(),
         }
@@ -159,8 +150,6 @@ impl GrantService {
     /// Wires in the Vault-compatible JWT auth method: its login, and its validator of
     /// external JWTs in token exchange (asked after ours).
     pub fn with_jwt_auth(mut self, auth: Arc<JwtAuth>) -> Self {
-        self.subject_validators
-            .push(Arc::new(ExternalJwts::new(auth.clone())));
         self.jwt_auth = Some(auth);
         self
     }
@@ -172,25 +161,12 @@ impl GrantService {
         self
     }
 
-    /// Adds a validator of token exchange's subject tokens, asked after ours.
-    pub fn with_subject_token_validator(
-        mut self,
-        validator: Arc<dyn SubjectTokenValidator>,
-    ) -> Self {
-        self.subject_validators.push(validator);
-        self
-    }
-
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
     }
 
     fn registrar(&self) -> ApiKeyRegistrar<'_> {
         ApiKeyRegistrar::new(&self.api_keys, &self.oauth.scopes)
-    }
-
-    fn issuer(&self) -> JwtIssuer<'_> {
-        JwtIssuer::new(&self.tokens, &self.api_keys, &self.oauth)
     }
 
     /// The OAuth2 token endpoint: dispatches on `grant_type` (RFC 6749 §4.4, §6;
@@ -206,55 +182,11 @@ impl GrantService {
         request: &TokenRequest,
         dpop: &DpopRequest<'_>,
     ) -> Result<TokenResponse, GrantError> {
-        let started = Instant::now();
-        let registrar = self.registrar();
-        let binding = match self.dpop.binding(dpop) {
-            Ok(binding) => binding,
-            Err(e) => {
-                record_failure(&e);
-                return Err(e);
-            }
-        };
-        let issuer = self.issuer().with_binding(binding);
-        let grant_type = match request.params.require("grant_type") {
-            Ok(grant_type) => grant_type,
-            Err(e) => {
-                record_failure(&e);
-                return Err(e);
-            }
-        };
-        let result = match grant_type {
-            client_credentials::GRANT_TYPE => {
-                client_credentials::grant(&registrar, &issuer, request)
-                    .await
-                    .map(|issued| {
-                        (
-                            CLIENT_CREDENTIALS_OF_A_KEY,
-                            TokenResponse::new(issued, None),
-                        )
-                    })
-            }
-            refresh::GRANT_TYPE => refresh::grant(&registrar, &issuer, request)
-                .await
-                .map(|issued| (REFRESH, TokenResponse::new(issued, None))),
-            token_exchange::GRANT_TYPE => token_exchange::grant(
-                &registrar,
-                &issuer,
-                &self.subject_validators,
-                Some(self.tokens.audience()),
-                request,
-            )
-            .await
-            .map(|exchanged| {
-                (
-                    Issuance {
-                        grant: Grant::TokenExchange,
-                        credential: exchanged.credential,
-                    },
-                    TokenResponse::new(exchanged.issued, Some(exchanged.issued_token_type)),
-                )
-            }),
-            other => {
+        let grant = match request.params.require("grant_type") {
+            Ok(client_credentials::GRANT_TYPE) => GrantRequest::OAuthClientCredentials(request),
+            Ok(refresh::GRANT_TYPE) => GrantRequest::OAuthRefreshToken(request),
+            Ok(token_exchange::GRANT_TYPE) => GrantRequest::OAuthTokenExchange(request),
+            Ok(other) => {
                 let e = GrantError::UnsupportedGrantType {
                     reason: "unsupported_grant_type",
                     description: format!(
@@ -265,20 +197,13 @@ impl GrantService {
                 record_failure(&e);
                 return Err(e);
             }
+            Err(e) => {
+                record_failure(&e);
+                return Err(e);
+            }
         };
-        let result = result.map(|(how, response)| {
-            metrics::tokens_issued(
-                Endpoint::OAuth,
-                how,
-                response.refresh_token.is_some(),
-                started,
-            );
-            response
-        });
-        if let Err(e) = &result {
-            record_failure(e);
-        }
-        result
+        let granted = self.grant(Endpoint::OAuth, grant, dpop).await?;
+        Ok(TokenResponse::from(granted))
     }
 
     /// `POST /v1/auth/jwt/login`: an external JWT, checked by a role of the JWT auth
@@ -297,7 +222,7 @@ impl GrantService {
                     jwt,
                     remote_addr,
                 };
-                external_jwt::login(auth, &self.tokens, attempt).await
+                external_jwt::login(auth, &self.policy(), attempt).await
             }
             None => Err(LoginError::Refused(crate::vault::VaultError::invalid(
                 "not_configured",
@@ -330,8 +255,8 @@ impl GrantService {
                     "the token is not a JWT access token",
                 ));
             }
-            let issuer = self.issuer();
-            let access = issuer.access();
+            let policy = self.policy();
+            let access = policy.access();
             let verified = access.verify(token).await?;
             // No DPoP proofs here: a DPoP-bound token is refused before it counts as used.
             self.dpop
@@ -368,7 +293,7 @@ impl GrantService {
     /// RFC 7662 introspection, for an authenticated client.
     pub async fn introspect(&self, request: &TokenRequest) -> Result<Introspection, GrantError> {
         let result =
-            introspection::introspect(&self.registrar(), &self.issuer(), &self.tokens, request)
+            introspection::introspect(&self.registrar(), &self.policy(), &self.tokens, request)
                 .await;
         if let Err(e) = &result {
             record_failure(e);
@@ -379,7 +304,7 @@ impl GrantService {
     /// RFC 7009 revocation, for an authenticated client.
     pub async fn revoke(&self, request: &TokenRequest) -> Result<(), GrantError> {
         let result =
-            introspection::revoke(&self.registrar(), &self.issuer(), &self.tokens, request).await;
+            introspection::revoke(&self.registrar(), &self.policy(), &self.tokens, request).await;
         if let Err(e) = &result {
             record_failure(e);
         }
@@ -402,7 +327,7 @@ impl GrantService {
         }
     }
 
-    /// Trades a credential for a new access/refresh pair.
+    /// The Fleet door: trades a credential for a new access/refresh pair.
     pub async fn exchange(&self, presented: &Presented) -> Result<IssuedPair, GrantError> {
         self.exchange_with_dpop(presented, &DpopRequest::NONE).await
     }
@@ -414,28 +339,13 @@ impl GrantService {
         presented: &Presented,
         dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
-        let started = Instant::now();
-        let (how, result) = match presented {
-            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => (
-                CLIENT_CREDENTIALS_OF_A_KEY,
-                self.exchange_api_key(id, secret, dpop).await,
-            ),
-            Presented::Bearer(token) => match tokens::refresh::parse(token) {
-                Some(parsed) => (REFRESH, self.exchange_refresh(&parsed, dpop).await),
-                None => (
-                    Issuance {
-                        grant: Grant::TokenExchange,
-                        credential: Credential::AccessToken,
-                    },
-                    self.exchange_access_token(token, dpop).await,
-                ),
-            },
+        let grant = match presented {
+            Presented::ApiKey { id, secret } | Presented::Basic { id, secret } => {
+                GrantRequest::AgentApiKey { id, secret }
+            }
+            Presented::Bearer(token) => GrantRequest::BearerToken(token),
         };
-        match &result {
-            Ok(_) => metrics::tokens_issued(Endpoint::Fleet, how, true, started),
-            Err(e) => record_failure(e),
-        }
-        result
+        self.grant(Endpoint::Fleet, grant, dpop).await?.into_pair()
     }
 
     /// Trades a value presented *as a refresh token* (the Fleet API's JSON body
@@ -454,120 +364,8 @@ impl GrantService {
         token: &str,
         dpop: &DpopRequest<'_>,
     ) -> Result<IssuedPair, GrantError> {
-        let started = Instant::now();
-        let result = match tokens::refresh::parse(token) {
-            Some(parsed) => self.exchange_refresh(&parsed, dpop).await,
-            None => Err(GrantError::invalid_grant(
-                "not_a_refresh_token",
-                "the refresh token is not valid",
-            )),
-        };
-        match &result {
-            Ok(_) => metrics::tokens_issued(Endpoint::Fleet, REFRESH, true, started),
-            Err(e) => record_failure(e),
-        }
-        result
-    }
-
-    async fn exchange_api_key(
-        &self,
-        id: &str,
-        secret: &str,
-        dpop: &DpopRequest<'_>,
-    ) -> Result<IssuedPair, GrantError> {
-        let binding = self.dpop.binding(dpop)?;
-        let key = self.api_keys.verify(id, secret).await?;
-        let agent_id = key
-            .agent_id
-            .as_deref()
-            .ok_or_else(|| GrantError::InvalidClient {
-                reason: "api_key_not_an_agent",
-                description: "the API key does not belong to an agent".into(),
-            })?;
-        let bound_key = binding.key_for(None, true)?;
-        let subject = Subject {
-            agent_id,
-            client_id: &key.id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        Ok(self
-            .tokens
-            .exchange(subject, tokens::Presented::ApiKey)
-            .await?)
-    }
-
-    async fn exchange_refresh(
-        &self,
-        parsed: &tokens::refresh::PresentedRefresh,
-        dpop: &DpopRequest<'_>,
-    ) -> Result<IssuedPair, GrantError> {
-        let kind = self.issuer().client_state().of_refresh(parsed);
-        if kind == TokenKind::Family {
-            return Err(issuer::not_a_client_token());
-        }
-        let agent = kind == TokenKind::AgentPair;
-        let bound_key = self
-            .dpop
-            .binding(dpop)?
-            .key_for(parsed.jkt.as_deref(), agent)?;
-        let subject = Subject {
-            agent_id: &parsed.agent_id,
-            client_id: &parsed.client_id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        let presented = tokens::Presented::RefreshToken { hash: &parsed.hash };
-        let scope = parsed.scope.as_deref();
-        Ok(self
-            .tokens
-            .exchange_scoped(subject, scope, presented)
-            .await?)
-    }
-
-    async fn exchange_access_token(
-        &self,
-        token: &str,
-        dpop: &DpopRequest<'_>,
-    ) -> Result<IssuedPair, GrantError> {
-        if !jwt::looks_like_jwt(token) {
-            return Err(GrantError::invalid_grant(
-                "unknown_token",
-                "the token is neither a JWT nor a refresh token",
-            ));
-        }
-        let VerifiedAccess { claims, kind } = self.issuer().access().verify(token).await?;
-        match kind {
-            TokenKind::External => {
-                return Err(GrantError::invalid_grant(
-                    "external_subject",
-                    "a token from the JWT auth method does not belong to an agent",
-                ))
-            }
-            TokenKind::Family => return Err(issuer::not_a_client_token()),
-            TokenKind::AgentPair | TokenKind::ClientToken { .. } => {}
-        }
-        // A bound token is a credential only with a proof of its key (and its `ath`).
-        let proved = match claims.bound_key() {
-            Some(_) => self.dpop.proved_key(dpop, Some(token))?,
-            None => self.dpop.proved_key(dpop, None)?,
-        };
-        let agent = kind == TokenKind::AgentPair;
-        let bound_key = self
-            .dpop
-            .binding_of(proved)
-            .key_for(claims.bound_key(), agent)?;
-        let subject = Subject {
-            agent_id: &claims.sub,
-            client_id: &claims.client_id,
-            family: None,
-            bound_key: bound_key.as_deref(),
-        };
-        let presented = tokens::Presented::AccessToken { jti: &claims.jti };
-        let scope = claims.scope.as_deref();
-        Ok(self
-            .tokens
-            .exchange_scoped(subject, scope, presented)
-            .await?)
+        self.grant(Endpoint::Fleet, GrantRequest::RefreshToken(token), dpop)
+            .await?
+            .into_pair()
     }
 }

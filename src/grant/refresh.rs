@@ -6,7 +6,7 @@
 //! The request is checked by oxide-auth's state machine
 //! (`oxide_auth::code_grant::refresh::Refresh`: required parameters, the token issued to
 //! the authenticated client, a requested scope within the original one) and its
-//! requests are answered here with our [`ApiKeyRegistrar`] and [`JwtIssuer`], so that
+//! requests are answered here with our [`ApiKeyRegistrar`] and [`IssuancePolicy`], so that
 //! every refusal keeps its reason. oxide-auth-async's `RefreshFlow` would split the
 //! decision into `recover_refresh` (a read) and `refresh` (the write) and report any
 //! failure of the latter, such as a lost race, as a server error.
@@ -24,7 +24,8 @@ use oxide_auth::code_grant::error::AccessTokenErrorType;
 use oxide_auth::code_grant::refresh::{Error as MachineError, Input, Output, Refresh, Request};
 use oxide_auth::primitives::grant::Grant;
 
-use super::issuer::{refresh_grant, Issued, JwtIssuer};
+use super::issuer::refresh_grant;
+use super::policy::{IssuancePolicy, Issued};
 use super::registrar::ApiKeyRegistrar;
 use super::request::{scope_text, ClientCredentials, TokenRequest};
 use super::GrantError;
@@ -92,7 +93,7 @@ enum Stage {
 
 pub(super) async fn grant(
     registrar: &ApiKeyRegistrar<'_>,
-    issuer: &JwtIssuer<'_>,
+    policy: &IssuancePolicy<'_>,
     request: &TokenRequest,
 ) -> Result<Issued, GrantError> {
     let client = request.client()?;
@@ -126,7 +127,7 @@ pub(super) async fn grant(
                     GrantError::invalid_client("malformed_credentials", "invalid API key")
                 })?;
                 let client = registrar.authenticate(&id, &secret).await?;
-                if !issuer.may_refresh(client.subject(), &client.id) {
+                if !policy.may_refresh(client.subject(), &client.id) {
                     return Err(refresh_not_allowed());
                 }
                 stage = Stage::Authenticated;
@@ -142,7 +143,7 @@ pub(super) async fn grant(
                 if let Some(grant) = &grant {
                     // A non-agent client's refresh token while the setting is off: none
                     // is valid then (and the ids in a token prove nothing before use).
-                    if !issuer.may_refresh(&grant.owner_id, &grant.client_id) {
+                    if !policy.may_refresh(&grant.owner_id, &grant.client_id) {
                         return Err(GrantError::invalid_grant(
                             "client_refresh_disabled",
                             "the refresh token is not valid",
@@ -160,8 +161,8 @@ pub(super) async fn grant(
             Step::Refresh(token, grant) => {
                 let parsed = refresh::parse(&token).ok_or_else(not_valid)?;
                 let scope = scope_text(&grant.scope);
-                let result = issuer.refresh(&parsed, scope.as_deref()).await?;
-                let refreshed = issuer.refreshed_token(&result);
+                let result = policy.refresh(&parsed, scope.as_deref()).await?;
+                let refreshed = policy.refreshed_token(&result);
                 issued = Some(result);
                 Input::Refreshed(refreshed)
             }

@@ -8,9 +8,8 @@
 //! validation: the role is named by the `audience` parameter, else the auth method's
 //! `default_role`; the caller's address is checked against the role's `bound_cidrs`.
 //!
-//! Subject tokens are recognised by a chain of [`SubjectTokenValidator`]s, ours first
-//! ([`OwnAccessTokens`]), then external JWTs (`super::external_jwt::ExternalJwts`). A
-//! validator answers `Ok(None)` for a token it does not know, so the next one is asked.
+//! A subject token is tried as one of our access tokens first, then (when the JWT auth
+//! method is wired in) as an external JWT (`super::external_jwt::admit`).
 //!
 //! Errors follow RFC 8693 §2.2.2: an invalid or unacceptable `subject_token` is
 //! `invalid_request` (not `invalid_grant`); so are an `actor_token` (delegation is not
@@ -19,20 +18,15 @@
 //! external JWT) is `invalid_target`. Client authentication is optional (§2.1), but
 //! presented credentials must be valid.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
-use async_trait::async_trait;
-
 use super::access::VerifiedAccess;
 use super::external_jwt;
-use super::issuer::{Issued, JwtIssuer};
+use super::policy::{IssuancePolicy, Issued, Traded};
 use super::registrar::ApiKeyRegistrar;
 use super::request::{parse_scope, scope_text, TokenRequest};
 use super::GrantError;
 use crate::telemetry::metrics::Credential;
 use crate::tokens::{jwt, AccessClaims, JwtError, TokenError, TokenService};
-use crate::vault::Admitted;
+use crate::vault::{Admitted, JwtAuth};
 
 /// The grant type this module answers.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -40,25 +34,8 @@ pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-/// How the client said its subject token should be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectTokenType {
-    AccessToken,
-    Jwt,
-}
-
-impl SubjectTokenType {
-    fn parse(value: &str) -> Option<Self> {
-        match value {
-            ACCESS_TOKEN_TYPE => Some(Self::AccessToken),
-            JWT_TOKEN_TYPE => Some(Self::Jwt),
-            _ => None,
-        }
-    }
-}
-
-/// A subject token a validator accepted.
-pub enum SubjectToken {
+/// A subject token, recognised.
+enum SubjectToken {
     /// One of our access tokens; signature and claims are verified. Whether it is still
     /// its subject's current or pending token is decided when it is traded, atomically.
     AccessToken(AccessClaims),
@@ -66,61 +43,24 @@ pub enum SubjectToken {
     External(Admitted),
 }
 
-/// What else of the request a validator may need.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SubjectContext<'a> {
-    /// The `audience` parameter.
-    pub audience: Option<&'a str>,
-    /// The caller's address.
-    pub remote_addr: Option<IpAddr>,
-}
-
-/// Recognises and validates subject tokens of one kind.
-#[async_trait]
-pub trait SubjectTokenValidator: Send + Sync {
-    /// `Ok(None)`: not a token of this kind, ask the next validator; `Err`: it is one,
-    /// and it is refused.
-    async fn validate(
-        &self,
-        token: &str,
-        token_type: SubjectTokenType,
-        context: SubjectContext<'_>,
-    ) -> Result<Option<SubjectToken>, GrantError>;
-}
-
-/// Our own access tokens.
-pub struct OwnAccessTokens {
-    tokens: Arc<TokenService>,
-}
-
-impl OwnAccessTokens {
-    pub fn new(tokens: Arc<TokenService>) -> Self {
-        Self { tokens }
+/// One of our access tokens, verified; `Ok(None)` for a token that is not ours (another
+/// issuer, key or type), which may be an external JWT.
+async fn own_access_token(
+    tokens: &TokenService,
+    token: &str,
+) -> Result<Option<AccessClaims>, GrantError> {
+    if !jwt::looks_like_jwt(token) {
+        return Ok(None);
     }
-}
-
-#[async_trait]
-impl SubjectTokenValidator for OwnAccessTokens {
-    async fn validate(
-        &self,
-        token: &str,
-        _token_type: SubjectTokenType,
-        _context: SubjectContext<'_>,
-    ) -> Result<Option<SubjectToken>, GrantError> {
-        if !jwt::looks_like_jwt(token) {
-            return Ok(None);
-        }
-        match self.tokens.verify_access(token).await {
-            Ok(claims) => Ok(Some(SubjectToken::AccessToken(claims))),
-            // Not one of ours (another issuer, key or type): perhaps the next validator's.
-            Err(TokenError::Jwt(
-                JwtError::UnknownKey
-                | JwtError::WrongIssuer
-                | JwtError::WrongType
-                | JwtError::Malformed,
-            )) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    match tokens.verify_access(token).await {
+        Ok(claims) => Ok(Some(claims)),
+        Err(TokenError::Jwt(
+            JwtError::UnknownKey
+            | JwtError::WrongIssuer
+            | JwtError::WrongType
+            | JwtError::Malformed,
+        )) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -134,8 +74,8 @@ pub struct Exchanged {
 
 pub(super) async fn grant(
     registrar: &ApiKeyRegistrar<'_>,
-    issuer: &JwtIssuer<'_>,
-    validators: &[Arc<dyn SubjectTokenValidator>],
+    policy: &IssuancePolicy<'_>,
+    jwt_auth: Option<&JwtAuth>,
     audience: Option<&str>,
     request: &TokenRequest,
 ) -> Result<Exchanged, GrantError> {
@@ -168,29 +108,27 @@ pub(super) async fn grant(
     let requested_audience = params.get("audience");
     let token = params.require("subject_token")?;
     let token_type = params.require("subject_token_type")?;
-    let token_type = SubjectTokenType::parse(token_type).ok_or_else(|| {
-        GrantError::invalid_request(
+    if !matches!(token_type, ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) {
+        return Err(GrantError::invalid_request(
             "subject_token_type",
             format!("subject_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"),
-        )
-    })?;
+        ));
+    }
     let requested_scope = request.scope()?;
 
-    let context = SubjectContext {
-        audience: requested_audience,
-        remote_addr: request.remote_addr,
-    };
-    let mut subject = None;
-    for validator in validators {
-        if let Some(found) = validator
-            .validate(token, token_type, context)
-            .await
-            .map_err(subject_token_error)?
-        {
-            subject = Some(found);
-            break;
+    let own = own_access_token(policy.tokens(), token)
+        .await
+        .map_err(subject_token_error)?;
+    let subject = match (own, jwt_auth) {
+        (Some(claims), _) => Some(SubjectToken::AccessToken(claims)),
+        (None, Some(auth)) if jwt::looks_like_jwt(token) => {
+            external_jwt::admit(auth, token, requested_audience, request.remote_addr)
+                .await
+                .map_err(subject_token_error)?
+                .map(SubjectToken::External)
         }
-    }
+        (None, _) => None,
+    };
     let Some(subject) = subject else {
         return Err(GrantError::invalid_request(
             "unknown_subject_token",
@@ -222,9 +160,13 @@ pub(super) async fn grant(
                     ))
                 }
             };
-            let kind = issuer.client_state().of_access(&claims);
-            let issued = issuer
-                .exchange_access(&VerifiedAccess { claims, kind }, scope.as_deref())
+            let kind = policy.client_state().of_access(&claims);
+            let issued = policy
+                .exchange_access(
+                    &VerifiedAccess { claims, kind },
+                    scope.as_deref(),
+                    Traded::AsHeld,
+                )
                 .await
                 .map_err(subject_token_error)?;
             (issued, Credential::AccessToken)
@@ -248,7 +190,7 @@ pub(super) async fn grant(
                     }
                 }
             };
-            let access = external_jwt::issue(issuer.tokens(), &admitted, scope.as_deref()).await?;
+            let access = policy.issue_external(&admitted, scope.as_deref()).await?;
             let issued = Issued {
                 access_token: access.access_token,
                 expires_in: access.expires_in,
@@ -277,6 +219,12 @@ fn subject_token_error(error: GrantError) -> GrantError {
         } => GrantError::InvalidRequest {
             reason,
             description: format!("the subject_token is not valid: {description}"),
+        },
+        GrantError::LostRace(m) => GrantError::InvalidRequest {
+            reason: "lost_race",
+            description: format!(
+                "the subject_token is not valid: the grant lost a race with concurrent uses of the same credential ({m})"
+            ),
         },
         other => other,
     }

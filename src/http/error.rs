@@ -196,7 +196,8 @@ impl IntoResponse for FleetError {
                     }
                     GrantError::InvalidRequest { .. }
                     | GrantError::InvalidClient { .. }
-                    | GrantError::InvalidGrant { .. } => StatusCode::UNAUTHORIZED,
+                    | GrantError::InvalidGrant { .. }
+                    | GrantError::LostRace(_) => StatusCode::UNAUTHORIZED,
                     // Decided by the OAuth2 grants only; never produced for Fleet requests.
                     GrantError::UnauthorizedClient { .. }
                     | GrantError::UnsupportedGrantType { .. }
@@ -297,6 +298,7 @@ impl IntoResponse for OAuthError {
                     GrantError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
                     GrantError::InvalidRequest { .. }
                     | GrantError::InvalidGrant { .. }
+                    | GrantError::LostRace(_)
                     | GrantError::UnauthorizedClient { .. }
                     | GrantError::UnsupportedGrantType { .. }
                     | GrantError::InvalidScope { .. }

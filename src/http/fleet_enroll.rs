@@ -6,7 +6,8 @@
 //! Errors are the Fleet API's ([`FleetError`]).
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -40,7 +41,9 @@ impl From<EnrollmentError> for FleetError {
             .into(),
             EnrollmentError::BadRequest(m) => Self::BadRequest(m),
             EnrollmentError::Conflict(m) => Self::Conflict(m),
-            EnrollmentError::RateLimited(after) => Self::TooManyRequests(after, e.to_string()),
+            EnrollmentError::RateLimited { retry_after, .. } => {
+                Self::TooManyRequests(retry_after, e.to_string())
+            }
             EnrollmentError::Grant(g) => g.into(),
             EnrollmentError::Store(s) => GrantError::from(s).into(),
         }
@@ -58,7 +61,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, FleetError> {
@@ -114,19 +117,49 @@ pub async fn enroll(
     Ok(response)
 }
 
-/// The caller of the enrollment-token admin API, who must hold `manage_security`.
+/// The caller of the enrollment-token admin API, who must hold `manage_security`: an
+/// extractor (rejected in the Fleet API's format) of the endpoints without a body.
+pub struct EnrollmentAdmin;
+
+impl FromRequestParts<AppState> for EnrollmentAdmin {
+    type Rejection = FleetError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        require_admin(state, &parts.headers).await.map(|_| Self)
+    }
+}
+
+/// The caller of the enrollment-token admin API, who must hold `manage_security`, as
+/// who creates a token.
 async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Creator, FleetError> {
+    require_privilege(
+        state,
+        headers,
+        Action::ManageEnrollmentTokens,
+        "manage enrollment tokens",
+    )
+    .await
+}
+
+/// The caller of an admin API of this family, if its credential authenticates and its
+/// privileges allow `action` (403 naming the privileges that would).
+pub(super) async fn require_privilege(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: Action,
+    what: &str,
+) -> Result<Creator, FleetError> {
     let presented =
         presented_header(headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
     let principal = state.authenticator.authenticate(&presented).await?;
-    if !principal
-        .identity
-        .privileges
-        .allow(Action::ManageEnrollmentTokens)
-    {
+    if !principal.identity.privileges.allow(action) {
         return Err(FleetError::Forbidden(format!(
-            "{} may not manage enrollment tokens (needs manage_security)",
-            principal.identity.username
+            "{} may not {what} (needs {})",
+            principal.identity.username,
+            action.granted_by().join(" or ")
         )));
     }
     Ok(Creator {
@@ -155,6 +188,8 @@ pub async fn create_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FleetError> {
+    // Not the extractor: the body is read first, as at every other endpoint with one,
+    // so that a slow body meets the edge's read timeout before the credential check.
     let creator = require_admin(&state, &headers).await?;
     let body: CreateBody = json_body(&headers, &body)?;
     let expires_at = match &body.expiration {
@@ -196,10 +231,9 @@ pub struct ListQuery {
 /// `GET /api/fleet/enrollment_api_keys[?policy_id=P]`.
 pub async fn list_tokens(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(query): Query<ListQuery>,
+    _: EnrollmentAdmin,
 ) -> Result<Response, FleetError> {
-    require_admin(&state, &headers).await?;
     let items = state
         .enrollment
         .list_tokens(query.policy_id.as_deref())
@@ -214,10 +248,9 @@ pub async fn list_tokens(
 /// `GET /api/fleet/enrollment_api_keys/{id}`.
 pub async fn get_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: EnrollmentAdmin,
 ) -> Result<Response, FleetError> {
-    require_admin(&state, &headers).await?;
     match state.enrollment.token(&id).await? {
         Some(item) => Ok(Json(json!({ "item": item })).into_response()),
         None => Err(FleetError::NotFound),
@@ -227,10 +260,9 @@ pub async fn get_token(
 /// `DELETE /api/fleet/enrollment_api_keys/{id}`: revokes the token at once.
 pub async fn revoke_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: EnrollmentAdmin,
 ) -> Result<Response, FleetError> {
-    require_admin(&state, &headers).await?;
     match state.enrollment.revoke_token(&id).await? {
         Some(_) => Ok((StatusCode::OK, Json(json!({ "action": "deleted" }))).into_response()),
         None => Err(FleetError::NotFound),

@@ -365,6 +365,33 @@ async fn token_exchange_of_a_non_agent_token_gives_an_access_token_only() {
     assert_eq!(claims["sub"], key.id.as_str());
 }
 
+/// The Fleet door hands out pairs only: one issuance policy decides that a client
+/// without stored token state has none, so its token is refused there (with a pointer
+/// to `/oauth/token`) before anything is minted, where token exchange gives it a new
+/// access token.
+#[tokio::test]
+async fn the_fleet_door_refuses_a_stateless_client_token_that_token_exchange_trades() {
+    let app = spawn_app().await;
+    let key = app.client_key("svc").await;
+    let cc = token(
+        &app,
+        Some(&basic(&key)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let access = cc["access_token"].as_str().unwrap();
+
+    let response = app.authenticate(&format!("Bearer {access}")).await;
+
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("/oauth/token"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn token_exchange_refusals_follow_rfc_8693() {
     let app = spawn_app().await;
