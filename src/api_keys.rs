@@ -3,8 +3,17 @@
 //! budget and failure limits). The key's record is read on every verification, so an
 //! invalidated or expired key stops working at once; such a key is answered like an
 //! unknown id (see [`crate::secrets::UnknownIdPolicy`]).
+//!
+//! Each key has a coarse "last used" time (Elasticsearch #54789), kept as a small record
+//! (kind `ApiKeyUse`) and written at most once per key per `api_keys.last_used_interval`:
+//! this process remembers when it last wrote each key's time and writes again only once
+//! the interval has passed (in the background, off the request), and the write itself
+//! keeps a newer time written by another instance, so a key costs at most one write
+//! per interval per instance, never one per request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -12,7 +21,22 @@ use rand::RngCore;
 
 use crate::clock::{Clock, UnixTime};
 use crate::secrets::{SecretError, SecretKind, SecretVerifier, Stored};
-use crate::store::{ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, Store, StoreError};
+use crate::store::{
+    ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, Store, StoreError,
+    StoredRecord,
+};
+
+/// A last-used record is removed after this long without a use (the key is then shown
+/// without `last_used`); a key in use keeps it.
+const LAST_USED_KEPT: i64 = 400 * 86_400;
+/// How many keys' last writes this process remembers before it forgets the stale ones.
+const LAST_USED_REMEMBERED: usize = 200_000;
+
+/// The body of a last-used record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastUsed {
+    last_used: UnixTime,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
@@ -73,6 +97,10 @@ pub struct ApiKeyService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     secrets: Arc<SecretVerifier>,
+    /// `api_keys.last_used_interval`, in seconds.
+    last_used_interval: i64,
+    /// When this process last wrote each key's last-used time.
+    last_used_written: Arc<Mutex<HashMap<String, UnixTime>>>,
 }
 
 impl ApiKeyService {
@@ -81,7 +109,96 @@ impl ApiKeyService {
             store,
             clock,
             secrets,
+            last_used_interval: 3600,
+            last_used_written: Arc::default(),
         }
+    }
+
+    /// With `api_keys.last_used_interval` (default 1 h).
+    pub fn with_last_used_interval(mut self, interval: Duration) -> Self {
+        self.last_used_interval = interval.as_secs().max(1) as i64;
+        self
+    }
+
+    /// Notes a successful use of key `id` at `now`: at most once per interval per key,
+    /// a background write of its last-used time.
+    fn note_use(&self, id: &str) {
+        let now = self.clock.now();
+        let interval = self.last_used_interval;
+        {
+            let mut written = self
+                .last_used_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if written.get(id).is_some_and(|at| now - at < interval) {
+                return;
+            }
+            if written.len() >= LAST_USED_REMEMBERED {
+                written.retain(|_, at| now - *at < interval);
+            }
+            written.insert(id.to_string(), now);
+        }
+        let store = self.store.clone();
+        let id = id.to_string();
+        let remembered = self.last_used_written.clone();
+        tokio::spawn(async move {
+            let record = StoredRecord {
+                id: id.clone(),
+                owner: None,
+                purge_after: Some(now + LAST_USED_KEPT),
+                body: serde_json::json!(LastUsed { last_used: now }),
+            };
+            let written = store
+                .update_record(
+                    RecordKind::ApiKeyUse,
+                    &id,
+                    Box::new(move |current| {
+                        let newer = current
+                            .and_then(|r| serde_json::from_value::<LastUsed>(r.body.clone()).ok())
+                            .is_some_and(|c| now - c.last_used < interval);
+                        if newer {
+                            RecordWrite::Keep
+                        } else {
+                            RecordWrite::Put(record.clone())
+                        }
+                    }),
+                )
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, key_id = %id, "could not write the API key's last use");
+                // Try again on the next use.
+                remembered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            }
+        });
+    }
+
+    /// The last-used times of these keys (those that have one): a read per key for a
+    /// few keys, else one listing of every last-used record.
+    pub async fn last_used(&self, ids: &[&str]) -> Result<HashMap<String, UnixTime>, StoreError> {
+        let records = if ids.len() <= 8 {
+            let mut found = Vec::new();
+            for id in ids {
+                found.extend(self.store.record(RecordKind::ApiKeyUse, id).await?);
+            }
+            found
+        } else {
+            self.store.records(RecordKind::ApiKeyUse, None).await?
+        };
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let used = serde_json::from_value::<LastUsed>(r.body).ok()?;
+                Some((r.id, used.last_used))
+            })
+            .collect())
+    }
+
+    /// Removes the last-used records of keys unused for [`LAST_USED_KEPT`].
+    pub async fn purge_last_used(&self, now: UnixTime) -> Result<usize, StoreError> {
+        self.store.purge_records(RecordKind::ApiKeyUse, now).await
     }
 
     /// Creates a key; the clear secret exists only in the returned value.
@@ -179,6 +296,7 @@ impl ApiKeyService {
             .await?
         {
             if let Some(record) = active {
+                self.note_use(&record.id);
                 return Ok(record.clone());
             }
         }

@@ -59,6 +59,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revoke tokens in bulk.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Manage enrollment tokens (for POST /api/fleet/agents/enroll).
     #[command(subcommand)]
     EnrollmentToken(EnrollmentTokenCommand),
@@ -172,7 +175,33 @@ pub enum EnrollmentTokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// A new signing key signs from now on; old keys verify until their tokens expire.
+    /// The new key has the algorithm of the key that signs now, unless `--algorithm`
+    /// says otherwise (this command's own `jwt.algorithm` is not used: it may differ
+    /// from the server's).
     Rotate {
+        /// EdDSA, ES256 or RS256.
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Revoke every token of an agent, of a client (API key id), of a signing key, or
+    /// issued before a time; prints how many token-state records and pairs lost tokens.
+    /// Exactly one criterion.
+    Revoke {
+        #[arg(long, allow_hyphen_values = true)]
+        agent_id: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        client_id: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        kid: Option<String>,
+        /// Epoch seconds, an RFC 3339 time, or `now`.
+        #[arg(long)]
+        issued_before: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -222,7 +251,8 @@ impl Cli {
                 ApiKeyCommand::Create { store, .. } | ApiKeyCommand::Invalidate { store, .. },
             )
             | Command::Agent(AgentCommand::Unenroll { store, .. })
-            | Command::Keys(KeysCommand::Rotate { store })
+            | Command::Keys(KeysCommand::Rotate { store, .. })
+            | Command::Tokens(TokensCommand::Revoke { store, .. })
             | Command::EnrollmentToken(
                 EnrollmentTokenCommand::Create { store, .. }
                 | EnrollmentTokenCommand::List { store, .. }
@@ -390,7 +420,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
                     })
                 })
                 .transpose()?;
-            let services = Services::start(&settings, clock.clone()).await?;
+            let services = Services::for_admin(&settings, clock.clone()).await?;
             let now = clock.now();
             let expires_at = lifetime.map(|d| now + d.as_secs() as i64);
             let name = name.unwrap_or_else(|| format!("agent-{agent_id}"));
@@ -407,7 +437,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             );
         }
         Command::ApiKey(ApiKeyCommand::Invalidate { id, .. }) => {
-            let services = Services::start(&settings, clock).await?;
+            let services = Services::for_admin(&settings, clock).await?;
             let invalidated = services
                 .api_keys
                 .invalidate(&id)
@@ -416,19 +446,73 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<(), CliError> {
             print_json(json!({ "id": id, "invalidated": invalidated }));
         }
         Command::Agent(AgentCommand::Unenroll { agent_id, .. }) => {
-            let services = Services::start(&settings, clock.clone()).await?;
+            let services = Services::for_admin(&settings, clock.clone()).await?;
             let existed = agents::unenroll(services.store.as_ref(), &agent_id, clock.now())
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             print_json(json!({ "agent_id": agent_id, "unenrolled": existed }));
         }
-        Command::Keys(KeysCommand::Rotate { .. }) => {
-            let services = Services::start(&settings, clock.clone()).await?;
-            let kid =
-                tokens::rotate_signing_key(services.store.as_ref(), clock.now(), &settings.jwt)
-                    .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
-            print_json(json!({ "kid": kid, "algorithm": settings.jwt.algorithm.as_str() }));
+        Command::Keys(KeysCommand::Rotate { algorithm, .. }) => {
+            let algorithm = algorithm
+                .map(|a| {
+                    config::SigningAlgorithm::parse(&a).ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "--algorithm {a:?} is not one of EdDSA, ES256, RS256"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let services = Services::for_admin(&settings, clock.clone()).await?;
+            let algorithm = algorithm.unwrap_or_else(|| services.tokens.signing_algorithm());
+            let kid = tokens::rotate_signing_key(
+                services.store.as_ref(),
+                clock.now(),
+                &settings.jwt,
+                algorithm,
+            )
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+            crate::telemetry::metrics::signing_key_rotated("manual");
+            print_json(json!({ "kid": kid, "algorithm": algorithm.as_str() }));
+        }
+        Command::Tokens(TokensCommand::Revoke {
+            agent_id,
+            client_id,
+            kid,
+            issued_before,
+            ..
+        }) => {
+            let now = clock.now();
+            let issued_before = issued_before
+                .map(|text| match text.trim() {
+                    "now" => Ok(now),
+                    t => {
+                        let value = t
+                            .parse::<i64>()
+                            .map(serde_json::Value::from)
+                            .unwrap_or_else(|_| serde_json::Value::from(t));
+                        tokens::revocation::parse_issued_before(&value, now)
+                            .map_err(CliError::Usage)
+                    }
+                })
+                .transpose()?;
+            let mut criteria: Vec<tokens::Criterion> = Vec::new();
+            criteria.extend(agent_id.map(tokens::Criterion::Agent));
+            criteria.extend(client_id.map(tokens::Criterion::Client));
+            criteria.extend(kid.map(tokens::Criterion::Kid));
+            criteria.extend(issued_before.map(tokens::Criterion::IssuedBefore));
+            let [criterion] = criteria.as_slice() else {
+                return Err(CliError::Usage(
+                    "give exactly one of --agent-id, --client-id, --kid, --issued-before".into(),
+                ));
+            };
+            let services = Services::for_admin(&settings, clock.clone()).await?;
+            let revoked = services
+                .tokens
+                .revoke_bulk(criterion)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            print_json(json!({ "by": criterion.label(), "revoked": revoked }));
         }
         Command::EnrollmentToken(command) => {
             run_enrollment_token(command, &settings, clock).await?
@@ -464,7 +548,7 @@ async fn run_enrollment_token(
                     })
                 })
                 .transpose()?;
-            let services = Services::start(settings, clock.clone()).await?;
+            let services = Services::for_admin(settings, clock.clone()).await?;
             let request = crate::enrollment::NewEnrollmentToken {
                 policy_id,
                 name,
@@ -481,7 +565,7 @@ async fn run_enrollment_token(
             );
         }
         EnrollmentTokenCommand::List { policy_id, .. } => {
-            let services = Services::start(settings, clock).await?;
+            let services = Services::for_admin(settings, clock).await?;
             let items = services
                 .enrollment
                 .list_tokens(policy_id.as_deref())
@@ -490,7 +574,7 @@ async fn run_enrollment_token(
             print_json(json!({ "items": items, "total": items.len() }));
         }
         EnrollmentTokenCommand::Revoke { id, .. } => {
-            let services = Services::start(settings, clock).await?;
+            let services = Services::for_admin(settings, clock).await?;
             let revoked = services
                 .enrollment
                 .revoke_token(&id)

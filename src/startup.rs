@@ -24,7 +24,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use crate::tokens::dpop::DpopVerifier;
-use crate::tokens::{TokenError, TokenService};
+use crate::tokens::{KeyDuty, TokenError, TokenService};
 use crate::vault::JwtAuth;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,21 +134,35 @@ impl Services {
     /// creates it, with `settings.bootstrap_password`, else `FLEETAUTH_BOOTSTRAP_PASSWORD`,
     /// else a random password that it prints once, to stderr.
     pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        Self::start_as(settings, clock, KeyDuty::Server).await
+    }
+
+    /// [`start`](Self::start) for an admin command beside a server: the key ring is
+    /// left as it is whatever this process's `jwt.algorithm` (see [`KeyDuty::Admin`]).
+    pub async fn for_admin(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        Self::start_as(settings, clock, KeyDuty::Admin).await
+    }
+
+    async fn start_as(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        duty: KeyDuty,
+    ) -> Result<Self, StartError> {
         install_crypto_provider();
         let (store, created) = open_store(settings).await?;
         let tokens =
-            TokenService::start(store.clone(), clock.clone(), settings.jwt_settings()).await?;
+            TokenService::start_as(store.clone(), clock.clone(), settings.jwt_settings(), duty)
+                .await?;
         // One verifier for every kind of secret: one argon2 budget, one cache, one set
         // of failure limits.
         let secrets = Arc::new(
             SecretVerifier::new(&settings.credential_checks, settings.api_key_cache_size)
                 .map_err(|e| StartError::Bootstrap(e.to_string()))?,
         );
-        let api_keys = Arc::new(ApiKeyService::new(
-            store.clone(),
-            clock.clone(),
-            secrets.clone(),
-        ));
+        let api_keys = Arc::new(
+            ApiKeyService::new(store.clone(), clock.clone(), secrets.clone())
+                .with_last_used_interval(settings.api_key_last_used_interval),
+        );
         let jwt_auth = Arc::new(JwtAuth::new(
             store.clone(),
             clock.clone(),

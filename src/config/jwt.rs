@@ -1,5 +1,5 @@
 //! The `jwt` section: access and refresh token lifetimes, issuer, audience, signing
-//! algorithm, leeway, stateless mode and key polling.
+//! algorithm, leeway, stateless mode, key polling and automatic key rotation.
 
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ pub struct RawJwt {
     pub leeway: String,
     pub stateless: bool,
     pub key_poll_interval: String,
+    /// `"off"` or a duration: how long a signing key signs before the next one takes over.
+    pub key_rotation_period: String,
+    pub key_prepublish: String,
 }
 
 impl Default for RawJwt {
@@ -35,6 +38,8 @@ impl Default for RawJwt {
             leeway: "30s".into(),
             stateless: false,
             key_poll_interval: "1s".into(),
+            key_rotation_period: "off".into(),
+            key_prepublish: "1h".into(),
         }
     }
 }
@@ -81,6 +86,20 @@ pub struct JwtSettings {
     pub leeway: Duration,
     pub stateless: bool,
     pub key_poll_interval: Duration,
+    /// Automatic rotation: a new signing key every this long (`None`: only `keys rotate`).
+    pub key_rotation_period: Option<Duration>,
+    /// An automatically rotated key is published in the JWKS at least this long before
+    /// it signs, so a verifier whose cached JWKS is younger never meets an unknown `kid`.
+    pub key_prepublish: Duration,
+}
+
+impl JwtSettings {
+    /// How long after a key stops signing a token it signed may still be presented:
+    /// the longest access-token lifetime (`jwt.max_access_ttl`, which the Vault roles'
+    /// tokens may reach) plus the leeway, plus one second for rounding.
+    pub fn verify_after_retirement(&self) -> Duration {
+        self.max_access_ttl.max(self.access_ttl) + self.leeway + Duration::from_secs(1)
+    }
 }
 
 impl RawJwt {
@@ -118,6 +137,32 @@ impl RawJwt {
                 "must be at least 100ms",
             ));
         }
+        let key_rotation_period = match jwt.key_rotation_period.trim() {
+            "off" | "" => None,
+            text => Some(duration("jwt.key_rotation_period", text)?),
+        };
+        let key_prepublish = duration("jwt.key_prepublish", &jwt.key_prepublish)?;
+        if let Some(period) = key_rotation_period {
+            if key_prepublish < key_poll_interval {
+                return Err(SettingsError::new(
+                    "jwt.key_prepublish",
+                    format!(
+                        "{} is shorter than jwt.key_poll_interval ({}): other instances \
+                         might sign with a key before they publish it",
+                        jwt.key_prepublish, jwt.key_poll_interval
+                    ),
+                ));
+            }
+            if key_prepublish >= period {
+                return Err(SettingsError::new(
+                    "jwt.key_prepublish",
+                    format!(
+                        "{} must be shorter than jwt.key_rotation_period ({})",
+                        jwt.key_prepublish, jwt.key_rotation_period
+                    ),
+                ));
+            }
+        }
         let algorithm = SigningAlgorithm::parse(&jwt.algorithm).ok_or_else(|| {
             SettingsError::new(
                 "jwt.algorithm",
@@ -143,6 +188,8 @@ impl RawJwt {
             leeway,
             stateless: jwt.stateless,
             key_poll_interval,
+            key_rotation_period,
+            key_prepublish,
         })
     }
 }

@@ -90,6 +90,9 @@ pub struct RawApiKeys {
     /// How often the background remover looks for API keys past their retention (and
     /// token families whose every token has expired).
     pub purge_interval: String,
+    /// How often at most a key's coarse "last used" time is written (per key; the
+    /// `last_used` field of the get API key answer is at most this stale).
+    pub last_used_interval: String,
 }
 
 impl Default for RawSettings {
@@ -122,6 +125,7 @@ impl Default for RawApiKeys {
             cache_size: 100_000,
             retention: "7d".into(),
             purge_interval: "1h".into(),
+            last_used_interval: "1h".into(),
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Settings {
     pub api_key_retention: Duration,
     /// How often the remover runs (`api_keys.purge_interval`).
     pub api_key_purge_interval: Duration,
+    /// At most one "last used" write per key per this long (`api_keys.last_used_interval`).
+    pub api_key_last_used_interval: Duration,
     pub oauth: OAuthSettings,
     pub vault: VaultSettings,
     /// `[credential_checks]` (see `crate::secrets`).
@@ -330,6 +336,16 @@ impl RawSettings {
         let api_key_retention = duration("api_keys.retention", &self.api_keys.retention)?;
         let api_key_purge_interval =
             duration("api_keys.purge_interval", &self.api_keys.purge_interval)?;
+        let api_key_last_used_interval = duration(
+            "api_keys.last_used_interval",
+            &self.api_keys.last_used_interval,
+        )?;
+        if api_key_last_used_interval < Duration::from_secs(1) {
+            return Err(SettingsError::new(
+                "api_keys.last_used_interval",
+                "must be at least 1s",
+            ));
+        }
         if api_key_purge_interval < Duration::from_secs(1) {
             return Err(SettingsError::new(
                 "api_keys.purge_interval",
@@ -353,6 +369,7 @@ impl RawSettings {
             api_key_cache_size: self.api_keys.cache_size,
             api_key_retention,
             api_key_purge_interval,
+            api_key_last_used_interval,
             bootstrap_password: None,
             public_url,
             oauth,
@@ -400,11 +417,14 @@ impl Settings {
                 "leeway_secs": secs(self.jwt.leeway),
                 "stateless": self.jwt.stateless,
                 "key_poll_interval_secs": secs(self.jwt.key_poll_interval),
+                "key_rotation_period_secs": self.jwt.key_rotation_period.map(secs),
+                "key_prepublish_secs": secs(self.jwt.key_prepublish),
             },
             "api_keys": {
                 "cache_size": self.api_key_cache_size,
                 "retention_secs": secs(self.api_key_retention),
                 "purge_interval_secs": secs(self.api_key_purge_interval),
+                "last_used_interval_secs": secs(self.api_key_last_used_interval),
             },
             "public_url": self.public_url,
             "oauth": {

@@ -29,7 +29,7 @@ use crate::api_keys::{ApiKeyError, ApiKeyService};
 use crate::clock::{Clock, UnixTime};
 use crate::config::EnrollmentSettings;
 use crate::grant::{DpopRequest, GrantError, GrantService};
-use crate::secrets::SecretError;
+use crate::secrets::{SecretError, ThrottleReason};
 use crate::store::{
     ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, SecurityRecord, Store,
     StoreError, StoredRecord, TypedWrite, ENROLLMENT_TOKEN_MARKER,
@@ -59,9 +59,14 @@ pub enum EnrollmentError {
     /// The agent id belongs to an agent that this request may not replace.
     #[error("{0}")]
     Conflict(String),
-    /// The token's bucket is empty; retry after this many seconds.
-    #[error("too many enrollments with this token; retry in {0} s")]
-    RateLimited(u64),
+    /// Not now: the token's enrollment bucket is empty, or its check was throttled (the
+    /// argon2 budget, failure limits per address or per credential); retry after
+    /// `retry_after` seconds. `cause` says which, for the answer.
+    #[error("{cause}; retry in {retry_after} s")]
+    RateLimited {
+        retry_after: u64,
+        cause: &'static str,
+    },
     /// Issuing the pair was refused or failed (DPoP proof, store).
     #[error(transparent)]
     Grant(#[from] GrantError),
@@ -75,7 +80,7 @@ impl EnrollmentError {
             Self::Unauthorized { reason, .. } => reason,
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "agent_id_in_use",
-            Self::RateLimited(_) => "rate_limited",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Grant(e) => e.reason(),
             Self::Store(_) => "store_unavailable",
         }
@@ -87,7 +92,7 @@ impl EnrollmentError {
             Self::Unauthorized { .. } => metrics::FailureReason::InvalidClient,
             Self::BadRequest(_) => metrics::FailureReason::InvalidRequest,
             Self::Conflict(_) => metrics::FailureReason::Conflict,
-            Self::RateLimited(_) => metrics::FailureReason::Throttled,
+            Self::RateLimited { .. } => metrics::FailureReason::Throttled,
             Self::Grant(e) => e.failure_reason(),
             Self::Store(_) => metrics::FailureReason::Unavailable,
         }
@@ -105,9 +110,16 @@ impl From<ApiKeyError> for EnrollmentError {
     fn from(e: ApiKeyError) -> Self {
         match e {
             ApiKeyError::Store(s) => Self::Store(s),
-            ApiKeyError::Secret(SecretError::Throttled(t)) => {
-                Self::RateLimited(t.retry_after_secs())
-            }
+            ApiKeyError::Secret(SecretError::Throttled(t)) => Self::RateLimited {
+                retry_after: t.retry_after_secs(),
+                cause: match t.reason {
+                    ThrottleReason::Busy => "too many credential checks are in progress",
+                    ThrottleReason::ClientAddress => {
+                        "too many failed credential checks from this address"
+                    }
+                    ThrottleReason::Credential => "too many failed checks of this enrollment token",
+                },
+            },
             ApiKeyError::Secret(SecretError::Hashing(h)) => Self::Grant(GrantError::Internal(h)),
             other => Self::unauthorized(other.reason()),
         }
@@ -428,7 +440,10 @@ impl EnrollmentService {
         let now = self.clock.now();
         self.limiter
             .take(&key.id, now)
-            .map_err(EnrollmentError::RateLimited)?;
+            .map_err(|retry_after| EnrollmentError::RateLimited {
+                retry_after,
+                cause: "too many enrollments with this token",
+            })?;
         if policy.max_uses.is_some() {
             self.take_use(&key.id).await?;
         }

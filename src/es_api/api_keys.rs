@@ -101,8 +101,10 @@ fn millis(t: UnixTime) -> i64 {
     t.saturating_mul(1000)
 }
 
-/// One key in `GET /_security/api_key`'s answer.
-fn api_key_json(key: &ApiKeyRecord, with_limited_by: bool) -> Value {
+/// One key in `GET /_security/api_key`'s answer; `last_used` (fleetauth's addition,
+/// epoch milliseconds like `creation`, Elasticsearch #54789) when the key has been used
+/// since it was recorded (at most `api_keys.last_used_interval` stale).
+fn api_key_json(key: &ApiKeyRecord, with_limited_by: bool, last_used: Option<UnixTime>) -> Value {
     let mut out = json!({
         "id": key.id,
         "name": key.name,
@@ -110,6 +112,9 @@ fn api_key_json(key: &ApiKeyRecord, with_limited_by: bool) -> Value {
         "creation": millis(key.created_at),
         "invalidated": key.invalidated_at.is_some(),
     });
+    if let Some(t) = last_used {
+        out["last_used"] = json!(millis(t));
+    }
     if let Some(t) = key.expires_at {
         out["expiration"] = json!(millis(t));
     }
@@ -354,10 +359,15 @@ impl SecurityApi {
             .select_keys(principal, &selection, |any| Action::GetApiKey { any })
             .await?;
         let now = self.now();
-        let listed: Vec<Value> = keys
+        let shown: Vec<&ApiKeyRecord> = keys
             .iter()
             .filter(|k| !query.active_only || active(k, now))
-            .map(|k| api_key_json(k, query.with_limited_by))
+            .collect();
+        let ids: Vec<&str> = shown.iter().map(|k| k.id.as_str()).collect();
+        let last_used = self.api_keys.last_used(&ids).await?;
+        let listed: Vec<Value> = shown
+            .into_iter()
+            .map(|k| api_key_json(k, query.with_limited_by, last_used.get(&k.id).copied()))
             .collect();
         Ok(json!({ "api_keys": listed }))
     }

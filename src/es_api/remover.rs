@@ -21,6 +21,8 @@ impl SecurityApi {
         let cutoff = now - self.retention.as_secs() as i64;
         let api_keys = self.api_keys.purge(cutoff).await?;
         let token_families = self.tokens.purge_families(now).await?;
+        // Last-used records of keys unused for a long time (or removed).
+        self.api_keys.purge_last_used(now).await?;
         if api_keys + token_families > 0 {
             tracing::info!(api_keys, token_families, "removed expired security records");
         }

@@ -41,7 +41,9 @@ impl From<EnrollmentError> for FleetError {
             .into(),
             EnrollmentError::BadRequest(m) => Self::BadRequest(m),
             EnrollmentError::Conflict(m) => Self::Conflict(m),
-            EnrollmentError::RateLimited(after) => Self::TooManyRequests(after, e.to_string()),
+            EnrollmentError::RateLimited { retry_after, .. } => {
+                Self::TooManyRequests(retry_after, e.to_string())
+            }
             EnrollmentError::Grant(g) => g.into(),
             EnrollmentError::Store(s) => GrantError::from(s).into(),
         }
@@ -59,7 +61,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, FleetError> {
@@ -133,17 +135,31 @@ impl FromRequestParts<AppState> for EnrollmentAdmin {
 /// The caller of the enrollment-token admin API, who must hold `manage_security`, as
 /// who creates a token.
 async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Creator, FleetError> {
+    require_privilege(
+        state,
+        headers,
+        Action::ManageEnrollmentTokens,
+        "manage enrollment tokens",
+    )
+    .await
+}
+
+/// The caller of an admin API of this family, if its credential authenticates and its
+/// privileges allow `action` (403 naming the privileges that would).
+pub(super) async fn require_privilege(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: Action,
+    what: &str,
+) -> Result<Creator, FleetError> {
     let presented =
         presented_header(headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
     let principal = state.authenticator.authenticate(&presented).await?;
-    if !principal
-        .identity
-        .privileges
-        .allow(Action::ManageEnrollmentTokens)
-    {
+    if !principal.identity.privileges.allow(action) {
         return Err(FleetError::Forbidden(format!(
-            "{} may not manage enrollment tokens (needs manage_security)",
-            principal.identity.username
+            "{} may not {what} (needs {})",
+            principal.identity.username,
+            action.granted_by().join(" or ")
         )));
     }
     Ok(Creator {

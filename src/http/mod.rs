@@ -9,6 +9,7 @@ pub mod error;
 pub mod es_api;
 pub mod fleet;
 pub mod fleet_enroll;
+pub mod fleet_tokens;
 pub mod layers;
 pub mod oauth;
 pub mod ops;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
             "/api/fleet/enrollment_api_keys/{id}",
             get(fleet_enroll::get_token).delete(fleet_enroll::revoke_token),
         )
+        .route("/api/fleet/tokens/revoke", post(fleet_tokens::revoke))
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))

@@ -132,6 +132,8 @@ pub enum Action {
     ConfigureJwtAuth,
     /// Create, list and revoke Fleet enrollment tokens.
     ManageEnrollmentTokens,
+    /// Revoke tokens in bulk (by agent, client, signing key or issue time).
+    RevokeTokens,
 }
 
 impl Action {
@@ -158,6 +160,7 @@ impl Action {
             Self::DeleteRole => "cluster:admin/xpack/security/role/delete",
             Self::ConfigureJwtAuth => "cluster:admin/fleetauth/auth/jwt/configure",
             Self::ManageEnrollmentTokens => "cluster:admin/fleetauth/fleet/enrollment_api_keys",
+            Self::RevokeTokens => "cluster:admin/fleetauth/token/revoke",
         }
     }
 
@@ -165,7 +168,7 @@ impl Action {
     fn needs(self) -> u32 {
         match self {
             Self::Authenticate | Self::ChangePassword { other: false } => 0,
-            Self::CreateToken | Self::InvalidateToken => TOKEN,
+            Self::CreateToken | Self::InvalidateToken | Self::RevokeTokens => TOKEN,
             Self::CreateApiKey
             | Self::GetApiKey { any: false }
             | Self::InvalidateApiKey { any: false } => OWN_API_KEY,

@@ -64,6 +64,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError>;
 
+    /// The id of every agent record (agents, and non-agent clients whose pairs are kept
+    /// like an agent's), ordered by id: a listing (every record whose creation has
+    /// returned is included), for bulk revocation. Each record is then read and changed
+    /// through [`update_agent`](Self::update_agent), never decided from the listing.
+    async fn agent_ids(&self) -> Result<Vec<String>, StoreError>;
+
     /// Applies `change` atomically with respect to every other change of this agent.
     /// Returns the record the applied change was given (the state it decided on), so
     /// the caller can re-derive what was decided.
@@ -139,6 +145,22 @@ pub trait Store: Send + Sync + 'static {
         key: SigningKeyRecord,
         old_verify_until: UnixTime,
     ) -> Result<(), StoreError>;
+
+    /// Takes one key out of the ring at once (a revoked key): it stops signing and
+    /// verifying at `now`. `false` if no such key is stored or it already had.
+    async fn expire_signing_key(&self, kid: &str, now: UnixTime) -> Result<bool, StoreError>;
+
+    /// A compare-and-set for automatic rotation: if the newest key of the store is
+    /// `expected_kid` and it is unretired, schedules its retirement at `key.created_at`
+    /// (verifying until `old_verify_until`) and stores `key`, which signs from its
+    /// `created_at`, atomically; returns `true`. Otherwise (another instance rotated
+    /// first, or an operator did) changes nothing and returns `false`.
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError>;
 }
 
 impl dyn Store {

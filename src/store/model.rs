@@ -183,10 +183,16 @@ pub enum RecordKind {
     /// What an agent enrolled with (policy, type, metadata), by agent id (opaque JSON,
     /// read by `src/enrollment/`).
     EnrolledAgent,
+    /// The bulk-revocation watermark (one record, opaque JSON, read by `src/tokens/`):
+    /// what every instance refuses on every access token, refreshed with the key ring.
+    Revocations,
+    /// The coarse "last used" time of an API key, by key id (opaque JSON, read by
+    /// `src/api_keys.rs`): written at most once per key per `api_keys.last_used_interval`.
+    ApiKeyUse,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 10] = [
         Self::User,
         Self::Role,
         Self::TokenFamily,
@@ -195,6 +201,8 @@ impl RecordKind {
         Self::JwtAuthRole,
         Self::TokenUses,
         Self::EnrolledAgent,
+        Self::Revocations,
+        Self::ApiKeyUse,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -207,6 +215,8 @@ impl RecordKind {
             Self::JwtAuthRole => "jwt_auth_role",
             Self::TokenUses => "token_uses",
             Self::EnrolledAgent => "enrolled_agent",
+            Self::Revocations => "revocations",
+            Self::ApiKeyUse => "api_key_use",
         }
     }
 }

@@ -743,6 +743,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT agent_id FROM agents ORDER BY agent_id")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+    }
+
     async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn
@@ -797,6 +809,52 @@ impl Store for SqliteStore {
             )
             .map_err(unavailable)?;
             insert_signing_key(conn, &key)
+        })
+        .await
+    }
+
+    async fn expire_signing_key(&self, kid: &str, now: UnixTime) -> Result<bool, StoreError> {
+        let kid = kid.to_string();
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE signing_keys SET retired_at = MIN(COALESCE(retired_at, ?1), ?1), \
+                     verify_until = ?1 WHERE kid = ?2 AND (verify_until IS NULL OR verify_until > ?1)",
+                    params![now, kid],
+                )
+                .map_err(unavailable)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let expected_kid = expected_kid.to_string();
+        self.write(move |conn| {
+            let newest: Option<(String, Option<UnixTime>)> = conn
+                .query_row(
+                    "SELECT kid, retired_at FROM signing_keys \
+                     ORDER BY created_at DESC, kid LIMIT 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if newest != Some((expected_kid.clone(), None)) {
+                return Ok(false);
+            }
+            conn.execute(
+                "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 WHERE kid = ?3",
+                params![key.created_at, old_verify_until, expected_kid],
+            )
+            .map_err(unavailable)?;
+            insert_signing_key(conn, &key)?;
+            Ok(true)
         })
         .await
     }

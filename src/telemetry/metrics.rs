@@ -17,6 +17,9 @@
 //! | `fleetauth_enrollments_total` | result (`created`, `replaced`, `refused`), auth |
 //! | `fleetauth_enrollment_tokens_total` | event (`created`, `revoked`) |
 //! | `fleetauth_dpop_proof_failures_total` | reason |
+//! | `fleetauth_signing_key_rotations_total` | trigger (`scheduled`, `manual`, `algorithm_changed`, `revoked`) |
+//! | `fleetauth_bulk_revocations_total` | by (`agent`, `client`, `kid`, `issued_before`) |
+//! | `fleetauth_revoked_pairs_total` | by |
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,9 @@ const STORE_CAS_CONFLICTS: &str = "fleetauth_store_cas_conflicts_total";
 const ENROLLMENTS: &str = "fleetauth_enrollments_total";
 const ENROLLMENT_TOKENS: &str = "fleetauth_enrollment_tokens_total";
 const DPOP_PROOF_FAILURES: &str = "fleetauth_dpop_proof_failures_total";
+const SIGNING_KEY_ROTATIONS: &str = "fleetauth_signing_key_rotations_total";
+const BULK_REVOCATIONS: &str = "fleetauth_bulk_revocations_total";
+const REVOKED_PAIRS: &str = "fleetauth_revoked_pairs_total";
 const HTTP_CONNECTIONS: &str = "fleetauth_http_connections";
 const HTTP_ACCEPT_PAUSES: &str = "fleetauth_http_accept_pauses_total";
 
@@ -74,6 +80,19 @@ pub fn describe() {
     describe_counter!(
         AUTH_FAILURES,
         "Refused credentials and grant requests, by reason and detail"
+    );
+    describe_counter!(
+        SIGNING_KEY_ROTATIONS,
+        "Signing keys this process put in the store, by trigger (scheduled: automatic \
+         rotation won by this instance)"
+    );
+    describe_counter!(
+        BULK_REVOCATIONS,
+        "Bulk revocations this process carried out, by criterion"
+    );
+    describe_counter!(
+        REVOKED_PAIRS,
+        "Token pairs dropped by bulk revocations of this process, by criterion"
     );
     describe_counter!(
         REFRESH_TOKEN_REUSE,
@@ -289,6 +308,17 @@ pub fn auth_failure(reason: FailureReason, detail: &'static str) {
 /// A retired refresh token was presented again.
 pub fn refresh_token_reuse() {
     counter!(REFRESH_TOKEN_REUSE).increment(1);
+}
+
+/// This process stored a new signing key (`trigger`: why).
+pub fn signing_key_rotated(trigger: &'static str) {
+    counter!(SIGNING_KEY_ROTATIONS, "trigger" => trigger).increment(1);
+}
+
+/// A bulk revocation by `by` dropped `pairs` token pairs.
+pub fn bulk_revocation(by: &'static str, pairs: u64) {
+    counter!(BULK_REVOCATIONS, "by" => by).increment(1);
+    counter!(REVOKED_PAIRS, "by" => by).increment(pairs);
 }
 
 /// A credential check was refused for now (answered 429).

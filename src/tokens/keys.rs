@@ -1,6 +1,12 @@
 //! Signing keys: generation, the parsed key (signer, verifier, public JWK, `kid` = RFC
 //! 7638 thumbprint) and the [`KeyRing`] of every key that may still verify a live token.
 //!
+//! A key signs from its `created_at` until its `retired_at`; both may lie in the future.
+//! An automatic rotation (see `TokenService::rotate_if_due`) stores the next key with a
+//! `created_at` `jwt.key_prepublish` ahead and the current key's `retired_at` at that same
+//! instant, so the next key is in every JWKS before it signs, and every instance switches
+//! at the same second ([`KeyRing::signer`]) without another store read.
+//!
 //! Private keys are parsed into aws-lc key pairs once, when the ring is loaded, not on
 //! every signature (`jsonwebtoken::encode` would re-parse the PKCS#8 document per call;
 //! see docs/benchmarks.md for what that costs).
@@ -37,6 +43,8 @@ pub enum KeyError {
     Unusable { kid: String, reason: String },
     #[error("no signing key is available")]
     NoSigningKey,
+    #[error("no signing key has kid {0}")]
+    UnknownKid(String),
 }
 
 /// A private key, parsed once.
@@ -238,7 +246,10 @@ impl SigningKey {
 /// The keys in force at one moment: the one that signs, and all that verify.
 #[derive(Debug)]
 pub struct KeyRing {
+    /// The key that signed when the ring was built.
     pub signing: Arc<SigningKey>,
+    /// A published key that starts signing at its `created_at` (automatic rotation).
+    next: Option<Arc<SigningKey>>,
     verifying: HashMap<String, Arc<SigningKey>>,
     /// What the ring was built from, so a reload that finds the same keys in the same
     /// state can keep it instead of parsing every key again.
@@ -260,28 +271,52 @@ fn key_states(records: &[SigningKeyRecord]) -> Vec<KeyState> {
 }
 
 impl KeyRing {
-    /// Builds the ring from stored records (as returned by `Store::signing_keys`).
-    /// Unusable records are logged and skipped, never fatal for the others.
+    /// Builds the ring from stored records (as returned by `Store::signing_keys`), with
+    /// the newest unretired key signing (no key scheduled for later).
     pub fn from_records(records: &[SigningKeyRecord]) -> Result<Self, KeyError> {
+        Self::from_records_at(records, UnixTime::MAX)
+    }
+
+    /// Builds the ring as of `now`: the newest key that has started signing and not
+    /// stopped signs; an unretired key whose `created_at` is still ahead is the next one.
+    /// Unusable records are logged and skipped, never fatal for the others.
+    pub fn from_records_at(records: &[SigningKeyRecord], now: UnixTime) -> Result<Self, KeyError> {
         let mut verifying = HashMap::new();
         let mut signing: Option<Arc<SigningKey>> = None;
+        let mut next: Option<Arc<SigningKey>> = None;
+        let mut newest_unretired: Option<Arc<SigningKey>> = None;
+        let newer = |candidate: &Option<Arc<SigningKey>>, key: &SigningKey| {
+            candidate
+                .as_ref()
+                .is_none_or(|s| key.created_at > s.created_at)
+        };
         for record in records {
             match SigningKey::from_record(record) {
                 Ok(key) => {
                     let key = Arc::new(key);
-                    let newer = signing
-                        .as_ref()
-                        .is_none_or(|s| key.created_at > s.created_at);
-                    if key.retired_at.is_none() && newer {
+                    let started = key.created_at <= now;
+                    let signs_now = started && key.retired_at.is_none_or(|t| t > now);
+                    if signs_now && newer(&signing, &key) {
                         signing = Some(key.clone());
+                    }
+                    if !started && key.retired_at.is_none() && newer(&next, &key) {
+                        next = Some(key.clone());
+                    }
+                    if key.retired_at.is_none() && newer(&newest_unretired, &key) {
+                        newest_unretired = Some(key.clone());
                     }
                     verifying.insert(key.kid.clone(), key);
                 }
                 Err(e) => tracing::error!(error = %e, "skipping signing key"),
             }
         }
+        // Only a clock far behind the store's could see no key in force: sign with the
+        // newest unretired one rather than with none.
+        let signing = signing.or(newest_unretired).ok_or(KeyError::NoSigningKey)?;
+        let next = next.filter(|n| n.kid != signing.kid);
         Ok(Self {
-            signing: signing.ok_or(KeyError::NoSigningKey)?,
+            signing,
+            next,
             verifying,
             source: key_states(records),
             verified: VerifiedTokens::default(),
@@ -291,6 +326,26 @@ impl KeyRing {
     /// Whether the ring was built from exactly these records' keys, in these states.
     pub fn built_from(&self, records: &[SigningKeyRecord]) -> bool {
         self.source == key_states(records)
+    }
+
+    /// The key that signs at `now`: the next key once its time has come, else the key
+    /// that signed when the ring was built.
+    pub fn signer(&self, now: UnixTime) -> &Arc<SigningKey> {
+        match &self.next {
+            Some(next) if now >= next.created_at => next,
+            _ => &self.signing,
+        }
+    }
+
+    /// The published key that will sign later, if a rotation is scheduled.
+    pub fn next(&self) -> Option<&Arc<SigningKey>> {
+        self.next.as_ref()
+    }
+
+    /// Whether a rebuild at `now` would pick another signing key (the next key's time
+    /// has come).
+    pub fn switch_due(&self, now: UnixTime) -> bool {
+        self.next.as_ref().is_some_and(|n| now >= n.created_at)
     }
 
     /// How many verified tokens the ring remembers.
@@ -347,6 +402,46 @@ mod tests {
             );
             assert!(!key.sign(b"message").is_empty());
         }
+    }
+
+    fn key(created_at: UnixTime, retired_at: Option<UnixTime>) -> SigningKeyRecord {
+        let mut record = SigningKey::generate(SigningAlgorithm::EdDSA, created_at).unwrap();
+        record.retired_at = retired_at;
+        record.verify_until = retired_at.map(|t| t + 100);
+        record
+    }
+
+    #[test]
+    fn a_scheduled_key_is_published_before_it_signs_and_signs_from_its_time() {
+        let old = key(1_000, Some(2_000));
+        let new = key(2_000, None);
+        let records = [new.clone(), old.clone()];
+
+        let ring = KeyRing::from_records_at(&records, 1_500).unwrap();
+        assert_eq!(ring.signing.kid, old.kid);
+        assert_eq!(ring.next().map(|k| k.kid.as_str()), Some(new.kid.as_str()));
+        assert_eq!(ring.jwks().keys.len(), 2, "the next key is published");
+        assert_eq!(ring.signer(1_999).kid, old.kid);
+        assert!(!ring.switch_due(1_999));
+        assert_eq!(ring.signer(2_000).kid, new.kid);
+        assert!(ring.switch_due(2_000));
+
+        let later = KeyRing::from_records_at(&records, 2_000).unwrap();
+        assert_eq!(later.signing.kid, new.kid);
+        assert!(later.next().is_none());
+        assert!(
+            later.verifying_key(&old.kid).is_some(),
+            "the old key still verifies"
+        );
+    }
+
+    #[test]
+    fn without_a_time_the_newest_unretired_key_signs() {
+        let old = key(1_000, Some(1_500));
+        let new = key(1_500, None);
+        let ring = KeyRing::from_records(&[old, new.clone()]).unwrap();
+        assert_eq!(ring.signing.kid, new.kid);
+        assert!(ring.next().is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! What else it issues and keeps has a file of its own: the access tokens of subjects
 //! admitted by the Vault JWT auth method and their use counters ([`external`]), and the
-//! token API's token families ([`families`]).
+//! token API's token families ([`families`]); new tokens are minted in `minting.rs`.
 
 pub mod dpop;
 mod external;
@@ -14,6 +14,7 @@ pub mod keys;
 pub mod kind;
 mod minting;
 pub mod refresh;
+pub mod revocation;
 pub mod rotation;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,6 +31,7 @@ use crate::store::{
 pub use external::ExternalAccess;
 pub use jwt::{AccessClaims, Confirmation, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
+pub use revocation::{Criterion, Revoked, Watermark, WATERMARK_ID};
 pub use rotation::{Outcome, Refusal, TradedIn};
 
 /// The meta key under which the deployment id is stored.
@@ -153,23 +155,56 @@ pub struct TokenService {
     /// The deployment's random id, kept in the store (the fingerprint issuer's).
     deployment_id: String,
     ring: RwLock<Arc<KeyRing>>,
+    /// The bulk-revocation watermark, refreshed with the key ring.
+    watermark: RwLock<Arc<Watermark>>,
     last_unknown_kid_reload: Mutex<Option<Instant>>,
+}
+
+/// Whether a process that opens the token service may change the key ring itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDuty {
+    /// `serve`: a changed `jwt.algorithm` rotates the signing key at start, and
+    /// automatic rotation (`jwt.key_rotation_period`) runs.
+    Server,
+    /// An admin command beside a server: the ring is used as it is, whatever this
+    /// process's `jwt.algorithm` says (only `keys rotate` changes it, explicitly).
+    Admin,
 }
 
 impl TokenService {
     /// Makes sure a signing key of the configured algorithm exists, derives the issuer
-    /// and loads the key ring.
+    /// and loads the key ring (see [`KeyDuty`]).
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         settings: JwtSettings,
     ) -> Result<Arc<Self>, TokenError> {
+        Self::start_as(store, clock, settings, KeyDuty::Server).await
+    }
+
+    /// [`start`](Self::start) for a process with the given [`KeyDuty`].
+    pub async fn start_as(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: JwtSettings,
+        duty: KeyDuty,
+    ) -> Result<Arc<Self>, TokenError> {
         let now = clock.now();
         let first = SigningKey::generate(settings.algorithm, now)?;
         let signing = store.insert_first_signing_key(first).await?;
         if signing.algorithm != settings.algorithm.as_str() {
-            tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
-            rotate_signing_key(store.as_ref(), now, &settings).await?;
+            match duty {
+                KeyDuty::Server => {
+                    tracing::info!(from = %signing.algorithm, to = settings.algorithm.as_str(), "signing algorithm changed: rotating the signing key");
+                    rotate_signing_key(store.as_ref(), now, &settings, settings.algorithm).await?;
+                    crate::telemetry::metrics::signing_key_rotated("algorithm_changed");
+                }
+                KeyDuty::Admin => tracing::debug!(
+                    stored = %signing.algorithm,
+                    configured = settings.algorithm.as_str(),
+                    "an admin command leaves the signing key alone"
+                ),
+            }
         }
         let deployment_id = store
             .meta_get_or_insert(DEPLOYMENT_ID, &uuid::Uuid::new_v4().simple().to_string())
@@ -179,7 +214,8 @@ impl TokenService {
             None => format!("fleetauth:{deployment_id}"),
         };
         let audience = settings.audience.clone().unwrap_or_else(|| issuer.clone());
-        let ring = KeyRing::from_records(&store.signing_keys(now).await?)?;
+        let ring = KeyRing::from_records_at(&store.signing_keys(now).await?, now)?;
+        let watermark = read_watermark(store.as_ref()).await?;
         Ok(Arc::new(Self {
             store,
             clock,
@@ -188,6 +224,7 @@ impl TokenService {
             audience,
             deployment_id,
             ring: RwLock::new(Arc::new(ring)),
+            watermark: RwLock::new(Arc::new(watermark)),
             last_unknown_kid_reload: Mutex::new(None),
         }))
     }
@@ -270,20 +307,29 @@ impl TokenService {
 
     /// Re-reads the signing keys (after `keys rotate`, possibly by another process).
     pub async fn reload_keys(&self) -> Result<(), TokenError> {
-        let records = self.store.signing_keys(self.clock.now()).await?;
-        if self.ring().built_from(&records) {
+        let now = self.clock.now();
+        let records = self.store.signing_keys(now).await?;
+        let current = self.ring();
+        if current.built_from(&records) && !current.switch_due(now) {
             // Nothing changed (the usual case for the periodic poll): keep the parsed keys.
             return Ok(());
         }
-        let ring = KeyRing::from_records(&records)?;
-        if self.ring().signing.kid != ring.signing.kid {
+        let ring = KeyRing::from_records_at(&records, now)?;
+        if current.signing.kid != ring.signing.kid {
             tracing::info!(kid = %ring.signing.kid, "now signing with a new key");
+        }
+        if let Some(next) = ring.next() {
+            if current.next().is_none_or(|n| n.kid != next.kid) {
+                tracing::info!(kid = %next.kid, signs_from = next.created_at, "next signing key published");
+            }
         }
         *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }
 
-    /// Polls the store for key changes for as long as the service lives.
+    /// Polls the store for key changes for as long as the service lives, and, with
+    /// `jwt.key_rotation_period`, rotates the signing key when it is due
+    /// ([`rotate_if_due`](Self::rotate_if_due)).
     pub fn spawn_key_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let period = self.settings.key_poll_interval;
@@ -298,9 +344,64 @@ impl TokenService {
                 };
                 if let Err(e) = service.reload_keys().await {
                     tracing::warn!(error = %e, "could not reload signing keys");
+                    continue;
+                }
+                if let Err(e) = service.reload_watermark().await {
+                    tracing::warn!(error = %e, "could not reload the revocation watermark");
+                }
+                if let Err(e) = service.rotate_if_due().await {
+                    tracing::warn!(error = %e, "could not rotate the signing key");
                 }
             }
         })
+    }
+
+    /// Automatic rotation (`jwt.key_rotation_period`): once the signing key has signed
+    /// for `period - key_prepublish` and no next key is published, stores a new key
+    /// that signs from `max(signing key's start + period, now + key_prepublish)`, and
+    /// schedules the signing key's retirement at that instant; it verifies
+    /// [`verify_after_retirement`](JwtSettings::verify_after_retirement) longer. The
+    /// store's compare-and-set on the newest key makes exactly one of several instances
+    /// succeed; the others see the new key at their next poll. Returns the new key's
+    /// `kid` if this call rotated.
+    pub async fn rotate_if_due(&self) -> Result<Option<String>, TokenError> {
+        let Some(period) = self.settings.key_rotation_period else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let ring = self.ring();
+        if ring.next().is_some() {
+            return Ok(None);
+        }
+        let signing = ring.signer(now).clone();
+        let prepublish = self.settings.key_prepublish.as_secs() as i64;
+        // `now` is whole seconds (the real time may be up to 1 s later): one second
+        // early, so that the next key is stored at least `prepublish` before it signs.
+        let due_at = signing.created_at + period.as_secs() as i64 - prepublish - 1;
+        if now < due_at {
+            return Ok(None);
+        }
+        let signs_from = (signing.created_at + period.as_secs() as i64).max(now + prepublish + 1);
+        let algorithm = signing.algorithm;
+        // RSA key generation takes tens of milliseconds: off the async workers.
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(algorithm, signs_from))
+            .await
+            .map_err(|_| KeyError::Generate(algorithm.as_str()))??;
+        let kid = key.kid.clone();
+        let verify_until = signs_from + self.settings.verify_after_retirement().as_secs() as i64;
+        let rotated = self
+            .store
+            .schedule_signing_key(key, &signing.kid, verify_until)
+            .await?;
+        if !rotated {
+            // Another instance (or an operator) changed the ring first: follow it.
+            self.reload_keys().await?;
+            return Ok(None);
+        }
+        crate::telemetry::metrics::signing_key_rotated("scheduled");
+        tracing::info!(kid = %kid, signs_from, retiring = %signing.kid, "signing key rotation scheduled");
+        self.reload_keys().await?;
+        Ok(Some(kid))
     }
 
     /// Trades a verified credential of `subject` for a new pair (stored as pending).
@@ -366,13 +467,148 @@ impl TokenService {
             };
             jwt::verify(token, ring, &expect)
         };
-        match verify(&self.ring()) {
+        let claims = match verify(&self.ring()) {
             Err(JwtError::UnknownKey) if self.may_reload_for_unknown_kid() => {
                 self.reload_keys().await?;
-                Ok(verify(&self.ring())?)
+                verify(&self.ring())?
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        // Tokens whose state this use does not read: stateless mode, a client's own
+        // token (`sub` = `client_id`), an external subject's (`vault_role`).
+        let unstored = self.settings.stateless
+            || claims.vault_role.is_some()
+            || (claims.sid.is_none() && claims.sub == claims.client_id);
+        if self.watermark().refuses(&claims, unstored) {
+            return Err(Refusal::NotCurrent.into());
         }
+        Ok(claims)
+    }
+
+    fn watermark(&self) -> Arc<Watermark> {
+        self.watermark
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the bulk-revocation watermark (written by any instance or CLI).
+    pub async fn reload_watermark(&self) -> Result<(), TokenError> {
+        let watermark = read_watermark(self.store.as_ref()).await?;
+        if *self.watermark() != watermark {
+            *self.watermark.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(watermark);
+        }
+        Ok(())
+    }
+
+    /// Bulk revocation (see [`revocation`]): writes the watermark (durable before this
+    /// returns, applied here at once and by every other instance within
+    /// `jwt.key_poll_interval`), removes a revoked signing key from the ring, and drops
+    /// the matching pairs from every token-state record they are in, each by an atomic
+    /// change (stateful validation refuses them at once on every instance).
+    pub async fn revoke_bulk(&self, criterion: &Criterion) -> Result<Revoked, TokenError> {
+        let now = self.clock.now();
+        let keep = self.settings.verify_after_retirement().as_secs() as i64;
+        let mut revoked = Revoked::default();
+        if !matches!(criterion, Criterion::Kid(_)) {
+            let added = criterion.clone();
+            self.store
+                .update_record(
+                    RecordKind::Revocations,
+                    WATERMARK_ID,
+                    Box::new(move |current| {
+                        let watermark = current
+                            .and_then(|r| serde_json::from_value::<Watermark>(r.body.clone()).ok())
+                            .unwrap_or_default()
+                            .with(&added, now, keep);
+                        RecordWrite::Put(StoredRecord {
+                            id: WATERMARK_ID.to_string(),
+                            owner: None,
+                            purge_after: None,
+                            body: serde_json::to_value(&watermark).unwrap_or_default(),
+                        })
+                    }),
+                )
+                .await?;
+            self.reload_watermark().await?;
+        }
+        let poll = self.settings.key_poll_interval.as_secs() as i64 + 1;
+        // Which pairs, by issue time, and in which records.
+        let (from, until, keys) = match criterion {
+            Criterion::Agent(agent) => (UnixTime::MIN, UnixTime::MAX, vec![agent.clone()]),
+            Criterion::Client(client) => {
+                let mut ids = vec![client.clone()];
+                if let Some(agent) = self.store.api_key(client).await?.and_then(|k| k.agent_id) {
+                    ids.push(agent);
+                }
+                (UnixTime::MIN, UnixTime::MAX, ids)
+            }
+            Criterion::Kid(kid) => {
+                let Some(key) = self
+                    .store
+                    .signing_keys(now)
+                    .await?
+                    .into_iter()
+                    .find(|k| &k.kid == kid)
+                else {
+                    return Err(TokenError::Keys(KeyError::UnknownKid(kid.clone())));
+                };
+                if self.ring().signer(now).kid == key.kid || key.created_at > now {
+                    // It signs (or is about to): a fresh key of its algorithm takes over.
+                    let algorithm =
+                        SigningAlgorithm::parse(&key.algorithm).unwrap_or(self.settings.algorithm);
+                    rotate_signing_key(self.store.as_ref(), now, &self.settings, algorithm).await?;
+                    crate::telemetry::metrics::signing_key_rotated("revoked");
+                }
+                if self.store.expire_signing_key(kid, now).await? {
+                    revoked.signing_keys = 1;
+                }
+                self.reload_keys().await?;
+                // Pairs issued while it signed, with the poll interval of the other
+                // instances as a margin (an instance may sign with a retired key until
+                // its next poll).
+                let stopped = key.retired_at.map_or(now, |t| t.min(now));
+                (
+                    key.created_at,
+                    stopped + poll,
+                    self.store.agent_ids().await?,
+                )
+            }
+            Criterion::IssuedBefore(t) => (UnixTime::MIN, *t, self.store.agent_ids().await?),
+        };
+        let mut states: Vec<(bool, String)> = keys.into_iter().map(|id| (false, id)).collect();
+        if matches!(criterion, Criterion::Kid(_) | Criterion::IssuedBefore(_)) {
+            for family in self.families_of(None).await? {
+                states.push((true, family.family_id));
+            }
+        }
+        for (is_family, id) in states {
+            let key = if is_family {
+                StateKey::Family(&id)
+            } else {
+                StateKey::Agent(&id)
+            };
+            let doomed = move |p: &TokenPairRecord| revocation::issued_within(p, from, until);
+            let before = self
+                .update_state(
+                    key,
+                    Box::new(move |r| revocation::drop_pairs(r, doomed, now).map(|(next, _)| next)),
+                )
+                .await?;
+            if let Some((_, pairs)) = revocation::drop_pairs(before.as_ref(), doomed, now) {
+                revoked.families += 1;
+                revoked.pairs += pairs;
+            }
+        }
+        crate::telemetry::metrics::bulk_revocation(criterion.label(), revoked.pairs);
+        tracing::info!(
+            by = criterion.label(),
+            families = revoked.families,
+            pairs = revoked.pairs,
+            signing_keys = revoked.signing_keys,
+            "bulk revocation"
+        );
+        Ok(revoked)
     }
 
     fn may_reload_for_unknown_kid(&self) -> bool {
@@ -505,23 +741,39 @@ impl TokenService {
         Ok(revoked)
     }
 
+    /// The algorithm of the key that signs now.
+    pub fn signing_algorithm(&self) -> SigningAlgorithm {
+        self.ring().signer(self.clock.now()).algorithm
+    }
+
     /// The algorithms of the keys that sign or still verify, the signing one first.
     pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
         self.ring().algorithms()
     }
 }
 
-/// Rotates the signing key: a new key (of the configured algorithm) signs from now on;
-/// the old ones verify until every token they signed has expired.
+/// The stored watermark (none yet: an empty one). An unreadable record is an error, not
+/// an empty watermark: revocations are never silently forgotten.
+async fn read_watermark(store: &dyn Store) -> Result<Watermark, StoreError> {
+    match store.record(RecordKind::Revocations, WATERMARK_ID).await? {
+        None => Ok(Watermark::default()),
+        Some(record) => serde_json::from_value(record.body)
+            .map_err(|e| StoreError::Corrupt(format!("revocation watermark: {e}"))),
+    }
+}
+
+/// Rotates the signing key at once: a new key of `algorithm` signs from now on; the
+/// old ones verify until every token they signed has expired
+/// ([`JwtSettings::verify_after_retirement`]).
 pub async fn rotate_signing_key(
     store: &dyn Store,
     now: UnixTime,
     settings: &JwtSettings,
+    algorithm: SigningAlgorithm,
 ) -> Result<String, TokenError> {
-    let key = SigningKey::generate(settings.algorithm, now)?;
+    let key = SigningKey::generate(algorithm, now)?;
     let kid = key.kid.clone();
-    let verify_until =
-        now + settings.access_ttl.as_secs() as i64 + settings.leeway.as_secs() as i64 + 1;
+    let verify_until = now + settings.verify_after_retirement().as_secs() as i64;
     store.rotate_signing_key(key, verify_until).await?;
     Ok(kid)
 }

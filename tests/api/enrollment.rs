@@ -271,6 +271,36 @@ async fn a_replace_token_guards_re_enrollment() {
     enrolled_item(enroll(&app, token, &body, false).await).await;
 }
 
+/// A throttled enrollment-token check says why: failed checks of this token (or from
+/// this address), not "too many enrollments".
+#[tokio::test]
+async fn a_throttled_token_check_says_its_cause() {
+    let app = spawn_app_with(|s| {
+        s.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD));
+        s.credential_checks.per_credential.burst = 2;
+        s.credential_checks.per_address.burst = 1000;
+    })
+    .await;
+    let token = cli(&app, &["enrollment-token", "create", "--policy-id", "p"]);
+    let id = token["id"].as_str().unwrap();
+    let wrong = STANDARD.encode(format!("{id}:wrong-secret"));
+    let mut throttled = None;
+    for _ in 0..5 {
+        let response = enroll(&app, &wrong, &enroll_body(None), false).await;
+        if response.status() == 429 {
+            throttled = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        assert_eq!(response.status(), 401);
+    }
+    let body = throttled.expect("the failed checks of one token are throttled");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("too many failed checks of this enrollment token; retry in"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn max_uses_and_the_rate_limit_bound_a_token() {
     let app = spawn_app_with(|s| {
@@ -312,6 +342,13 @@ async fn max_uses_and_the_rate_limit_bound_a_token() {
     assert!((1..=60).contains(&retry), "{retry}");
     let body: Value = limited_now.json().await.unwrap();
     assert_eq!(body["statusCode"], 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many enrollments with this token"),
+        "{body}"
+    );
     // A minute later the bucket holds one more.
     app.clock.advance(60);
     enrolled_item(enroll(&app, open, &enroll_body(None), false).await).await;

@@ -8,6 +8,7 @@ mod helpers;
 mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/elasticsearch.sh) and FLEETAUTH_TEST_STORE
 
 mod bad_input; // malformed headers, bodies, sizes and content types: 4xx, never 5xx
+mod bulk_revocation; // POST /api/fleet/tokens/revoke and `tokens revoke` with real binaries on one store (SQLite file, real node): by agent, key, time; at once elsewhere; watermark
 mod clients; // real third-party clients (authlib, elasticsearch-py, hvac, openid-client, schemathesis) from their registries against `fleetauth serve`
 mod cluster; // three real fleetauth binaries on one real Elasticsearch node: races, reuse, invalidation, key rotation
 mod crash_under_load; // the real binary killed -9 twenty times while 16 agents refresh concurrently: no acknowledged rotation lost (SQLite, real ES)
@@ -19,6 +20,7 @@ mod enrollment; // enrollment tokens (CLI binary, admin API), POST /api/fleet/ag
 mod es_faults; // a real node of its own killed -9 under load and restarted: 503s with Retry-After, recovery, no acknowledged rotation lost
 mod fleet; // POST /api/fleet/authenticate, GET /api/fleet/whoami: every credential kind
 mod forgery; // forged and tampered JWTs: alg none, HS256 with the public key, wrong key, bad claims
+mod key_rotation; // automatic signing-key rotation with three real binaries on one store (SQLite file, real node): prepublication, retirement, one rotator
 mod logs; // no secret in the server's output at trace level, through every kind of secret
 mod oauth; // /oauth/token (client_credentials, refresh_token, token exchange), introspection, revocation, metadata: with the oauth2 crate and raw forms
 mod process; // the binary: CLI beside a running server, settings, restart, kill -9

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use fleetauth::clock::Clock;
 use serde_json::Value;
 
 use crate::helpers::{jwt_parts, pair_from, spawn_app_with};
@@ -254,6 +255,10 @@ async fn cli_commands_act_at_once_on_a_running_server() {
 
     // keys rotate: new tokens are signed by the new key; the old token still verifies.
     let rotated = json_stdout(&fleetauth(&["keys", "rotate", "--data-dir", dir], &[]));
+    // A key signs from its `created_at` by each instance's clock: bring the server's
+    // manual clock up to the CLI's wall clock.
+    let behind = fleetauth::clock::SystemClock.now() - app.clock.now();
+    app.clock.advance(behind.max(0) + 1);
     let mut new_kid = old_kid.clone();
     for _ in 0..100 {
         let next = app

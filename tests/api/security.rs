@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use fleetauth::clock::ManualClock;
+use fleetauth::clock::{Clock, ManualClock};
 use fleetauth::config::{ElasticsearchSettings, Secret, StoreKind};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -2192,4 +2192,67 @@ async fn without_the_product_header_setting_the_family_does_not_claim_to_be_elas
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("x-elastic-product").is_none());
+}
+
+/// The coarse "last used" time of an API key (Elasticsearch #54789): `last_used` in the
+/// get API key answer, written at most once per key per `api_keys.last_used_interval`
+/// (here 1 h on a manual clock), never once per request.
+#[tokio::test]
+async fn an_api_keys_last_use_is_shown_and_written_at_most_once_per_interval() {
+    let app = spawn().await;
+    let created = create_api_key(&app, &admin(), json!({ "name": "used" })).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let key = api_key(created["encoded"].as_str().unwrap());
+    let get = || async {
+        let (status, listed) = call(
+            &app,
+            Method::GET,
+            &format!("/_security/api_key?id={id}"),
+            Some(&admin()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{listed}");
+        listed["api_keys"][0]["last_used"].clone()
+    };
+    assert_eq!(get().await, Value::Null, "never used");
+
+    let first_use = app.clock.now();
+    assert_eq!(whoami_es(&app, &key).await.0, 200);
+    // Written in the background, off the request.
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = get().await;
+        if !shown.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown, json!(first_use * 1000));
+
+    // Uses within the interval write nothing: the time stays that of the first use.
+    app.clock.advance(1800);
+    for _ in 0..5 {
+        assert_eq!(whoami_es(&app, &key).await.0, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(get().await, json!(first_use * 1000));
+
+    // Past the interval, the next use is written.
+    app.clock.advance(1801);
+    assert_eq!(whoami_es(&app, &key).await.0, 200);
+    let later = (first_use + 3601) * 1000;
+    for _ in 0..100 {
+        if get().await == json!(later) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(get().await, json!(later));
+    // A failed check is not a use.
+    let wrong = api_key(&STANDARD.encode(format!("{id}:not-the-secret")));
+    app.clock.advance(7200);
+    assert_eq!(whoami_es(&app, &wrong).await.0, 401);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(get().await, json!(later));
 }

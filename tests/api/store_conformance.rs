@@ -146,7 +146,10 @@ conformance!(
     invalidating_an_agents_keys_finds_keys_created_just_before,
     the_first_signing_key_race_has_one_winner,
     rotation_retires_the_signing_key_and_keeps_it_verifying,
+    a_scheduled_rotation_has_one_winner_and_keeps_the_old_key_signing_until_its_time,
     odd_record_ids_are_distinct_records,
+    agent_ids_list_every_agent_created_just_before,
+    an_expired_signing_key_leaves_the_ring_at_once,
     two_servers_on_one_store_racing_refreshes_leave_one_usable_pair,
     api_keys_with_owners_are_listed_by_name_and_owner,
     api_keys_past_their_retention_are_purged,
@@ -646,6 +649,101 @@ async fn rotation_retires_the_signing_key_and_keeps_it_verifying(fx: &Fixture) {
     let signing: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
     assert_eq!(signing.len(), 1, "one signing key: {:?}", kids(&keys));
     assert!(keys.iter().any(|k| k.kid == "k2" && k.retired_at.is_some()));
+}
+
+async fn a_scheduled_rotation_has_one_winner_and_keeps_the_old_key_signing_until_its_time(
+    fx: &Fixture,
+) {
+    let (a, b, c) = (fx.open().await, fx.open().await, fx.open().await);
+    a.insert_first_signing_key(signing_key("k1", T0))
+        .await
+        .unwrap();
+
+    // Three instances find the rotation due at once; each proposes its own next key.
+    let (x, y, z) = tokio::join!(
+        a.schedule_signing_key(signing_key("n-a", T0 + 100), "k1", T0 + 200),
+        b.schedule_signing_key(signing_key("n-b", T0 + 100), "k1", T0 + 200),
+        c.schedule_signing_key(signing_key("n-c", T0 + 100), "k1", T0 + 200),
+    );
+    let won = [x.unwrap(), y.unwrap(), z.unwrap()];
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "one winner: {won:?}");
+
+    let keys = c.signing_keys(T0 + 50).await.unwrap();
+    assert_eq!(keys.len(), 2, "{:?}", kids(&keys));
+    let (next, old) = (&keys[0], &keys[1]);
+    assert!(next.kid.starts_with("n-"));
+    assert_eq!(
+        (next.created_at, next.retired_at, next.verify_until),
+        (T0 + 100, None, None),
+        "the next key is stored, to sign from its created_at"
+    );
+    assert_eq!(
+        (old.kid.as_str(), old.retired_at, old.verify_until),
+        ("k1", Some(T0 + 100), Some(T0 + 200)),
+        "the old key's retirement is scheduled at the next key's start"
+    );
+
+    // Once scheduled, the expected key is no longer the newest: nothing changes.
+    assert!(!a
+        .schedule_signing_key(signing_key("late", T0 + 100), "k1", T0 + 200)
+        .await
+        .unwrap());
+    assert_eq!(b.signing_keys(T0 + 50).await.unwrap(), keys);
+    // A rotation from the next key, once it is the newest, is accepted.
+    assert!(b
+        .schedule_signing_key(signing_key("k3", T0 + 300), &next.kid, T0 + 400)
+        .await
+        .unwrap());
+    assert_eq!(
+        kids(&a.signing_keys(T0 + 201).await.unwrap())[..2],
+        ["k3", next.kid.as_str()],
+        "k1 has passed its verify_until"
+    );
+    // An unknown expected key changes nothing either.
+    assert!(!c
+        .schedule_signing_key(signing_key("x", T0 + 500), "nope", T0 + 600)
+        .await
+        .unwrap());
+}
+
+async fn agent_ids_list_every_agent_created_just_before(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    assert_eq!(a.agent_ids().await.unwrap(), Vec::<String>::new());
+    for id in ["b-agent", "a-agent", "c.agent"] {
+        a.update_agent(
+            id,
+            Box::new({
+                let id = id.to_string();
+                move |_| Some(TokenStateRecord::enrolled(&id, T0))
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        b.agent_ids().await.unwrap(),
+        ["a-agent", "b-agent", "c.agent"],
+        "every agent whose creation returned, by id"
+    );
+}
+
+async fn an_expired_signing_key_leaves_the_ring_at_once(fx: &Fixture) {
+    let (a, b) = (fx.open().await, fx.open().await);
+    a.insert_first_signing_key(signing_key("k1", T0))
+        .await
+        .unwrap();
+    a.rotate_signing_key(signing_key("k2", T0 + 10), T0 + 1000)
+        .await
+        .unwrap();
+    assert!(b.expire_signing_key("k1", T0 + 20).await.unwrap());
+    assert_eq!(kids(&a.signing_keys(T0 + 20).await.unwrap()), ["k2"]);
+    assert!(
+        !a.expire_signing_key("k1", T0 + 21).await.unwrap(),
+        "already gone"
+    );
+    assert!(!a.expire_signing_key("nope", T0 + 21).await.unwrap());
+    assert!(b.expire_signing_key("k2", T0 + 30).await.unwrap());
+    assert_eq!(a.signing_keys(T0 + 30).await.unwrap(), vec![]);
 }
 
 async fn odd_record_ids_are_distinct_records(fx: &Fixture) {

@@ -17,6 +17,8 @@
 //! | `<prefix>.fleetauth-jwt-auth-roles`  | role name | a Vault JWT auth role       |
 //! | `<prefix>.fleetauth-token-uses`      | JWT ID    | uses left of a use-limited token |
 //! | `<prefix>.fleetauth-enrolled-agents` | agent id  | what an agent enrolled with |
+//! | `<prefix>.fleetauth-revocations`     | `watermark` | the bulk-revocation watermark |
+//! | `<prefix>.fleetauth-api-key-uses`    | key id    | an API key's coarse last use |
 //!
 //! The prefix is prepended as is, so the default (empty) prefix gives exactly
 //! `.fleet-agents` (SPEC §5) and `index_prefix = "prod"` gives `prod.fleet-agents`.
@@ -57,6 +59,8 @@ pub struct Indices {
     pub jwt_auth_roles: String,
     pub token_uses: String,
     pub enrolled_agents: String,
+    pub revocations: String,
+    pub api_key_uses: String,
 }
 
 impl Indices {
@@ -74,6 +78,8 @@ impl Indices {
             jwt_auth_roles: format!("{prefix}.fleetauth-jwt-auth-roles"),
             token_uses: format!("{prefix}.fleetauth-token-uses"),
             enrolled_agents: format!("{prefix}.fleetauth-enrolled-agents"),
+            revocations: format!("{prefix}.fleetauth-revocations"),
+            api_key_uses: format!("{prefix}.fleetauth-api-key-uses"),
         }
     }
 
@@ -88,6 +94,8 @@ impl Indices {
             RecordKind::JwtAuthRole => &self.jwt_auth_roles,
             RecordKind::TokenUses => &self.token_uses,
             RecordKind::EnrolledAgent => &self.enrolled_agents,
+            RecordKind::Revocations => &self.revocations,
+            RecordKind::ApiKeyUse => &self.api_key_uses,
         }
     }
 
@@ -213,7 +221,9 @@ fn record_properties(kind: RecordKind) -> Option<Value> {
         RecordKind::JwtAuthConfig
         | RecordKind::JwtAuthRole
         | RecordKind::TokenUses
-        | RecordKind::EnrolledAgent => return None,
+        | RecordKind::EnrolledAgent
+        | RecordKind::Revocations
+        | RecordKind::ApiKeyUse => return None,
         RecordKind::User => json!({
             "username": keyword(),
             "password_hash": stored_only(),

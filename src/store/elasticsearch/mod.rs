@@ -664,6 +664,18 @@ impl Store for ElasticsearchStore {
         Ok(removed)
     }
 
+    async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        // A rare admin listing: refresh first, so that the search sees every agent whose
+        // creation has returned (each record is then changed by real-time CAS).
+        self.client.refresh(&self.indices.agents).await?;
+        self.search_all_ids(
+            &self.indices.agents,
+            json!({ "exists": { "field": "agent_id" } }),
+            "agent_id",
+        )
+        .await
+    }
+
     async fn signing_keys(&self, now: UnixTime) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let ring = self
             .read::<KeyRingDoc>(&self.indices.signing_keys, KEY_RING_ID)
@@ -735,6 +747,69 @@ impl Store for ElasticsearchStore {
                 next.keys.retain(|k| k.verify_until.is_none_or(|t| t > now));
                 next.keys.push(SigningKeyDoc::from(&key));
                 Ok((Some(next), ()))
+            },
+        )
+        .await
+    }
+
+    async fn expire_signing_key(&self, kid: &str, now: UnixTime) -> Result<bool, StoreError> {
+        let index = &self.indices.signing_keys;
+        self.compare_and_set(
+            "signing_keys",
+            index,
+            KEY_RING_ID,
+            Visibility::Eventually,
+            |ring: Option<&KeyRingDoc>| {
+                let Some(ring) = ring else {
+                    return Ok((None, false));
+                };
+                let mut next = ring.clone();
+                let Some(key) = next
+                    .keys
+                    .iter_mut()
+                    .find(|k| k.kid == kid && k.verify_until.is_none_or(|t| t > now))
+                else {
+                    return Ok((None, false));
+                };
+                key.retired_at = Some(key.retired_at.map_or(now, |t| t.min(now)));
+                key.verify_until = Some(now);
+                Ok((Some(next), true))
+            },
+        )
+        .await
+    }
+
+    async fn schedule_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        expected_kid: &str,
+        old_verify_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let index = &self.indices.signing_keys;
+        self.compare_and_set(
+            "signing_keys",
+            index,
+            KEY_RING_ID,
+            Visibility::Eventually,
+            |ring: Option<&KeyRingDoc>| {
+                let Some(ring) = ring else {
+                    return Ok((None, false));
+                };
+                let newest = ring
+                    .keys
+                    .iter()
+                    .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.kid.cmp(&a.kid)));
+                if !newest.is_some_and(|k| k.kid == expected_kid && k.retired_at.is_none()) {
+                    return Ok((None, false));
+                }
+                let mut next = ring.clone();
+                let now = key.created_at;
+                for old in next.keys.iter_mut().filter(|k| k.kid == expected_kid) {
+                    old.retired_at = Some(now);
+                    old.verify_until = Some(old_verify_until);
+                }
+                next.keys.push(SigningKeyDoc::from(&key));
+                Ok((Some(next), true))
             },
         )
         .await

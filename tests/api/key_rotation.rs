@@ -1,0 +1,385 @@
+//! Automatic signing-key rotation (`jwt.key_rotation_period`, `jwt.key_prepublish`) with
+//! several real `fleetauth serve` processes on one store: a SQLite file shared by three
+//! processes, and the real Elasticsearch node the tests start (`crate::real_es`; never
+//! skipped). Short periods, so that a few rotations happen within the test.
+//!
+//! What is checked, from the outside only (JWKS, minted tokens, `/metrics`):
+//! - a verifier that caches any instance's JWKS for up to [`CACHE_AGE`] never meets an
+//!   unknown `kid` (the next key is published `key_prepublish` before it signs);
+//! - a retired key stays in every instance's JWKS until every token it signed expired;
+//! - exactly one instance performs each rotation (the rotation counters of all
+//!   instances add up to the number of new keys), and the others follow.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::helpers::jwt_parts;
+use crate::real_es;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
+const PERIOD_SECS: u64 = 6;
+const PREPUBLISH_SECS: u64 = 3;
+/// How long the simulated verifiers keep a JWKS: less than the prepublication, with
+/// room for the poll interval (200 ms) and a loaded machine.
+const CACHE_AGE: f64 = 2.0;
+const ACCESS_TTL_SECS: u64 = 2;
+
+/// Where the instances keep their state.
+pub(crate) enum SharedStore {
+    /// One SQLite file: every process on the same data dir.
+    Sqlite(tempfile::TempDir),
+    /// The real node, under a fresh index prefix (deleted at the end).
+    Elasticsearch { url: String, prefix: String },
+}
+
+impl SharedStore {
+    pub(crate) fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub(crate) fn elasticsearch(label: &str) -> Self {
+        Self::Elasticsearch {
+            url: real_es::url(),
+            prefix: real_es::unique_prefix(label),
+        }
+    }
+
+    /// The binary, with this store and `extra` settings (and no inherited FLEETAUTH_*).
+    pub(crate) fn command(&self, extra: &[(&str, String)]) -> (Command, Option<tempfile::TempDir>) {
+        let mut command = Command::new(BIN);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
+            command.env_remove(key);
+        }
+        command.env("FLEETAUTH_LOG", "warn");
+        let own_dir = match self {
+            Self::Sqlite(dir) => {
+                command.env("FLEETAUTH_DATA_DIR", dir.path());
+                None
+            }
+            Self::Elasticsearch { url, prefix } => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                command
+                    .env("FLEETAUTH_DATA_DIR", dir.path())
+                    .env("FLEETAUTH_STORE", "elasticsearch")
+                    .env("FLEETAUTH_ELASTICSEARCH__URL", url)
+                    .env("FLEETAUTH_ELASTICSEARCH__INDEX_PREFIX", prefix)
+                    .env("FLEETAUTH_ELASTICSEARCH__TIMEOUT", "30s");
+                Some(dir)
+            }
+        };
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        (command, own_dir)
+    }
+
+    /// A CLI command on the store; its JSON output.
+    pub(crate) fn cli(&self, extra: &[(&str, String)], args: &[&str]) -> Value {
+        let (mut command, _dir) = self.command(extra);
+        let output = command.args(args).output().expect("fleetauth runs");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    }
+
+    pub(crate) fn data_dir(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite(dir) => Some(dir.path().to_path_buf()),
+            Self::Elasticsearch { .. } => None,
+        }
+    }
+}
+
+impl Drop for SharedStore {
+    fn drop(&mut self) {
+        if let Self::Elasticsearch { url, prefix } = self {
+            real_es::delete_indices_blocking(url, prefix);
+        }
+    }
+}
+
+/// One `fleetauth serve` process, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    base: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub(crate) fn start(store: &SharedStore, extra: &[(&str, String)]) -> Self {
+        let (mut command, dir) = store.command(extra);
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("listening line");
+        let started: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("serve did not start ({e}): {line:?}"));
+        Self {
+            child,
+            base: format!("http://{}", started["listen"].as_str().unwrap()),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn rotation_settings() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "FLEETAUTH_JWT__KEY_ROTATION_PERIOD",
+            format!("{PERIOD_SECS}s"),
+        ),
+        (
+            "FLEETAUTH_JWT__KEY_PREPUBLISH",
+            format!("{PREPUBLISH_SECS}s"),
+        ),
+        ("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "200ms".into()),
+        ("FLEETAUTH_JWT__ACCESS_TTL", format!("{ACCESS_TTL_SECS}s")),
+        (
+            "FLEETAUTH_JWT__MAX_ACCESS_TTL",
+            format!("{ACCESS_TTL_SECS}s"),
+        ),
+        ("FLEETAUTH_JWT__LEEWAY", "0s".into()),
+    ]
+}
+
+/// The kids of a JWKS answer.
+async fn jwks_kids(client: &reqwest::Client, server: &Server) -> BTreeSet<String> {
+    let jwks: Value = client
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("JWKS request")
+        .json()
+        .await
+        .expect("JWKS JSON");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_string())
+        .collect()
+}
+
+/// The sum of a counter's samples with `label` in their label set.
+pub(crate) async fn counter(
+    client: &reqwest::Client,
+    server: &Server,
+    name: &str,
+    label: &str,
+) -> f64 {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Minted {
+    at: f64,
+    server: usize,
+    kid: String,
+    exp: f64,
+}
+
+async fn rotation_with_three_instances(store: SharedStore) {
+    let settings = rotation_settings();
+    let created = store.cli(&settings, &["api-key", "create", "--agent-id", "rotating"]);
+    let api_key = format!("ApiKey {}", created["encoded"].as_str().unwrap());
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(&store, &settings)).collect();
+    let client = reqwest::Client::new();
+
+    // Observe for three periods: every instance's JWKS, and a token minted by each.
+    let mut snapshots: Vec<(f64, usize, BTreeSet<String>)> = Vec::new();
+    let mut minted: Vec<Minted> = Vec::new();
+    let until = wall() + (3 * PERIOD_SECS) as f64 + 1.0;
+    while wall() < until {
+        for (i, server) in servers.iter().enumerate() {
+            snapshots.push((wall(), i, jwks_kids(&client, server).await));
+            let response = client
+                .post(server.url("/api/fleet/authenticate"))
+                .header("Authorization", &api_key)
+                .send()
+                .await
+                .expect("authenticate");
+            assert_eq!(response.status(), 200, "instance {i}");
+            let at = wall();
+            let body: Value = response.json().await.unwrap();
+            let token = body["access_token"].as_str().unwrap().to_string();
+            let (header, claims) = jwt_parts(&token);
+            minted.push(Minted {
+                at,
+                server: i,
+                kid: header["kid"].as_str().unwrap().to_string(),
+                exp: claims["exp"].as_f64().unwrap(),
+            });
+            // Another instance accepts it at once (it has the key too).
+            let other = &servers[(i + 1) % servers.len()];
+            let whoami = client
+                .get(other.url("/api/fleet/whoami"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("whoami");
+            assert_eq!(whoami.status(), 200, "a token of instance {i} elsewhere");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let signing: BTreeSet<&str> = minted.iter().map(|m| m.kid.as_str()).collect();
+    assert!(
+        signing.len() >= 3,
+        "at least two rotations in three periods: {signing:?}"
+    );
+
+    for token in &minted {
+        // A verifier that refreshes its cache of any instance's JWKS every CACHE_AGE
+        // may hold any JWKS answered up to CACHE_AGE before the token was minted: each
+        // of them knows its kid.
+        for (at, server, kids) in &snapshots {
+            if *at >= token.at - CACHE_AGE && *at <= token.at {
+                assert!(
+                    kids.contains(&token.kid),
+                    "a token of instance {} at {:.2} has kid {}, unknown to instance {server}'s \
+                     JWKS of {at:.2}: {kids:?}",
+                    token.server,
+                    token.at,
+                    token.kid,
+                );
+            }
+        }
+        // Every instance publishes its key until the token expires.
+        for (at, server, kids) in &snapshots {
+            if *at >= token.at && *at < token.exp - 0.3 {
+                assert!(
+                    kids.contains(&token.kid),
+                    "kid {} of a token valid until {} is missing from instance {server}'s JWKS \
+                     at {at:.2}",
+                    token.kid,
+                    token.exp
+                );
+            }
+        }
+    }
+
+    // Exactly one instance stored each new key: the instances' counters add up to the
+    // number of keys that appeared after the first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen: BTreeSet<String> = snapshots.iter().flat_map(|(_, _, k)| k.clone()).collect();
+    for server in &servers {
+        seen.extend(jwks_kids(&client, server).await);
+    }
+    let mut rotations = 0.0;
+    let mut per_instance = HashMap::new();
+    for (i, server) in servers.iter().enumerate() {
+        let n = counter(
+            &client,
+            server,
+            "fleetauth_signing_key_rotations_total",
+            "trigger=\"scheduled\"",
+        )
+        .await;
+        per_instance.insert(i, n);
+        rotations += n;
+    }
+    assert_eq!(
+        rotations as usize,
+        seen.len() - 1,
+        "one rotation per new key ({per_instance:?}, keys {seen:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_sqlite_file_rotate_once_per_period() {
+    rotation_with_three_instances(SharedStore::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_the_real_node_rotate_once_per_period() {
+    rotation_with_three_instances(SharedStore::elasticsearch("rotation")).await;
+}
+
+/// `keys rotate` and the other admin commands run with another `jwt.algorithm` than
+/// the server's leave the ring's algorithm alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_with_another_algorithm_leaves_the_signing_key_alone() {
+    let store = SharedStore::sqlite();
+    let es256 = [("FLEETAUTH_JWT__ALGORITHM", "ES256".to_string())];
+    let server = Server::start(&store, &es256);
+    let client = reqwest::Client::new();
+    let before = jwks_kids(&client, &server).await;
+
+    // The CLI runs with the default algorithm (EdDSA).
+    let eddsa = [("FLEETAUTH_JWT__ALGORITHM", "EdDSA".to_string())];
+    let created = store.cli(&eddsa, &["api-key", "create", "--agent-id", "a-1"]);
+    store.cli(&eddsa, &["enrollment-token", "list"]);
+    assert_eq!(
+        jwks_kids(&client, &server).await,
+        before,
+        "no admin command rotated"
+    );
+
+    let rotated = store.cli(&eddsa, &["keys", "rotate"]);
+    assert_eq!(
+        rotated["algorithm"], "ES256",
+        "keys rotate keeps the signing key's algorithm"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = client
+        .post(server.url("/api/fleet/authenticate"))
+        .header(
+            "Authorization",
+            format!("ApiKey {}", created["encoded"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let (header, _) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], rotated["kid"]);
+
+    // An explicit --algorithm changes it.
+    let changed = store.cli(&eddsa, &["keys", "rotate", "--algorithm", "EdDSA"]);
+    assert_eq!(changed["algorithm"], "EdDSA");
+    assert!(store.data_dir().is_some());
+}
