@@ -18,15 +18,16 @@ use async_trait::async_trait;
 
 use crate::clock::UnixTime;
 pub use model::{
-    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
-    RoleRecord, SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
+    ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh, RoleRecord,
+    SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord, TokenFamilyRecord,
+    TokenPairRecord, TokenStateRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
 };
 
 /// A change to one agent record: given the record as it is now (or `None`), return the
 /// record to write, or `None` to leave it as it is. It may be called more than once (a
 /// backend that lost a race calls it again with the newer record), so it must be pure.
-pub type AgentChange = Box<dyn FnMut(Option<&AgentRecord>) -> Option<AgentRecord> + Send + 'static>;
+pub type AgentChange =
+    Box<dyn FnMut(Option<&TokenStateRecord>) -> Option<TokenStateRecord> + Send + 'static>;
 
 /// A change to one security record: given the record as it is now (or `None`), what to
 /// write. Like [`AgentChange`] it may be called more than once, so it must be pure.
@@ -61,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     /// stored value, storing `value` first if there is none.
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
 
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError>;
 
     /// The id of every agent record (agents, and non-agent clients whose pairs are kept
     /// like an agent's), ordered by id: a listing (every record whose creation has
@@ -76,7 +77,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         agent_id: &str,
         change: AgentChange,
-    ) -> Result<Option<AgentRecord>, StoreError>;
+    ) -> Result<Option<TokenStateRecord>, StoreError>;
 
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
 
