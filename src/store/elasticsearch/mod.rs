@@ -30,8 +30,9 @@
 //!   connection, a timeout or an error answer (401/403, a missing index, 429, 5xx) is
 //!   [`StoreError::Unavailable`] (503, `/readyz` not ready); a 400 for our own request or
 //!   an unreadable document is [`StoreError::Corrupt`]. Nothing is retried except a lost
-//!   compare-and-set. A write is one request on one document, so a failure leaves no
-//!   partial record.
+//!   compare-and-set and a request the cluster rejected as overloaded (429: resent at
+//!   most [`client::MAX_REJECTED_RESENDS`] times, see [`client`]). A write is one
+//!   request on one document, so a failure leaves no partial record.
 
 pub mod client;
 pub mod mappings;
