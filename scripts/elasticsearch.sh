@@ -10,6 +10,11 @@
 #   scripts/elasticsearch.sh url    [VERSION]   the URL of the running node (exit 1 if it is not running)
 #   scripts/elasticsearch.sh log    [VERSION]   the tail of the node's log
 #   scripts/elasticsearch.sh versions           the versions CI tests (newest first)
+#   scripts/elasticsearch.sh start-cluster N [VERSION]  N nodes forming one cluster (own HTTP and
+#                                               transport ports, fresh data); prints each node's URL
+#   scripts/elasticsearch.sh stop-cluster  [VERSION]    stop every node of that cluster
+#   scripts/elasticsearch.sh discard [VERSION]  stop the node and delete its folder (tests' own nodes)
+#   scripts/elasticsearch.sh discard-cluster [VERSION]  the same for every node of a cluster
 #
 # VERSION defaults to the first of `versions`. The distribution is Elastic's minimal
 # `org.elasticsearch.distribution.integ-test-zip:elasticsearch:<VERSION>:zip`, fetched with
@@ -22,6 +27,20 @@
 # that user. 9.x needs Java 21+ (Temurin 25 here); 8.x runs on OpenJDK 17.
 # FLEETAUTH_ES_INSTANCE=NAME runs a separate node of that version (its own folder
 # .elasticsearch/<VERSION>-NAME, ports and data), e.g. one that a fault test may kill.
+# A cluster (start-cluster) of instance NAME is the nodes NAME-n1 .. NAME-nN (each
+# folder .elasticsearch/<VERSION>-NAME-n<i>; `kill`/`resume`/`status` of one node take
+# FLEETAUTH_ES_INSTANCE=NAME-n<i>), named `fleetauth-<VERSION>-NAME`, discovering each
+# other through their transport ports on 127.0.0.1, every node master-eligible.
+# FLEETAUTH_ES_SETTINGS: extra elasticsearch.yml lines for the node(s) being started
+# (e.g. a tiny `thread_pool.write.queue_size` for a test of 429 answers); a key given
+# there replaces the default line of that key (e.g. `xpack.security.enabled: true`).
+# FLEETAUTH_ES_BOOTSTRAP_PASSWORD: put `bootstrap.password` in the node's keystore (the
+# password of the built-in `elastic` user of a node with security on); the health
+# checks then authenticate as `elastic`. FLEETAUTH_ES_FILE_ROLES (roles.yml text) and
+# FLEETAUTH_ES_FILE_USERS (lines `name:password:role,role`) define roles and users of
+# the file realm: this distribution cannot create the `.security` index (its mapping
+# needs the analysis-common module, which integ-test-zip lacks), so native users,
+# roles and API keys of the cluster are not available on it.
 # A node that does not become healthy within FLEETAUTH_ES_START_TIMEOUT seconds (default
 # 180) is stopped, its log tail is printed and the script exits non-zero.
 set -euo pipefail
@@ -124,22 +143,24 @@ log_tail() {
 write_config() {
   local version="$1" dir http_port transport_port
   dir="$(node_dir "$1")"
-  http_port="$(free_port)"
-  transport_port="$(free_port)"
-  while [ "$transport_port" = "$http_port" ]; do transport_port="$(free_port)"; done
-  mkdir -p "$dir/run"
-  echo "$http_port" >"$dir/run/http.port"
-  echo "$transport_port" >"$dir/run/transport.port"
+  if [ -z "${KEEP_PORTS:-}" ]; then pick_ports "$version"; fi
+  http_port="$(cat "$dir/run/http.port")"
+  transport_port="$(cat "$dir/run/transport.port")"
   # The distribution's own config folder, copied, so the node's files stay out of dist/.
   rm -rf "$dir/config"
   cp -r "$dir/dist/config" "$dir/config"
   cat >"$dir/config/elasticsearch.yml" <<EOF
-cluster.name: fleetauth-test
+cluster.name: ${CLUSTER_NAME:-fleetauth-test}
 node.name: fleetauth-test-$version${FLEETAUTH_ES_INSTANCE:+-$FLEETAUTH_ES_INSTANCE}
 network.host: 127.0.0.1
 http.port: $http_port
 transport.port: $transport_port
-discovery.type: single-node
+$(if [ -n "${CLUSTER_SEEDS:-}" ]; then
+    echo "discovery.seed_hosts: [$CLUSTER_SEEDS]"
+    echo "cluster.initial_master_nodes: [$CLUSTER_MASTERS]"
+  else
+    echo "discovery.type: single-node"
+  fi)
 path.data: $dir/data
 path.logs: $dir/logs
 xpack.security.enabled: false
@@ -150,12 +171,125 @@ action.destructive_requires_name: false
 cluster.max_shards_per_node: 20000
 ingest.geoip.downloader.enabled: false
 EOF
+  # Extra settings replace the defaults of the same keys.
+  local line
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    sed -i "/^${line%%:*}:/d" "$dir/config/elasticsearch.yml"
+    echo "$line" >>"$dir/config/elasticsearch.yml"
+  done <<<"${FLEETAUTH_ES_SETTINGS:-}"
   # The minimal distribution may lack some x-pack modules: drop settings it cannot read.
   if [ ! -d "$dir/dist/modules/x-pack-ml" ]; then sed -i '/^xpack.ml.enabled/d' "$dir/config/elasticsearch.yml"; fi
   if [ ! -d "$dir/dist/modules/x-pack-security" ]; then sed -i '/^xpack.security.enabled/d' "$dir/config/elasticsearch.yml"; fi
   if [ ! -d "$dir/dist/modules/ingest-geoip" ]; then sed -i '/^ingest.geoip/d' "$dir/config/elasticsearch.yml"; fi
   # GC logs and heap dumps into the node's own logs folder, not the working directory.
   sed -i -e "s|file=gc.log|file=$dir/logs/gc.log|" -e "s|-XX:ErrorFile=hs_err_pid%p.log|-XX:ErrorFile=$dir/logs/hs_err_pid%p.log|" "$dir/config/jvm.options"
+}
+
+# Chooses two free ports for a node and writes them to its run folder.
+pick_ports() {
+  local dir http_port transport_port
+  dir="$(node_dir "$1")"
+  http_port="$(free_port)"
+  transport_port="$(free_port)"
+  while [ "$transport_port" = "$http_port" ]; do transport_port="$(free_port)"; done
+  mkdir -p "$dir/run"
+  echo "$http_port" >"$dir/run/http.port"
+  echo "$transport_port" >"$dir/run/transport.port"
+}
+
+# The instance names of the nodes of cluster $FLEETAUTH_ES_INSTANCE that exist here.
+cluster_members() {
+  local base="${FLEETAUTH_ES_INSTANCE:-cluster}" d
+  for d in "$ROOT/$1-$base-n"*; do
+    [ -d "$d" ] && echo "${d##*/$1-}"
+  done
+  return 0
+}
+
+start_cluster() {
+  local n="$1" version="$2" base="${FLEETAUTH_ES_INSTANCE:-cluster}" i seeds="" masters="" member
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "start-cluster needs a node count (e.g. start-cluster 3)"
+  stop_cluster "$version"
+  fetch "$version"
+  for i in $(seq 1 "$n"); do
+    member="$base-n$i"
+    FLEETAUTH_ES_INSTANCE="$member" unpack "$version"
+    FLEETAUTH_ES_INSTANCE="$member" pick_ports "$version"
+    seeds="$seeds${seeds:+, }\"127.0.0.1:$(cat "$ROOT/$version-$member/run/transport.port")\""
+    masters="$masters${masters:+, }\"fleetauth-test-$version-$member\""
+  done
+  for i in $(seq 1 "$n"); do
+    member="$base-n$i"
+    FLEETAUTH_ES_INSTANCE="$member" KEEP_PORTS=1 CLUSTER_SEEDS="$seeds" CLUSTER_MASTERS="$masters" \
+      CLUSTER_NAME="fleetauth-$version-$base" write_config "$version"
+    rm -rf "$ROOT/$version-$member/data" "$ROOT/$version-$member/logs" "$ROOT/$version-$member/tmp"
+  done
+  # Together: each node waits for the others to form the cluster.
+  local pids=() failed=0 pid
+  for i in $(seq 1 "$n"); do
+    FLEETAUTH_ES_INSTANCE="$base-n$i" launch "$version" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" -eq 0 ] || { stop_cluster "$version"; die "a node of cluster $base did not start"; }
+  local url deadline
+  url="$(FLEETAUTH_ES_INSTANCE="$base-n1" url_of "$version")"
+  deadline=$(($(date +%s) + START_TIMEOUT))
+  until curl -fsS -m 10 "$url/_cluster/health?wait_for_nodes=$n&wait_for_status=green&timeout=5s" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      for i in $(seq 1 "$n"); do FLEETAUTH_ES_INSTANCE="$base-n$i" log_tail "$version"; done
+      stop_cluster "$version"
+      die "cluster $base ($n nodes of $version) did not form within ${START_TIMEOUT}s"
+    fi
+    sleep 1
+  done
+  echo "elasticsearch.sh: cluster $base of $n nodes of Elasticsearch $version is green" >&2
+  for i in $(seq 1 "$n"); do FLEETAUTH_ES_INSTANCE="$base-n$i" url_of "$version"; done
+}
+
+stop_cluster() {
+  local version="$1" member
+  for member in $(cluster_members "$version"); do
+    FLEETAUTH_ES_INSTANCE="$member" stop "$version" 2>/dev/null || true
+  done
+}
+
+# Security material of a node with security on: `bootstrap.password` in its keystore
+# (FLEETAUTH_ES_BOOTSTRAP_PASSWORD), file-realm roles and users.
+write_security() {
+  local version="$1" dir java_home line name rest password roles
+  [ -n "${FLEETAUTH_ES_BOOTSTRAP_PASSWORD:-}${FLEETAUTH_ES_FILE_USERS:-}${FLEETAUTH_ES_FILE_ROLES:-}" ] || return 0
+  dir="$(node_dir "$1")"
+  java_home="$(java_home_for "$version")"
+  mkdir -p "$dir/tmp"
+  [ "$(id -u)" -ne 0 ] || chown -R "$RUN_USER" "$dir/config" "$dir/tmp"
+  es_tool() {
+    as_node_user env -i PATH=/usr/bin:/bin HOME="$dir/tmp" \
+      ES_JAVA_HOME="$java_home" ES_PATH_CONF="$dir/config" ES_TMPDIR="$dir/tmp" "$dir/dist/bin/$@" \
+      >>"$dir/run/security.log" 2>&1 \
+      || { cat "$dir/run/security.log" >&2; die "$1 failed for Elasticsearch $version"; }
+  }
+  if [ -n "${FLEETAUTH_ES_BOOTSTRAP_PASSWORD:-}" ]; then
+    rm -f "$dir/config/elasticsearch.keystore"
+    printf '%s\n' "$FLEETAUTH_ES_BOOTSTRAP_PASSWORD" | es_tool elasticsearch-keystore add -x -f bootstrap.password
+  fi
+  if [ -n "${FLEETAUTH_ES_FILE_ROLES:-}" ]; then
+    printf '%s\n' "$FLEETAUTH_ES_FILE_ROLES" >>"$dir/config/roles.yml"
+  fi
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    name="${line%%:*}" rest="${line#*:}"
+    password="${rest%%:*}" roles="${rest#*:}"
+    es_tool elasticsearch-users useradd "$name" -p "$password" -r "$roles"
+  done <<<"${FLEETAUTH_ES_FILE_USERS:-}"
+}
+
+# curl options that authenticate the health checks on a node with security on.
+health_auth() {
+  if [ -n "${FLEETAUTH_ES_BOOTSTRAP_PASSWORD:-}" ]; then
+    printf '%s\n' -u "elastic:$FLEETAUTH_ES_BOOTSTRAP_PASSWORD"
+  fi
 }
 
 launch() {
@@ -186,7 +320,7 @@ wait_healthy() {
   url="$(url_of "$version")"
   deadline=$(($(date +%s) + START_TIMEOUT))
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    if curl -fsS -m 5 "$url/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null 2>&1; then
+    if curl -fsS -m 5 $(health_auth) "$url/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null 2>&1; then
       return 0
     fi
     if [ -s "$(node_dir "$version")/run/es.pid" ] && ! pid_of "$version" >/dev/null; then
@@ -221,6 +355,7 @@ case "$cmd" in
     unpack "$version"
     write_config "$version"
     rm -rf "$(node_dir "$version")/data" "$(node_dir "$version")/logs" "$(node_dir "$version")/tmp"
+    write_security "$version"
     launch "$version"
     wait_healthy "$version"
     echo "elasticsearch.sh: Elasticsearch $version healthy at $(url_of "$version") (pid $(pid_of "$version"))" >&2
@@ -252,5 +387,22 @@ case "$cmd" in
   url) pid_of "$version" >/dev/null || die "Elasticsearch $version is not running"; url_of "$version" ;;
   log) log_tail "$version" 2>&1 ;;
   versions) printf '%s\n' "${SUPPORTED_VERSIONS[@]}" ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  start-cluster)
+    n="${2:-}"
+    version="${3:-${SUPPORTED_VERSIONS[0]}}"
+    start_cluster "$n" "$version"
+    ;;
+  stop-cluster) stop_cluster "$version" ;;
+  discard)
+    stop "$version"
+    [ -n "${FLEETAUTH_ES_INSTANCE:-}" ] || die "discard is for a named instance (FLEETAUTH_ES_INSTANCE)"
+    rm -rf "$(node_dir "$version")"
+    ;;
+  discard-cluster)
+    for member in $(cluster_members "$version"); do
+      FLEETAUTH_ES_INSTANCE="$member" stop "$version" 2>/dev/null || true
+      rm -rf "$ROOT/$version-$member"
+    done
+    ;;
+  *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

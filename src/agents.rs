@@ -2,7 +2,7 @@
 //! keys is created until it is unenrolled, which stops every credential at once.
 
 use crate::clock::UnixTime;
-use crate::store::{AgentRecord, Store, StoreError};
+use crate::store::{Store, StoreError, TokenStateRecord};
 
 /// The longest agent id accepted.
 pub const MAX_AGENT_ID_LEN: usize = 128;
@@ -24,7 +24,7 @@ pub async fn enroll(store: &dyn Store, agent_id: &str, now: UnixTime) -> Result<
             agent_id,
             Box::new(move |record| match record {
                 Some(r) if r.active => None,
-                _ => Some(AgentRecord::enrolled(&id, now)),
+                _ => Some(TokenStateRecord::enrolled(&id, now)),
             }),
         )
         .await?;
@@ -42,7 +42,7 @@ pub async fn unenroll(
         .update_agent(
             agent_id,
             Box::new(move |record| {
-                record.map(|r| AgentRecord {
+                record.map(|r| TokenStateRecord {
                     active: false,
                     current: None,
                     pending: None,

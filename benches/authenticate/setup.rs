@@ -4,7 +4,7 @@
 //! 1. `ApiKeyService::create` for the first `api_keys` agents (one argon2id hash each,
 //!    on the blocking pool, as many at once as there are cores);
 //! 2. `agents::enroll` for all `agents` agents;
-//! 3. one `TokenService::exchange(subject, Presented::ApiKey)` per agent: what the
+//! 3. one `TokenService::exchange(subject, TradedIn::ApiKey)` per agent: what the
 //!    server does for `Authorization: ApiKey` once the key has verified. It stores the
 //!    agent's first pair as pending and returns it; the bench keeps its refresh token.
 //!    This skips only the argon2 *verification* of that first exchange (10,000 of them
@@ -37,9 +37,9 @@ use fleetauth::clock::SystemClock;
 use fleetauth::config::Settings;
 use fleetauth::credentials::Presented as Credential;
 use fleetauth::startup::Services;
-use fleetauth::store::{AgentRecord, RetiredRefresh, TokenPairRecord};
+use fleetauth::store::{RetiredRefresh, TokenPairRecord, TokenStateRecord};
 use fleetauth::tokens::rotation::MAX_RETIRED;
-use fleetauth::tokens::{IssuedPair, Presented, Subject};
+use fleetauth::tokens::{IssuedPair, Subject, TradedIn};
 use futures::{StreamExt, TryStreamExt};
 
 /// What the bench needs to talk to the server as its agents.
@@ -119,12 +119,12 @@ pub async fn enroll(
             let (agent, client) = (agent_id(i), client_ids[i].clone());
             async move {
                 let subject = Subject {
-                    agent_id: &agent,
+                    sub: &agent,
                     client_id: &client,
                     family: None,
                     bound_key: None,
                 };
-                tokens.exchange(subject, Presented::ApiKey).await
+                tokens.exchange(subject, TradedIn::ApiKey).await
             }
         })
         .buffered(WRITES_IN_FLIGHT)
@@ -215,9 +215,9 @@ pub async fn enroll(
 
 /// A filler agent's record: what a long-running agent's looks like (a current pair,
 /// a full list of retired refresh hashes), with made-up but well-formed values.
-fn filler(agent_id: &str, now: fleetauth::clock::UnixTime) -> AgentRecord {
+fn filler(agent_id: &str, now: fleetauth::clock::UnixTime) -> TokenStateRecord {
     let hash = |n: usize| format!("{:064x}", (n as u128) << 64 | agent_id.len() as u128);
-    AgentRecord {
+    TokenStateRecord {
         agent_id: agent_id.to_string(),
         active: true,
         current: Some(TokenPairRecord {

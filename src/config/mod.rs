@@ -1,3 +1,4 @@
+// Over 600 lines with its tests: the code is ~450 (the settings root, loading and cross-section checks); the rest is the validation tests.
 //! Settings: parsed once, in layers (built-in defaults < TOML file < `FLEETAUTH_*`
 //! environment < command-line flags), then validated into typed [`Settings`] that are
 //! passed down. An invalid value becomes one [`SettingsError`] naming the setting.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use error::{SecurityError, SecurityErrorKind};
 
@@ -38,7 +38,7 @@ use crate::authentication::{Authenticator, IdentityServices, Principal};
 use crate::clock::UnixTime;
 use crate::credentials::Presented;
 use crate::grant::{GrantError, GrantService};
-use crate::identity::{Action, Identity};
+use crate::identity::Action;
 use crate::tokens::TokenService;
 
 /// A request body read into a typed request; what does not fit is a `parse_exception`,
@@ -46,28 +46,6 @@ use crate::tokens::TokenService;
 pub fn read_body<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, SecurityError> {
     serde_json::from_value(body)
         .map_err(|e| SecurityError::parse(format!("failed to parse [{what}]: {e}")))
-}
-
-/// `_authenticate`'s answer for an identity.
-pub fn authenticate_json(identity: &Identity) -> Value {
-    let mut out = json!({
-        "username": identity.username,
-        "roles": identity.roles,
-        "full_name": identity.full_name,
-        "email": identity.email,
-        "metadata": identity.metadata,
-        "enabled": identity.enabled,
-        "authentication_realm": identity.authentication_realm,
-        "lookup_realm": identity.lookup_realm,
-        "authentication_type": identity.authentication_type,
-    });
-    if let Some((id, name)) = &identity.api_key {
-        out["api_key"] = json!({ "id": id, "name": name });
-    }
-    if let Some(name) = &identity.service_token {
-        out["token"] = json!({ "name": name, "type": "_service_account_index" });
-    }
-    out
 }
 
 /// The flows of the security APIs.

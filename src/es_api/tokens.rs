@@ -3,9 +3,9 @@
 //! family, and invalidation by token, refresh token, username or realm.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{authenticate_json, read_body, SecurityApi, SecurityError};
+use super::{read_body, SecurityApi, SecurityError};
 use crate::authentication::{AuthMethod, Principal};
 use crate::grant::access::VerifiedAccess;
 use crate::grant::{DpopRequest, FamilyOwner, GrantRequest, Issued};
@@ -27,16 +27,11 @@ pub struct CreateTokenRequest {
     pub kerberos_ticket: Option<String>,
 }
 
-/// A token as the token API answers.
-#[derive(Serialize)]
+/// Tokens the token API issued, and to whom (the HTTP layer renders its answer).
 pub struct CreatedToken {
-    pub access_token: String,
-    #[serde(rename = "type")]
-    pub token_type: &'static str,
-    pub expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    pub authentication: Value,
+    pub issued: Issued,
+    /// The user the tokens belong to, as `_authenticate` describes it.
+    pub user: Identity,
 }
 
 impl std::fmt::Debug for CreatedToken {
@@ -177,14 +172,14 @@ impl SecurityApi {
             .authenticator
             .user_identity(&user, AuthenticationType::Token)
             .await?;
-        Ok(created(issued, authenticate_json(&identity)))
+        Ok(created(issued, identity))
     }
 
     /// A token family's refresh token, and its user, who must still be enabled.
     async fn refreshing_user(
         &self,
         request: CreateTokenRequest,
-    ) -> Result<(refresh::PresentedRefresh, UserRecord), SecurityError> {
+    ) -> Result<(refresh::ParsedRefresh, UserRecord), SecurityError> {
         let token = request
             .refresh_token
             .filter(|t| !t.is_empty())
@@ -289,22 +284,16 @@ impl SecurityApi {
     }
 }
 
-/// The token API's answer for tokens issued to `authentication`'s user.
-fn created(issued: Issued, authentication: Value) -> CreatedToken {
-    CreatedToken {
-        access_token: issued.access_token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in,
-        refresh_token: issued.refresh_token,
-        authentication,
-    }
+fn created(issued: Issued, user: Identity) -> CreatedToken {
+    CreatedToken { issued, user }
 }
 
-/// `authentication` of a new family's answer: the user, authenticated by its realm.
-fn token_authentication(identity: &Identity) -> Value {
-    let mut authentication = authenticate_json(identity);
-    authentication["authentication_type"] = json!(AuthenticationType::Realm);
-    authentication
+/// The user of a new family's answer, authenticated by its realm.
+fn token_authentication(identity: &Identity) -> Identity {
+    Identity {
+        authentication_type: AuthenticationType::Realm,
+        ..identity.clone()
+    }
 }
 
 fn family_owner(identity: &Identity) -> FamilyOwner<'_> {

@@ -7,7 +7,7 @@
 use super::GrantError;
 use crate::api_keys::{ApiKeyError, ApiKeyService};
 use crate::tokens::kind::{ClientState, TokenKind};
-use crate::tokens::refresh::PresentedRefresh;
+use crate::tokens::refresh::ParsedRefresh;
 use crate::tokens::{jwt, AccessClaims, TokenError, TokenService};
 
 /// How an access token is being checked.
@@ -48,7 +48,7 @@ impl<'a> AccessTokens<'a> {
     }
 
     /// The kind of a parsed refresh token, under the same policy.
-    pub fn kind_of_refresh(&self, presented: &PresentedRefresh) -> TokenKind {
+    pub fn kind_of_refresh(&self, presented: &ParsedRefresh) -> TokenKind {
         self.clients.of_refresh(presented)
     }
 

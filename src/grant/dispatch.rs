@@ -52,7 +52,7 @@ pub enum GrantRequest<'r> {
         credential: Credential,
     },
     /// The token API's `refresh_token` grant: a token family's refresh token.
-    FamilyRefresh(&'r tokens::refresh::PresentedRefresh),
+    FamilyRefresh(&'r tokens::refresh::ParsedRefresh),
 }
 
 /// What a grant handed out.

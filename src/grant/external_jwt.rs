@@ -24,7 +24,7 @@ use super::policy::IssuancePolicy;
 use super::GrantError;
 use crate::store::StoreError;
 use crate::tokens::IssuedAccess;
-use crate::vault::{Admitted, JwtAuth, LoginAttempt, VaultError};
+use crate::vault::{Admitted, JwtAuth, LoginAttempt, NoRole, VaultError};
 
 /// The `client_id` of tokens issued by a login through `role`.
 pub fn role_client_id(role: &str) -> String {
@@ -53,7 +53,9 @@ impl LoginError {
     pub fn failure_reason(&self) -> crate::telemetry::metrics::FailureReason {
         use crate::telemetry::metrics::FailureReason;
         match self {
-            Self::Refused(VaultError::Invalid { .. }) => FailureReason::InvalidGrant,
+            Self::Refused(VaultError::Invalid { .. } | VaultError::NoRole { .. }) => {
+                FailureReason::InvalidGrant
+            }
             Self::Refused(VaultError::PermissionDenied) => FailureReason::Forbidden,
             Self::Refused(VaultError::KeysUnavailable(_)) => FailureReason::Unavailable,
             Self::Refused(VaultError::Store(StoreError::Unavailable(_))) => {
@@ -101,8 +103,8 @@ pub(super) async fn admit(
     };
     match auth.login(attempt).await {
         Ok(admitted) => Ok(Some(admitted)),
-        Err(VaultError::Invalid {
-            reason: "not_configured",
+        Err(VaultError::NoRole {
+            why: NoRole::NotConfigured,
             ..
         }) => Ok(None),
         Err(e) => Err(exchange_error(e)),
@@ -114,21 +116,27 @@ pub(super) async fn admit(
 /// (`invalid_grant`, which token exchange reports as `invalid_request`).
 fn exchange_error(error: VaultError) -> GrantError {
     match error {
-        VaultError::Invalid {
-            reason: reason @ ("unknown_role" | "invalid_role_name"),
+        VaultError::NoRole {
+            why: why @ (NoRole::Unknown | NoRole::InvalidName),
             message,
         } => GrantError::InvalidTarget {
-            reason,
+            reason: why.reason(),
             description: format!("the audience names no JWT auth role: {message}"),
         },
-        VaultError::Invalid {
-            reason: "missing_role",
+        VaultError::NoRole {
+            why: NoRole::Missing,
             ..
         } => GrantError::invalid_request(
-            "missing_role",
+            NoRole::Missing.reason(),
             "the subject_token is an external JWT: name its JWT auth role in the audience parameter (or configure default_role)",
         ),
         VaultError::Invalid { reason, message } => GrantError::invalid_grant(reason, message),
+        // Unreachable from `admit` (an unconfigured auth method knows no token), kept
+        // total: the subject token cannot be checked.
+        e @ VaultError::NoRole {
+            why: NoRole::NotConfigured,
+            ..
+        } => GrantError::invalid_grant(e.reason(), e.to_string()),
         VaultError::PermissionDenied => GrantError::invalid_grant(
             "permission_denied",
             "the role does not accept requests from this address (bound_cidrs)",

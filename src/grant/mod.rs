@@ -224,8 +224,8 @@ impl GrantService {
                 };
                 external_jwt::login(auth, &self.policy(), attempt).await
             }
-            None => Err(LoginError::Refused(crate::vault::VaultError::invalid(
-                "not_configured",
+            None => Err(LoginError::Refused(crate::vault::VaultError::no_role(
+                crate::vault::NoRole::NotConfigured,
                 "could not load configuration",
             ))),
         };

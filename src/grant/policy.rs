@@ -174,7 +174,7 @@ impl<'a> IssuancePolicy<'a> {
     ) -> Result<Issued, GrantError> {
         let bound_key = self.binding.key_for(None, client.agent_id.is_some())?;
         let subject = Subject {
-            agent_id: client.subject(),
+            sub: client.subject(),
             client_id: &client.id,
             family: None,
             bound_key: bound_key.as_deref(),
@@ -188,7 +188,7 @@ impl<'a> IssuancePolicy<'a> {
         }
         let pair = self
             .tokens
-            .exchange_scoped(subject, scope, tokens::Presented::ApiKey)
+            .exchange_scoped(subject, scope, tokens::TradedIn::ApiKey)
             .await?;
         Ok(Issued::pair(pair, scope))
     }
@@ -211,7 +211,7 @@ impl<'a> IssuancePolicy<'a> {
     /// token family's refresh token is refused (it is refreshed at the token API).
     pub async fn refresh(
         &self,
-        presented: &refresh::PresentedRefresh,
+        presented: &refresh::ParsedRefresh,
         scope: Option<&str>,
     ) -> Result<Issued, GrantError> {
         let kind = self.client_state().of_refresh(presented);
@@ -222,12 +222,12 @@ impl<'a> IssuancePolicy<'a> {
             .binding
             .key_for(presented.jkt.as_deref(), kind == TokenKind::AgentPair)?;
         let subject = Subject {
-            agent_id: &presented.agent_id,
+            sub: &presented.agent_id,
             client_id: &presented.client_id,
             family: None,
             bound_key: bound_key.as_deref(),
         };
-        let presented = tokens::Presented::RefreshToken {
+        let presented = tokens::TradedIn::RefreshToken {
             hash: &presented.hash,
         };
         let pair = self
@@ -267,7 +267,7 @@ impl<'a> IssuancePolicy<'a> {
         let agent = verified.kind == TokenKind::AgentPair;
         let bound_key = self.binding.key_for(claims.bound_key(), agent)?;
         let subject = Subject {
-            agent_id: &claims.sub,
+            sub: &claims.sub,
             client_id: &claims.client_id,
             family: None,
             bound_key: bound_key.as_deref(),
@@ -277,7 +277,7 @@ impl<'a> IssuancePolicy<'a> {
             let access = self.tokens.issue_access_only(subject, scope);
             return Ok(Issued::access_only(access, scope));
         }
-        let presented = tokens::Presented::AccessToken { jti: &claims.jti };
+        let presented = tokens::TradedIn::AccessToken { jti: &claims.jti };
         let pair = self
             .tokens
             .exchange_scoped(subject, scope, presented)
@@ -309,7 +309,7 @@ impl<'a> IssuancePolicy<'a> {
     /// refresh token is refused here.
     pub async fn refresh_family(
         &self,
-        presented: &refresh::PresentedRefresh,
+        presented: &refresh::ParsedRefresh,
     ) -> Result<Issued, GrantError> {
         if self.client_state().of_refresh(presented) != TokenKind::Family {
             return Err(GrantError::invalid_grant(
@@ -318,7 +318,7 @@ impl<'a> IssuancePolicy<'a> {
             ));
         }
         let subject = Subject {
-            agent_id: &presented.agent_id,
+            sub: &presented.agent_id,
             client_id: &presented.client_id,
             family: presented.family.as_deref(),
             bound_key: None,
@@ -328,7 +328,7 @@ impl<'a> IssuancePolicy<'a> {
             .exchange_scoped(
                 subject,
                 None,
-                tokens::Presented::RefreshToken {
+                tokens::TradedIn::RefreshToken {
                     hash: &presented.hash,
                 },
             )

@@ -1,3 +1,4 @@
+// Over 600 lines on purpose: every HTTP status and error body of every API family is decided here, once (STYLE.md), so the families can be compared side by side.
 //! HTTP status codes are decided here, once per API family. Internals never reach the
 //! client; 5xx causes are logged here (they carry no secrets).
 
@@ -430,7 +431,7 @@ impl IntoResponse for VaultApiError {
         let (status, errors): (StatusCode, Vec<String>) = match &self {
             Self::Vault(e) => {
                 let (status, message) = match e {
-                    VaultError::Invalid { message, .. } => {
+                    VaultError::Invalid { message, .. } | VaultError::NoRole { message, .. } => {
                         (StatusCode::BAD_REQUEST, message.clone())
                     }
                     VaultError::PermissionDenied => {

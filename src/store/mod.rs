@@ -18,15 +18,16 @@ use async_trait::async_trait;
 
 use crate::clock::UnixTime;
 pub use model::{
-    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
-    RoleRecord, SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
+    ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh, RoleRecord,
+    SecurityRecord, ServiceTokenRecord, SigningKeyRecord, StoredRecord, TokenFamilyRecord,
+    TokenPairRecord, TokenStateRecord, UserRecord, ENROLLMENT_TOKEN_MARKER,
 };
 
 /// A change to one agent record: given the record as it is now (or `None`), return the
 /// record to write, or `None` to leave it as it is. It may be called more than once (a
 /// backend that lost a race calls it again with the newer record), so it must be pure.
-pub type AgentChange = Box<dyn FnMut(Option<&AgentRecord>) -> Option<AgentRecord> + Send + 'static>;
+pub type AgentChange =
+    Box<dyn FnMut(Option<&TokenStateRecord>) -> Option<TokenStateRecord> + Send + 'static>;
 
 /// A change to one security record: given the record as it is now (or `None`), what to
 /// write. Like [`AgentChange`] it may be called more than once, so it must be pure.
@@ -61,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     /// stored value, storing `value` first if there is none.
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
 
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError>;
 
     /// [`agent`](Self::agent) for a reader that looks only at whether the agent is
     /// enrolled and at its current and pending pairs (the per-request check of an
@@ -69,7 +70,7 @@ pub trait Store: Send + Sync + 'static {
     /// can skip reading and decoding that list does (SQLite: it is most of the cost of
     /// the read); the default reads the whole record. Never use it to decide a change:
     /// changes go through [`update_agent`](Self::update_agent), which reads everything.
-    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
         self.agent(agent_id).await
     }
 
@@ -86,7 +87,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         agent_id: &str,
         change: AgentChange,
-    ) -> Result<Option<AgentRecord>, StoreError>;
+    ) -> Result<Option<TokenStateRecord>, StoreError>;
 
     async fn insert_api_key(&self, key: ApiKeyRecord) -> Result<(), StoreError>;
 

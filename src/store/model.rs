@@ -5,12 +5,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 
-/// The token state of one agent (index `.fleet-agents` in Elasticsearch).
+/// The token state of one subject (index `.fleet-agents` in Elasticsearch): an agent,
+/// a non-agent client with stored pairs (keyed by its client id), or, inside a token
+/// family's record, a family of the token API. `agent_id` is the key: the agent id or
+/// the client id.
 ///
 /// At most one *current* and one *pending* pair (SPEC §3): a new issuance is stored as
 /// pending; its first use promotes it to current and retires the old current pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
+pub struct TokenStateRecord {
     pub agent_id: String,
     /// False once unenrolled: every credential of the agent stops working.
     pub active: bool,
@@ -22,7 +25,7 @@ pub struct AgentRecord {
     pub updated_at: UnixTime,
 }
 
-impl AgentRecord {
+impl TokenStateRecord {
     pub fn enrolled(agent_id: &str, now: UnixTime) -> Self {
         Self {
             agent_id: agent_id.to_string(),
@@ -364,7 +367,7 @@ pub struct TokenFamilyRecord {
     pub realm: String,
     pub realm_type: String,
     pub created_at: UnixTime,
-    pub state: AgentRecord,
+    pub state: TokenStateRecord,
 }
 
 impl SecurityRecord for TokenFamilyRecord {

@@ -23,9 +23,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::{
-    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordChange, RecordKind,
-    RecordWrite, RetiredRefresh, SigningKeyRecord, Store, StoreError, StoredRecord,
-    TokenPairRecord,
+    AgentChange, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordChange, RecordKind, RecordWrite,
+    RetiredRefresh, SigningKeyRecord, Store, StoreError, StoredRecord, TokenPairRecord,
+    TokenStateRecord,
 };
 use crate::clock::UnixTime;
 
@@ -400,8 +400,8 @@ fn lower_hex(bytes: &[u8]) -> String {
     hex
 }
 
-fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
-    let record = AgentRecord {
+fn agent_from(row: &Row<'_>) -> rusqlite::Result<(TokenStateRecord, Vec<u8>)> {
+    let record = TokenStateRecord {
         agent_id: row.get(0)?,
         active: row.get(1)?,
         current: pair_from(row, 2)?,
@@ -412,7 +412,7 @@ fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
     Ok((record, row.get(10)?))
 }
 
-fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(SELECT_AGENT).map_err(unavailable)?;
     let found = stmt
         .query_row([agent_id], agent_from)
@@ -427,12 +427,15 @@ fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, 
 }
 
 /// The agent's record with an empty `retired` list, without reading the list.
-fn read_agent_pairs(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+fn read_agent_pairs(
+    conn: &Connection,
+    agent_id: &str,
+) -> Result<Option<TokenStateRecord>, StoreError> {
     let mut stmt = conn
         .prepare_cached(SELECT_AGENT_PAIRS)
         .map_err(unavailable)?;
     stmt.query_row([agent_id], |row| {
-        Ok(AgentRecord {
+        Ok(TokenStateRecord {
             agent_id: row.get(0)?,
             active: row.get(1)?,
             current: pair_from(row, 2)?,
@@ -445,7 +448,7 @@ fn read_agent_pairs(conn: &Connection, agent_id: &str) -> Result<Option<AgentRec
     .map_err(unavailable)
 }
 
-fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
+fn write_agent(conn: &Connection, r: &TokenStateRecord) -> Result<(), StoreError> {
     let retired = encode_retired(&r.retired)?;
     let (c, p) = (r.current.as_ref(), r.pending.as_ref());
     let mut stmt = conn.prepare_cached(UPSERT_AGENT).map_err(unavailable)?;
@@ -603,11 +606,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
         self.read(|conn| read_agent(conn, agent_id))
     }
 
-    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
         self.read(|conn| read_agent_pairs(conn, agent_id))
     }
 
@@ -615,7 +618,7 @@ impl Store for SqliteStore {
         &self,
         agent_id: &str,
         mut change: AgentChange,
-    ) -> Result<Option<AgentRecord>, StoreError> {
+    ) -> Result<Option<TokenStateRecord>, StoreError> {
         let agent_id = agent_id.to_string();
         self.write(move |conn| {
             let before = read_agent(conn, &agent_id)?;
@@ -952,7 +955,7 @@ mod tests {
             access_expires_at: 1_000 + i64::from(n),
             refresh_expires_at: 2_000 + i64::from(n),
         };
-        let record = AgentRecord {
+        let record = TokenStateRecord {
             agent_id: "agent-1".into(),
             active: true,
             current: Some(pair(1)),
@@ -973,7 +976,7 @@ mod tests {
         let pairs = store.agent_pairs("agent-1").await.unwrap();
         assert_eq!(
             pairs,
-            Some(AgentRecord {
+            Some(TokenStateRecord {
                 retired: Vec::new(),
                 ..record
             })

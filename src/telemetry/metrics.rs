@@ -14,6 +14,7 @@
 //! | `fleetauth_argon2_seconds` | — |
 //! | `fleetauth_store_batch_size` | — |
 //! | `fleetauth_store_cas_conflicts_total` | record |
+//! | `fleetauth_store_rejections_total` | outcome (`resent`, `gave_up`) |
 //! | `fleetauth_enrollments_total` | result (`created`, `replaced`, `refused`), auth |
 //! | `fleetauth_enrollment_tokens_total` | event (`created`, `revoked`) |
 //! | `fleetauth_dpop_proof_failures_total` | reason |
@@ -37,6 +38,7 @@ const CREDENTIAL_CHECKS_THROTTLED: &str = "fleetauth_credential_checks_throttled
 const ARGON2_SECONDS: &str = "fleetauth_argon2_seconds";
 const STORE_BATCH_SIZE: &str = "fleetauth_store_batch_size";
 const STORE_CAS_CONFLICTS: &str = "fleetauth_store_cas_conflicts_total";
+const STORE_REJECTIONS: &str = "fleetauth_store_rejections_total";
 const ENROLLMENTS: &str = "fleetauth_enrollments_total";
 const ENROLLMENT_TOKENS: &str = "fleetauth_enrollment_tokens_total";
 const DPOP_PROOF_FAILURES: &str = "fleetauth_dpop_proof_failures_total";
@@ -111,6 +113,10 @@ pub fn describe() {
     describe_counter!(
         STORE_CAS_CONFLICTS,
         "Elasticsearch store: compare-and-set attempts lost to a concurrent writer (each retried)"
+    );
+    describe_counter!(
+        STORE_REJECTIONS,
+        "Elasticsearch store: requests the cluster rejected with 429 (resent, or given up: 503)"
     );
     describe_counter!(
         ENROLLMENTS,
@@ -344,6 +350,12 @@ pub fn store_batch_size(writes: usize) {
 /// The Elasticsearch store lost a compare-and-set on a `record` kind.
 pub fn store_cas_conflict(record: &'static str) {
     counter!(STORE_CAS_CONFLICTS, "record" => record).increment(1);
+}
+
+/// The cluster answered 429 (overloaded): `outcome` = `resent` (tried again after a
+/// pause) or `gave_up` (the resends ran out; the caller sees the store unavailable).
+pub fn store_rejection(outcome: &'static str) {
+    counter!(STORE_REJECTIONS, "outcome" => outcome).increment(1);
 }
 
 /// An enrollment ended: `result` = `created`, `replaced` or `refused`; `auth` = what the

@@ -5,7 +5,7 @@
 //! `vault_role` and `sub` = `client_id` markers.
 
 use super::jwt::AccessClaims;
-use super::refresh::PresentedRefresh;
+use super::refresh::ParsedRefresh;
 
 /// Whose token it is, and where its state is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl ClientState {
 
     /// The kind of a parsed refresh token (never [`TokenKind::External`]: those subjects
     /// get no refresh token).
-    pub fn of_refresh(self, presented: &PresentedRefresh) -> TokenKind {
+    pub fn of_refresh(self, presented: &ParsedRefresh) -> TokenKind {
         if presented.family.is_some() {
             TokenKind::Family
         } else {

@@ -2,16 +2,17 @@
 //! the rotation protocol through the store. Token formats are decided here
 //! ([`jwt`], [`refresh`]), the rotation rules in [`rotation`], keys in [`keys`].
 //!
-//! Subjects admitted by the Vault JWT auth method (external JWTs) get an access token
-//! alone ([`TokenService::issue_external`]): valid by its signature and claims, like a
-//! non-agent client's, except that a use-limited one (`max_uses` claim) has a counter
-//! in the store, keyed by its `jti`, that every use decrements atomically
-//! ([`TokenService::use_external`]).
+//! What else it issues and keeps has a file of its own: the access tokens of subjects
+//! admitted by the Vault JWT auth method and their use counters ([`external`]), and the
+//! token API's token families ([`families`]); new tokens are minted in `minting.rs`.
 
 pub mod dpop;
+mod external;
+mod families;
 pub mod jwt;
 pub mod keys;
 pub mod kind;
+mod minting;
 pub mod refresh;
 pub mod revocation;
 pub mod rotation;
@@ -24,21 +25,19 @@ use jsonwebtoken::jwk::JwkSet;
 use crate::clock::{Clock, UnixTime};
 use crate::config::{JwtSettings, SigningAlgorithm};
 use crate::store::{
-    AgentChange, AgentRecord, RecordKind, RecordWrite, Store, StoreError, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, TypedWrite,
+    AgentChange, RecordKind, RecordWrite, Store, StoreError, StoredRecord, TokenFamilyRecord,
+    TokenPairRecord, TokenStateRecord, TypedWrite,
 };
+pub use external::ExternalAccess;
 pub use jwt::{AccessClaims, Confirmation, JwtError};
 pub use keys::{KeyError, KeyRing, SigningKey};
 pub use revocation::{Criterion, Revoked, Watermark, WATERMARK_ID};
-pub use rotation::{Outcome, Presented, Refusal};
+pub use rotation::{Outcome, Refusal, TradedIn};
 
 /// The meta key under which the deployment id is stored.
 const DEPLOYMENT_ID: &str = "deployment_id";
 /// Reloading keys because of an unknown `kid` happens at most this often.
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_millis(250);
-/// The store document kind of use counters (name: the token's `jti`).
-/// How often the use counters of expired tokens are removed.
-const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -52,29 +51,6 @@ pub enum TokenError {
     Keys(#[from] KeyError),
     #[error("the token has been used as many times as it may be")]
     UsesExhausted,
-}
-
-/// What a subject admitted by the Vault JWT auth method is given (see
-/// [`TokenService::issue_external`]).
-#[derive(Debug, Clone)]
-pub struct ExternalAccess<'a> {
-    /// `sub`: the value of the role's `user_claim`.
-    pub subject: &'a str,
-    /// `client_id`: what the token was issued through (the role).
-    pub client_id: &'a str,
-    pub vault_role: &'a str,
-    pub scope: Option<&'a str>,
-    pub groups: &'a [String],
-    /// Capped at `jwt.max_access_ttl`.
-    pub lifetime: Duration,
-    /// 0: unlimited.
-    pub max_uses: u32,
-}
-
-/// The stored state of a use-limited token.
-#[derive(serde::Deserialize)]
-struct UseCounter {
-    remaining: u32,
 }
 
 /// A freshly issued pair, as handed to the client.
@@ -119,8 +95,8 @@ pub struct IssuedAccess {
 pub struct Subject<'a> {
     /// The `sub` claim and, without a `family`, the key of the token state: the agent
     /// id, or the client id for a non-agent client (RFC 9068 §2.2), or the user of a
-    /// token family.
-    pub agent_id: &'a str,
+    /// token family, or an external subject's `user_claim` value.
+    pub sub: &'a str,
     pub client_id: &'a str,
     /// The token family whose record holds the token state (the token API's tokens).
     pub family: Option<&'a str>,
@@ -133,7 +109,7 @@ impl Subject<'_> {
     fn state_key(&self) -> StateKey<'_> {
         match self.family {
             Some(family) => StateKey::Family(family),
-            None => StateKey::Agent(self.agent_id),
+            None => StateKey::Agent(self.sub),
         }
     }
 }
@@ -154,7 +130,7 @@ impl<'a> StateKey<'a> {
         }
     }
 
-    fn of_refresh(presented: &'a refresh::PresentedRefresh) -> Self {
+    fn of_refresh(presented: &'a refresh::ParsedRefresh) -> Self {
         match &presented.family {
             Some(family) => Self::Family(family),
             None => Self::Agent(&presented.agent_id),
@@ -281,7 +257,7 @@ impl TokenService {
     }
 
     /// The token state at `key`.
-    async fn state(&self, key: StateKey<'_>) -> Result<Option<AgentRecord>, StoreError> {
+    async fn state(&self, key: StateKey<'_>) -> Result<Option<TokenStateRecord>, StoreError> {
         match key {
             StateKey::Agent(id) => self.store.agent(id).await,
             StateKey::Family(id) => Ok(self
@@ -297,7 +273,7 @@ impl TokenService {
     /// ([`Store::agent_pairs`]). The rotation decision of an access token's use does
     /// not look at them; a promotion re-reads the whole record in
     /// [`update_state`](Self::update_state).
-    async fn pairs_state(&self, key: StateKey<'_>) -> Result<Option<AgentRecord>, StoreError> {
+    async fn pairs_state(&self, key: StateKey<'_>) -> Result<Option<TokenStateRecord>, StoreError> {
         match key {
             StateKey::Agent(id) => self.store.agent_pairs(id).await,
             StateKey::Family(_) => self.state(key).await,
@@ -311,7 +287,7 @@ impl TokenService {
         &self,
         key: StateKey<'_>,
         mut change: AgentChange,
-    ) -> Result<Option<AgentRecord>, StoreError> {
+    ) -> Result<Option<TokenStateRecord>, StoreError> {
         match key {
             StateKey::Agent(id) => self.store.update_agent(id, change).await,
             StateKey::Family(id) => {
@@ -440,217 +416,11 @@ impl TokenService {
         Ok(Some(kid))
     }
 
-    /// Signs an access token for `subject` with the current signing key; `scope` (if
-    /// any) becomes its `scope` claim.
-    fn mint_access(
-        &self,
-        subject: &Subject<'_>,
-        scope: Option<&str>,
-        now: UnixTime,
-    ) -> IssuedAccess {
-        let claims = self.access_claims(subject, scope, self.settings.access_ttl, now);
-        self.sign_access(claims)
-    }
-
-    /// The claims of a new access token living `ttl`.
-    fn access_claims(
-        &self,
-        subject: &Subject<'_>,
-        scope: Option<&str>,
-        ttl: Duration,
-        now: UnixTime,
-    ) -> AccessClaims {
-        AccessClaims {
-            iss: self.issuer.clone(),
-            sub: subject.agent_id.to_string(),
-            // A UUIDv7: the issue time (what bulk revocation reads), then 74 random bits.
-            jti: revocation::new_jti(now),
-            iat: now,
-            exp: now + ttl.as_secs() as i64,
-            client_id: subject.client_id.to_string(),
-            aud: Some(self.audience.clone()),
-            scope: scope.filter(|s| !s.is_empty()).map(str::to_string),
-            groups: None,
-            vault_role: None,
-            max_uses: None,
-            sid: subject.family.map(str::to_string),
-            cnf: subject.bound_key.map(|jkt| Confirmation {
-                jkt: jkt.to_string(),
-            }),
-        }
-    }
-
-    fn sign_access(&self, claims: AccessClaims) -> IssuedAccess {
-        let ring = self.ring();
-        IssuedAccess {
-            access_token: jwt::sign(ring.signer(claims.iat), &claims),
-            expires_in: (claims.exp - claims.iat).max(0) as u64,
-            jti: claims.jti,
-            bound_key: claims.cnf.map(|c| c.jkt),
-        }
-    }
-
-    /// Mints a pair for `subject` with the current signing key.
-    fn mint(
-        &self,
-        subject: &Subject<'_>,
-        scope: Option<&str>,
-        now: UnixTime,
-    ) -> (IssuedPair, TokenPairRecord) {
-        let access = self.mint_access(subject, scope, now);
-        let refresh = match subject.family {
-            Some(family) => refresh::mint_family(family, subject.agent_id),
-            None => refresh::mint_bound(
-                subject.agent_id,
-                subject.client_id,
-                scope,
-                subject.bound_key,
-            ),
-        };
-        let record = TokenPairRecord {
-            jti: access.jti.clone(),
-            refresh_hash: refresh.hash,
-            access_expires_at: now + access.expires_in as i64,
-            refresh_expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
-        };
-        let issued = IssuedPair {
-            access_token: access.access_token,
-            refresh_token: refresh.token,
-            expires_in: access.expires_in,
-            jti: access.jti,
-            bound_key: access.bound_key,
-        };
-        (issued, record)
-    }
-
-    /// An access token alone, recorded nowhere: it is valid by its signature and
-    /// claims until it expires (the caller decides who may have one).
-    pub fn issue_access_only(&self, subject: Subject<'_>, scope: Option<&str>) -> IssuedAccess {
-        self.mint_access(&subject, scope, self.clock.now())
-    }
-
-    /// An access token for a subject admitted by the Vault JWT auth method: stored
-    /// nowhere unless it is use-limited, in which case its use counter is durable before
-    /// this returns. Its lifetime is `access.lifetime`, at most `jwt.max_access_ttl`
-    /// and at least one second.
-    pub async fn issue_external(
-        &self,
-        access: ExternalAccess<'_>,
-    ) -> Result<IssuedAccess, TokenError> {
-        let now = self.clock.now();
-        let lifetime = access
-            .lifetime
-            .min(self.settings.max_access_ttl)
-            .max(Duration::from_secs(1));
-        let subject = Subject {
-            agent_id: access.subject,
-            client_id: access.client_id,
-            family: None,
-            bound_key: None,
-        };
-        let mut claims = self.access_claims(&subject, access.scope, lifetime, now);
-        claims.vault_role = Some(access.vault_role.to_string());
-        claims.groups = (!access.groups.is_empty()).then(|| access.groups.to_vec());
-        if access.max_uses > 0 {
-            claims.max_uses = Some(access.max_uses);
-            // Kept until the token cannot be accepted any more, then purged.
-            let counter = StoredRecord {
-                id: claims.jti.clone(),
-                owner: None,
-                purge_after: Some(claims.exp + self.settings.leeway.as_secs() as i64 + 1),
-                body: counter_body(access.max_uses),
-            };
-            self.store
-                .update_record(
-                    RecordKind::TokenUses,
-                    &claims.jti,
-                    Box::new(move |_| RecordWrite::Put(counter.clone())),
-                )
-                .await?;
-        }
-        Ok(self.sign_access(claims))
-    }
-
-    /// A use of a verified external-subject token: for a use-limited one, takes one use
-    /// from its counter atomically (the last use removes the counter) and refuses it
-    /// once none is left. Returns the uses left after this one (`None`: unlimited).
-    /// Applies in stateless mode too: the limit is the role's explicit demand.
-    pub async fn use_external(&self, claims: &AccessClaims) -> Result<Option<u32>, TokenError> {
-        if claims.max_uses.is_none() {
-            return Ok(None);
-        }
-        let before = self
-            .store
-            .update_record(
-                RecordKind::TokenUses,
-                &claims.jti,
-                Box::new(|current| {
-                    let Some(record) = current else {
-                        return RecordWrite::Keep;
-                    };
-                    match parse_counter(record) {
-                        Some(counter) if counter.remaining > 1 => RecordWrite::Put(StoredRecord {
-                            body: counter_body(counter.remaining - 1),
-                            ..record.clone()
-                        }),
-                        Some(_) => RecordWrite::Delete,
-                        None => RecordWrite::Keep,
-                    }
-                }),
-            )
-            .await?;
-        match before.as_ref().and_then(parse_counter) {
-            Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining - 1)),
-            _ => Err(TokenError::UsesExhausted),
-        }
-    }
-
-    /// [`use_external`](Self::use_external) without its side effect (introspection):
-    /// the uses left, or a refusal when none is.
-    pub async fn check_external(&self, claims: &AccessClaims) -> Result<Option<u32>, TokenError> {
-        if claims.max_uses.is_none() {
-            return Ok(None);
-        }
-        let counter = self
-            .store
-            .record(RecordKind::TokenUses, &claims.jti)
-            .await?;
-        match counter.as_ref().and_then(parse_counter) {
-            Some(counter) if counter.remaining >= 1 => Ok(Some(counter.remaining)),
-            _ => Err(TokenError::UsesExhausted),
-        }
-    }
-
-    /// Removes, every few minutes for as long as the service lives, the store's expired
-    /// documents (the use counters of tokens that have expired).
-    pub fn spawn_purger(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PURGE_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(service) = weak.upgrade() else {
-                    return;
-                };
-                match service
-                    .store
-                    .purge_records(RecordKind::TokenUses, service.clock.now())
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "expired use counters removed"),
-                    Err(e) => tracing::warn!(error = %e, "could not remove expired use counters"),
-                }
-            }
-        })
-    }
-
     /// Trades a verified credential of `subject` for a new pair (stored as pending).
     pub async fn exchange(
         &self,
         subject: Subject<'_>,
-        presented: Presented<'_>,
+        presented: TradedIn<'_>,
     ) -> Result<IssuedPair, TokenError> {
         self.exchange_scoped(subject, None, presented).await
     }
@@ -660,11 +430,11 @@ impl TokenService {
         &self,
         subject: Subject<'_>,
         scope: Option<&str>,
-        presented: Presented<'_>,
+        presented: TradedIn<'_>,
     ) -> Result<IssuedPair, TokenError> {
         let now = self.clock.now();
         let (issued, new_pair) = self.mint(&subject, scope, now);
-        let owned = OwnedPresented::from(presented);
+        let owned = OwnedTradedIn::from(presented);
         let decided = DecidedOutcome::default();
         let change_decided = decided.clone();
         let before = self
@@ -689,13 +459,13 @@ impl TokenService {
         match outcome {
             Outcome::Accepted { promoted } => {
                 if promoted {
-                    tracing::debug!(agent_id = subject.agent_id, "pending pair promoted");
+                    tracing::debug!(agent_id = subject.sub, "pending pair promoted");
                 }
                 Ok(issued)
             }
             Outcome::Refused(Refusal::Reused) => {
                 tracing::warn!(
-                    agent_id = subject.agent_id,
+                    agent_id = subject.sub,
                     "refresh token reuse detected: all tokens of the agent revoked"
                 );
                 crate::telemetry::metrics::refresh_token_reuse();
@@ -929,7 +699,7 @@ impl TokenService {
     /// (current or pending, not expired, agent enrolled), else `None`.
     pub async fn inspect_refresh(
         &self,
-        presented: &refresh::PresentedRefresh,
+        presented: &refresh::ParsedRefresh,
     ) -> Result<Option<UnixTime>, TokenError> {
         let record = self.state(StateKey::of_refresh(presented)).await?;
         Ok(rotation::inspect_refresh(
@@ -953,7 +723,7 @@ impl TokenService {
                 subject,
                 Box::new(move |record| match record {
                     Some(_) => None,
-                    None => Some(AgentRecord::enrolled(&id, now)),
+                    None => Some(TokenStateRecord::enrolled(&id, now)),
                 }),
             )
             .await?;
@@ -964,7 +734,7 @@ impl TokenService {
     /// Returns whether anything was revoked.
     pub async fn revoke_refresh(
         &self,
-        presented: &refresh::PresentedRefresh,
+        presented: &refresh::ParsedRefresh,
     ) -> Result<bool, TokenError> {
         let now = self.clock.now();
         let hash = presented.hash.clone();
@@ -997,90 +767,6 @@ impl TokenService {
             tracing::info!(agent_id = %claims.sub, "access token revoked");
         }
         Ok(revoked)
-    }
-
-    /// Starts a new token family for a user (the token API's `password` and
-    /// `client_credentials` grants): a fresh family id, and its first pair stored as
-    /// the family's pending pair by the rotation rules (as an agent's API-key exchange
-    /// is), in one write that also creates the family's record.
-    pub async fn issue_family(
-        &self,
-        username: &str,
-        realm: &str,
-        realm_type: &str,
-    ) -> Result<IssuedFamily, TokenError> {
-        let now = self.clock.now();
-        let family_id = uuid::Uuid::new_v4().simple().to_string();
-        let subject = Subject {
-            agent_id: username,
-            client_id: refresh::FAMILY_CLIENT_ID,
-            family: Some(&family_id),
-            bound_key: None,
-        };
-        let (pair, record) = self.mint(&subject, None, now);
-        let mut state = AgentRecord::enrolled(&family_id, now);
-        state = rotation::exchange(Some(&state), Presented::ApiKey, &record, now)
-            .write
-            .unwrap_or(state);
-        let family = TokenFamilyRecord {
-            family_id: family_id.clone(),
-            username: username.to_string(),
-            realm: realm.to_string(),
-            realm_type: realm_type.to_string(),
-            created_at: now,
-            state,
-        };
-        let before = self
-            .store
-            .update_typed::<TokenFamilyRecord, _>(&family_id, move |existing| match existing {
-                Some(_) => TypedWrite::Keep,
-                None => TypedWrite::Put(family.clone()),
-            })
-            .await?;
-        if before.is_some() {
-            // A random 128-bit id was taken: not a state anyone can reach.
-            return Err(StoreError::Conflict(format!("token family {family_id}")).into());
-        }
-        Ok(IssuedFamily { family_id, pair })
-    }
-
-    /// A token family's record.
-    pub async fn family(&self, family_id: &str) -> Result<Option<TokenFamilyRecord>, TokenError> {
-        Ok(self
-            .store
-            .typed_record::<TokenFamilyRecord>(family_id)
-            .await?)
-    }
-
-    /// Every token family of a user (a listing; see [`Store::records`]).
-    pub async fn families_of(
-        &self,
-        username: Option<&str>,
-    ) -> Result<Vec<TokenFamilyRecord>, TokenError> {
-        Ok(self
-            .store
-            .typed_records::<TokenFamilyRecord>(username)
-            .await?)
-    }
-
-    /// Revokes every pair of a token family. `true` if it had any.
-    pub async fn revoke_family(&self, family_id: &str) -> Result<bool, TokenError> {
-        let now = self.clock.now();
-        let before = self
-            .update_state(
-                StateKey::Family(family_id),
-                Box::new(move |r| rotation::revoke_pairs(r, now)),
-            )
-            .await?;
-        Ok(rotation::revoke_pairs(before.as_ref(), now).is_some())
-    }
-
-    /// Removes the token families whose every token has expired by `now`.
-    pub async fn purge_families(&self, now: UnixTime) -> Result<usize, TokenError> {
-        Ok(self
-            .store
-            .purge_records(crate::store::RecordKind::TokenFamily, now)
-            .await?)
     }
 
     /// The algorithm of the key that signs now.
@@ -1122,14 +808,6 @@ async fn read_watermark(store: &dyn Store) -> Result<Watermark, StoreError> {
     }
 }
 
-fn parse_counter(record: &StoredRecord) -> Option<UseCounter> {
-    serde_json::from_value(record.body.clone()).ok()
-}
-
-fn counter_body(remaining: u32) -> serde_json::Value {
-    serde_json::json!({ "remaining": remaining })
-}
-
 /// Rotates the signing key at once: a new key of `algorithm` signs from now on; the
 /// old ones verify until every token they signed has expired
 /// ([`JwtSettings::verify_after_retirement`]).
@@ -1146,30 +824,30 @@ pub async fn rotate_signing_key(
     Ok(kid)
 }
 
-/// `Presented` with owned strings, so a store change closure can own it.
+/// `TradedIn` with owned strings, so a store change closure can own it.
 #[derive(Clone)]
-enum OwnedPresented {
+enum OwnedTradedIn {
     ApiKey,
     AccessToken(String),
     RefreshToken(String),
 }
 
-impl From<Presented<'_>> for OwnedPresented {
-    fn from(p: Presented<'_>) -> Self {
+impl From<TradedIn<'_>> for OwnedTradedIn {
+    fn from(p: TradedIn<'_>) -> Self {
         match p {
-            Presented::ApiKey => Self::ApiKey,
-            Presented::AccessToken { jti } => Self::AccessToken(jti.to_string()),
-            Presented::RefreshToken { hash } => Self::RefreshToken(hash.to_string()),
+            TradedIn::ApiKey => Self::ApiKey,
+            TradedIn::AccessToken { jti } => Self::AccessToken(jti.to_string()),
+            TradedIn::RefreshToken { hash } => Self::RefreshToken(hash.to_string()),
         }
     }
 }
 
-impl OwnedPresented {
-    fn borrow(&self) -> Presented<'_> {
+impl OwnedTradedIn {
+    fn borrow(&self) -> TradedIn<'_> {
         match self {
-            Self::ApiKey => Presented::ApiKey,
-            Self::AccessToken(jti) => Presented::AccessToken { jti },
-            Self::RefreshToken(hash) => Presented::RefreshToken { hash },
+            Self::ApiKey => TradedIn::ApiKey,
+            Self::AccessToken(jti) => TradedIn::AccessToken { jti },
+            Self::RefreshToken(hash) => TradedIn::RefreshToken { hash },
         }
     }
 }

@@ -44,7 +44,7 @@ pub struct MintedRefresh {
 
 /// A presented refresh token, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresentedRefresh {
+pub struct ParsedRefresh {
     pub agent_id: String,
     pub client_id: String,
     /// The scope the pair was issued with, if any.
@@ -125,7 +125,7 @@ fn valid_secret(secret: &str) -> bool {
 }
 
 /// Parses a presented token; `None` if it cannot be one of ours.
-pub fn parse(token: &str) -> Option<PresentedRefresh> {
+pub fn parse(token: &str) -> Option<ParsedRefresh> {
     if let Some(rest) = token.strip_prefix(FAMILY_PREFIX) {
         let [family, username, secret] = rest.split('.').collect::<Vec<_>>()[..] else {
             return None;
@@ -133,7 +133,7 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
         if !valid_secret(secret) {
             return None;
         }
-        return Some(PresentedRefresh {
+        return Some(ParsedRefresh {
             agent_id: text_part(username)?,
             client_id: FAMILY_CLIENT_ID.to_string(),
             scope: None,
@@ -158,7 +158,7 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
             Some(part) => Some(text_part(part)?),
             None => None,
         };
-        return Some(PresentedRefresh {
+        return Some(ParsedRefresh {
             agent_id: text_part(agent)?,
             client_id: text_part(client)?,
             scope,
@@ -180,7 +180,7 @@ pub fn parse(token: &str) -> Option<PresentedRefresh> {
         Some(part) => Some(text_part(part)?),
         None => None,
     };
-    Some(PresentedRefresh {
+    Some(ParsedRefresh {
         agent_id: text_part(agent)?,
         client_id: text_part(client)?,
         scope,

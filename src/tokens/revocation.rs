@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::jwt::AccessClaims;
 use crate::clock::UnixTime;
-use crate::store::{AgentRecord, TokenPairRecord};
+use crate::store::{TokenPairRecord, TokenStateRecord};
 
 /// The id of the one watermark record (kind `Revocations`).
 pub const WATERMARK_ID: &str = "watermark";
@@ -189,10 +189,10 @@ pub fn issued_within(pair: &TokenPairRecord, from: UnixTime, until: UnixTime) ->
 /// pairs it lost, or `None` when none matched. A dropped pair is gone, not retired, so
 /// a later use of its refresh token is refused without being taken for theft.
 pub fn drop_pairs(
-    record: Option<&AgentRecord>,
+    record: Option<&TokenStateRecord>,
     doomed: impl Fn(&TokenPairRecord) -> bool,
     now: UnixTime,
-) -> Option<(AgentRecord, u64)> {
+) -> Option<(TokenStateRecord, u64)> {
     let record = record?;
     let mut next = record.clone();
     let mut dropped = 0;
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn pairs_are_dropped_by_issue_time_and_old_ids_count_as_old() {
-        let mut record = AgentRecord::enrolled("a", 0);
+        let mut record = TokenStateRecord::enrolled("a", 0);
         record.current = Some(pair(&new_jti(100)));
         record.pending = Some(pair(&new_jti(200)));
         let (next, n) = drop_pairs(Some(&record), |p| issued_within(p, 0, 150), 300).unwrap();

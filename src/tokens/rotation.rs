@@ -15,14 +15,16 @@
 use subtle::ConstantTimeEq;
 
 use crate::clock::UnixTime;
-use crate::store::{AgentRecord, RetiredRefresh, TokenPairRecord};
+use crate::store::{RetiredRefresh, TokenPairRecord, TokenStateRecord};
 
 /// How many retired refresh hashes an agent record keeps for reuse detection.
 pub const MAX_RETIRED: usize = 16;
 
-/// The credential an exchange was made with.
+/// What was traded in for a new pair (the rotation decision's input; distinct from the
+/// `Authorization` credential, `credentials::Presented`, and a parsed refresh token,
+/// `refresh::ParsedRefresh`).
 #[derive(Debug, Clone, Copy)]
-pub enum Presented<'a> {
+pub enum TradedIn<'a> {
     /// A verified API key of the agent.
     ApiKey,
     /// A verified (signature, expiry, issuer) access token with this `jti`.
@@ -72,7 +74,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
-    pub write: Option<AgentRecord>,
+    pub write: Option<TokenStateRecord>,
 }
 
 impl Decision {
@@ -97,7 +99,7 @@ fn same_hash(stored: &str, presented: &str) -> bool {
     stored.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
-fn match_refresh(record: &AgentRecord, hash: &str) -> (Matched, Option<UnixTime>) {
+fn match_refresh(record: &TokenStateRecord, hash: &str) -> (Matched, Option<UnixTime>) {
     if let Some(p) = record
         .pending
         .as_ref()
@@ -122,7 +124,7 @@ fn match_refresh(record: &AgentRecord, hash: &str) -> (Matched, Option<UnixTime>
     (Matched::Nothing, None)
 }
 
-fn match_access(record: &AgentRecord, jti: &str) -> Matched {
+fn match_access(record: &TokenStateRecord, jti: &str) -> Matched {
     if record.pending.as_ref().is_some_and(|p| p.jti == jti) {
         Matched::Pending
     } else if record.current.as_ref().is_some_and(|c| c.jti == jti) {
@@ -133,7 +135,7 @@ fn match_access(record: &AgentRecord, jti: &str) -> Matched {
 }
 
 /// Makes the pending pair current, retiring the old current pair's refresh token.
-fn promote(record: &mut AgentRecord, now: UnixTime) {
+fn promote(record: &mut TokenStateRecord, now: UnixTime) {
     if let Some(old) = record.current.take() {
         record.retired.insert(
             0,
@@ -149,8 +151,8 @@ fn promote(record: &mut AgentRecord, now: UnixTime) {
 }
 
 /// Revokes every token of the agent (after reuse of a retired refresh token).
-fn revoke_all(record: &AgentRecord, now: UnixTime) -> AgentRecord {
-    AgentRecord {
+fn revoke_all(record: &TokenStateRecord, now: UnixTime) -> TokenStateRecord {
+    TokenStateRecord {
         current: None,
         pending: None,
         updated_at: now,
@@ -158,7 +160,7 @@ fn revoke_all(record: &AgentRecord, now: UnixTime) -> AgentRecord {
     }
 }
 
-fn enrolled(record: Option<&AgentRecord>) -> Result<&AgentRecord, Refusal> {
+fn enrolled(record: Option<&TokenStateRecord>) -> Result<&TokenStateRecord, Refusal> {
     let record = record.ok_or(Refusal::UnknownAgent)?;
     if record.active {
         Ok(record)
@@ -169,8 +171,8 @@ fn enrolled(record: Option<&AgentRecord>) -> Result<&AgentRecord, Refusal> {
 
 /// Trades `presented` for `new_pair`, which becomes the agent's pending pair.
 pub fn exchange(
-    record: Option<&AgentRecord>,
-    presented: Presented<'_>,
+    record: Option<&TokenStateRecord>,
+    presented: TradedIn<'_>,
     new_pair: &TokenPairRecord,
     now: UnixTime,
 ) -> Decision {
@@ -179,9 +181,9 @@ pub fn exchange(
         Err(refusal) => return Decision::refuse(refusal),
     };
     let matched = match presented {
-        Presented::ApiKey => Matched::Current,
-        Presented::AccessToken { jti } => match_access(record, jti),
-        Presented::RefreshToken { hash } => match match_refresh(record, hash) {
+        TradedIn::ApiKey => Matched::Current,
+        TradedIn::AccessToken { jti } => match_access(record, jti),
+        TradedIn::RefreshToken { hash } => match match_refresh(record, hash) {
             (_, Some(expires_at)) if expires_at <= now => {
                 return Decision::refuse(Refusal::Expired)
             }
@@ -213,7 +215,7 @@ pub fn exchange(
 
 /// The use of an access token on a protected resource: accepted if it is the current
 /// or pending pair's; the pending pair is promoted by its first use.
-pub fn confirm_access(record: Option<&AgentRecord>, jti: &str, now: UnixTime) -> Decision {
+pub fn confirm_access(record: Option<&TokenStateRecord>, jti: &str, now: UnixTime) -> Decision {
     let record = match enrolled(record) {
         Ok(record) => record,
         Err(refusal) => return Decision::refuse(refusal),
@@ -240,7 +242,7 @@ pub fn confirm_access(record: Option<&AgentRecord>, jti: &str, now: UnixTime) ->
 /// current or the pending pair's and has not expired. A retired token is reported as
 /// not valid like an unknown one: looking is not a use, so it is not a reuse either.
 pub fn inspect_refresh(
-    record: Option<&AgentRecord>,
+    record: Option<&TokenStateRecord>,
     hash: &str,
     now: UnixTime,
 ) -> Option<UnixTime> {
@@ -257,10 +259,10 @@ pub fn inspect_refresh(
 /// (current, pending or retired), the whole family goes: every token of the agent.
 /// Returns the record to write, `None` when there is nothing to revoke.
 pub fn revoke_refresh(
-    record: Option<&AgentRecord>,
+    record: Option<&TokenStateRecord>,
     hash: &str,
     now: UnixTime,
-) -> Option<AgentRecord> {
+) -> Option<TokenStateRecord> {
     let record = record?;
     let has_pairs = record.current.is_some() || record.pending.is_some();
     match match_refresh(record, hash).0 {
@@ -272,7 +274,7 @@ pub fn revoke_refresh(
 
 /// Revocation of every pair at once (the token API's invalidation by user or realm):
 /// `None` when there is none left to revoke.
-pub fn revoke_pairs(record: Option<&AgentRecord>, now: UnixTime) -> Option<AgentRecord> {
+pub fn revoke_pairs(record: Option<&TokenStateRecord>, now: UnixTime) -> Option<TokenStateRecord> {
     let record = record?;
     (record.current.is_some() || record.pending.is_some()).then(|| revoke_all(record, now))
 }
@@ -282,10 +284,10 @@ pub fn revoke_pairs(record: Option<&AgentRecord>, now: UnixTime) -> Option<Agent
 /// The pair is dropped, not retired, so a later use of its refresh token is refused
 /// without being taken for theft. `None` when the token is not current or pending.
 pub fn revoke_access(
-    record: Option<&AgentRecord>,
+    record: Option<&TokenStateRecord>,
     jti: &str,
     now: UnixTime,
-) -> Option<AgentRecord> {
+) -> Option<TokenStateRecord> {
     let record = record?;
     let mut next = record.clone();
     match match_access(record, jti) {
@@ -312,24 +314,28 @@ mod tests {
         }
     }
 
-    fn agent() -> AgentRecord {
-        AgentRecord::enrolled("a1", NOW)
+    fn agent() -> TokenStateRecord {
+        TokenStateRecord::enrolled("a1", NOW)
     }
 
-    fn apply(record: &AgentRecord, presented: Presented<'_>, n: u32) -> (Outcome, AgentRecord) {
+    fn apply(
+        record: &TokenStateRecord,
+        presented: TradedIn<'_>,
+        n: u32,
+    ) -> (Outcome, TokenStateRecord) {
         let d = exchange(Some(record), presented, &pair(n), NOW);
         (d.outcome, d.write.unwrap_or_else(|| record.clone()))
     }
 
     #[test]
     fn api_key_issues_a_pending_pair_and_keeps_the_current_one() {
-        let (o, r) = apply(&agent(), Presented::ApiKey, 1);
+        let (o, r) = apply(&agent(), TradedIn::ApiKey, 1);
         assert_eq!(o, Outcome::Accepted { promoted: false });
         assert_eq!(r.pending, Some(pair(1)));
         assert_eq!(r.current, None);
         let r = confirm_access(Some(&r), "jti-1", NOW).write.unwrap();
         assert_eq!(r.current, Some(pair(1)));
-        let (_, r) = apply(&r, Presented::ApiKey, 2);
+        let (_, r) = apply(&r, TradedIn::ApiKey, 2);
         assert_eq!(
             (r.current.clone(), r.pending.clone()),
             (Some(pair(1)), Some(pair(2)))
@@ -338,24 +344,24 @@ mod tests {
 
     #[test]
     fn refreshing_with_the_pending_token_promotes_and_retires_the_current() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (o, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
         assert_eq!(o, Outcome::Accepted { promoted: true });
         assert_eq!(
             (r.current.clone(), r.pending.clone()),
             (Some(pair(1)), Some(pair(2)))
         );
-        let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-2" }, 3);
+        let (o, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-2" }, 3);
         assert_eq!(o, Outcome::Accepted { promoted: true });
         assert_eq!(r.retired[0].refresh_hash, "hash-1");
     }
 
     #[test]
     fn a_lost_response_is_recovered_with_the_current_refresh_token() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
         // The answer carrying pair 2 is lost; the agent retries with its current token.
-        let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 3);
+        let (o, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 3);
         assert_eq!(o, Outcome::Accepted { promoted: false });
         assert_eq!(
             (r.current.clone(), r.pending.clone()),
@@ -364,7 +370,7 @@ mod tests {
         // The replaced pending pair is refused, without revoking anything.
         let d = exchange(
             Some(&r),
-            Presented::RefreshToken { hash: "hash-2" },
+            TradedIn::RefreshToken { hash: "hash-2" },
             &pair(4),
             NOW,
         );
@@ -374,48 +380,48 @@ mod tests {
 
     #[test]
     fn reuse_of_a_retired_refresh_token_revokes_everything() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-2" }, 3);
-        let (o, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 4);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-2" }, 3);
+        let (o, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 4);
         assert_eq!(o, Outcome::Refused(Refusal::Reused));
         assert_eq!((r.current, r.pending), (None, None));
     }
 
     #[test]
     fn expired_and_unknown_tokens_and_unenrolled_agents_are_refused() {
-        let (_, mut r) = apply(&agent(), Presented::ApiKey, 1);
+        let (_, mut r) = apply(&agent(), TradedIn::ApiKey, 1);
         r.pending.as_mut().unwrap().refresh_expires_at = NOW;
         assert_eq!(
-            apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2).0,
+            apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2).0,
             Outcome::Refused(Refusal::Expired)
         );
         assert_eq!(
-            apply(&r, Presented::RefreshToken { hash: "nope" }, 2).0,
+            apply(&r, TradedIn::RefreshToken { hash: "nope" }, 2).0,
             Outcome::Refused(Refusal::NotCurrent)
         );
         assert_eq!(
-            apply(&r, Presented::AccessToken { jti: "nope" }, 2).0,
+            apply(&r, TradedIn::AccessToken { jti: "nope" }, 2).0,
             Outcome::Refused(Refusal::NotCurrent)
         );
         r.active = false;
         assert_eq!(
-            apply(&r, Presented::ApiKey, 2).0,
+            apply(&r, TradedIn::ApiKey, 2).0,
             Outcome::Refused(Refusal::Unenrolled)
         );
         assert_eq!(
-            exchange(None, Presented::ApiKey, &pair(1), NOW).outcome,
+            exchange(None, TradedIn::ApiKey, &pair(1), NOW).outcome,
             Outcome::Refused(Refusal::UnknownAgent)
         );
     }
 
     #[test]
     fn the_retired_list_is_bounded() {
-        let (_, mut r) = apply(&agent(), Presented::ApiKey, 0);
+        let (_, mut r) = apply(&agent(), TradedIn::ApiKey, 0);
         for n in 1..40 {
             let (_, next) = apply(
                 &r,
-                Presented::RefreshToken {
+                TradedIn::RefreshToken {
                     hash: &format!("hash-{}", n - 1),
                 },
                 n,
@@ -427,9 +433,9 @@ mod tests {
 
     #[test]
     fn inspecting_a_refresh_token_changes_nothing_and_never_counts_as_reuse() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-2" }, 3);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-2" }, 3);
         // hash-1 is retired, hash-2 current, hash-3 pending.
         assert_eq!(inspect_refresh(Some(&r), "hash-1", NOW), None);
         assert_eq!(inspect_refresh(Some(&r), "hash-2", NOW), Some(NOW + 86400));
@@ -440,8 +446,8 @@ mod tests {
 
     #[test]
     fn revoking_a_refresh_token_revokes_the_family_and_unknown_ones_change_nothing() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
         assert_eq!(revoke_refresh(Some(&r), "nope", NOW), None);
         let revoked = revoke_refresh(Some(&r), "hash-1", NOW).unwrap();
         assert_eq!((revoked.current, revoked.pending), (None, None));
@@ -456,8 +462,8 @@ mod tests {
 
     #[test]
     fn revoking_an_access_token_drops_only_its_pair() {
-        let (_, r) = apply(&agent(), Presented::ApiKey, 1);
-        let (_, r) = apply(&r, Presented::RefreshToken { hash: "hash-1" }, 2);
+        let (_, r) = apply(&agent(), TradedIn::ApiKey, 1);
+        let (_, r) = apply(&r, TradedIn::RefreshToken { hash: "hash-1" }, 2);
         // jti-1 current, jti-2 pending.
         let without_pending = revoke_access(Some(&r), "jti-2", NOW).unwrap();
         assert_eq!(

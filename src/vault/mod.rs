@@ -45,6 +45,10 @@ pub enum VaultError {
         reason: &'static str,
         message: String,
     },
+    /// A login could not choose its role (Vault's 400s); told apart from [`Self::Invalid`]
+    /// because token exchange answers some of them differently (`invalid_target`).
+    #[error("{message}")]
+    NoRole { why: NoRole, message: String },
     /// Not the admin, or the caller's address is outside the role's `bound_cidrs`.
     #[error("permission denied")]
     PermissionDenied,
@@ -63,13 +67,45 @@ impl VaultError {
         }
     }
 
+    pub fn no_role(why: NoRole, message: impl Into<String>) -> Self {
+        Self::NoRole {
+            why,
+            message: message.into(),
+        }
+    }
+
     /// A short label for the authentication-failure metric.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Invalid { reason, .. } => reason,
+            Self::NoRole { why, .. } => why.reason(),
             Self::PermissionDenied => "permission_denied",
             Self::KeysUnavailable(_) => "keys_unavailable",
             Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// Why a login has no role to check its JWT with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRole {
+    /// The auth method has no config (nothing is set up).
+    NotConfigured,
+    /// No role was named and the config has no `default_role`.
+    Missing,
+    /// The named role is not a valid role name.
+    InvalidName,
+    /// No role of that name exists.
+    Unknown,
+}
+
+impl NoRole {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotConfigured => "not_configured",
+            Self::Missing => "missing_role",
+            Self::InvalidName => "invalid_role_name",
+            Self::Unknown => "unknown_role",
         }
     }
 }
@@ -343,21 +379,20 @@ impl JwtAuth {
     /// presence, the caller's address (`bound_cidrs`: permission denied), then the JWT
     /// itself and the role's bindings.
     pub async fn login(&self, attempt: LoginAttempt<'_>) -> Result<Admitted, VaultError> {
-        let loaded = self
-            .load()
-            .await?
-            .ok_or_else(|| VaultError::invalid("not_configured", "could not load configuration"))?;
+        let loaded = self.load().await?.ok_or_else(|| {
+            VaultError::no_role(NoRole::NotConfigured, "could not load configuration")
+        })?;
         let role_name = match attempt.role.filter(|r| !r.is_empty()) {
             Some(name) => normalize_role_name(name)?,
             None => loaded
                 .config
                 .default_role
                 .clone()
-                .ok_or_else(|| VaultError::invalid("missing_role", "missing role"))?,
+                .ok_or_else(|| VaultError::no_role(NoRole::Missing, "missing role"))?,
         };
         let role = self.role(&role_name).await?.ok_or_else(|| {
-            VaultError::invalid(
-                "unknown_role",
+            VaultError::no_role(
+                NoRole::Unknown,
                 format!("role {role_name:?} could not be found"),
             )
         })?;

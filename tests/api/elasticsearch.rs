@@ -13,7 +13,7 @@ use fleetauth::clock::ManualClock;
 use fleetauth::config::{ElasticsearchSettings, Settings, StoreKind};
 use fleetauth::store::elasticsearch::mappings::Indices;
 use fleetauth::store::elasticsearch::{ElasticsearchStore, MAX_CAS_ATTEMPTS};
-use fleetauth::store::{AgentRecord, ApiKeyRecord, Store, StoreError};
+use fleetauth::store::{ApiKeyRecord, Store, StoreError, TokenStateRecord};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -263,14 +263,17 @@ async fn a_lost_compare_and_set_decides_again_on_the_newer_record() {
     let es = es_settings(&standin);
     let (a, _) = ElasticsearchStore::open(&es).await.unwrap();
     let (b, _) = ElasticsearchStore::open(&es).await.unwrap();
-    a.update_agent("cas", Box::new(|_| Some(AgentRecord::enrolled("cas", 0))))
-        .await
-        .unwrap();
+    a.update_agent(
+        "cas",
+        Box::new(|_| Some(TokenStateRecord::enrolled("cas", 0))),
+    )
+    .await
+    .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let increment = |calls: Arc<AtomicUsize>| -> fleetauth::store::AgentChange {
         Box::new(move |r| {
             calls.fetch_add(1, Ordering::SeqCst);
-            r.map(|r| AgentRecord {
+            r.map(|r| TokenStateRecord {
                 updated_at: r.updated_at + 1,
                 ..r.clone()
             })
@@ -323,7 +326,7 @@ async fn a_compare_and_set_that_always_loses_gives_up_as_contended() {
     store
         .update_agent(
             "contended",
-            Box::new(|_| Some(AgentRecord::enrolled("contended", 7))),
+            Box::new(|_| Some(TokenStateRecord::enrolled("contended", 7))),
         )
         .await
         .unwrap();
@@ -333,7 +336,7 @@ async fn a_compare_and_set_that_always_loses_gives_up_as_contended() {
     let result = bounded(store.update_agent(
         "contended",
         Box::new(|r| {
-            r.map(|r| AgentRecord {
+            r.map(|r| TokenStateRecord {
                 active: false,
                 ..r.clone()
             })
@@ -526,7 +529,10 @@ async fn store_calls_fail_as_unavailable_while_the_cluster_is_down_and_recover()
         .await
         .unwrap();
     store
-        .update_agent("kept", Box::new(|_| Some(AgentRecord::enrolled("kept", 1))))
+        .update_agent(
+            "kept",
+            Box::new(|_| Some(TokenStateRecord::enrolled("kept", 1))),
+        )
         .await
         .unwrap();
 

@@ -72,7 +72,7 @@ impl OwnNode {
 
 impl Drop for OwnNode {
     fn drop(&mut self) {
-        let _ = Self::script(&self.instance, "stop");
+        let _ = Self::script(&self.instance, "discard");
     }
 }
 

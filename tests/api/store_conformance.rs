@@ -20,9 +20,9 @@ use fleetauth::config::{ElasticsearchSettings, Settings, StoreKind};
 use fleetauth::startup::open_store;
 use fleetauth::store::elasticsearch::mappings::Indices;
 use fleetauth::store::{
-    AgentRecord, ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh,
-    RoleRecord, ServiceTokenRecord, SigningKeyRecord, Store, StoreError, StoredRecord,
-    TokenFamilyRecord, TokenPairRecord, TypedWrite, UserRecord,
+    ApiKeyFilter, ApiKeyOwner, ApiKeyRecord, RecordKind, RecordWrite, RetiredRefresh, RoleRecord,
+    ServiceTokenRecord, SigningKeyRecord, Store, StoreError, StoredRecord, TokenFamilyRecord,
+    TokenPairRecord, TokenStateRecord, TypedWrite, UserRecord,
 };
 use futures::future::join_all;
 use serde_json::Value;
@@ -238,7 +238,7 @@ fn user(name: &str) -> UserRecord {
 }
 
 fn family(id: &str, username: &str, refresh_expires_at: UnixTime) -> TokenFamilyRecord {
-    let mut state = AgentRecord::enrolled(id, T0);
+    let mut state = TokenStateRecord::enrolled(id, T0);
     state.pending = Some(TokenPairRecord {
         refresh_expires_at,
         access_expires_at: T0 + 10,
@@ -310,7 +310,7 @@ async fn meta_values_are_kept_for_the_life_of_the_store(fx: &Fixture) {
 async fn agent_records_round_trip_and_are_seen_by_every_instance(fx: &Fixture) {
     let (a, b) = (fx.open().await, fx.open().await);
     assert_eq!(a.agent("agent-1").await.unwrap(), None);
-    let full = AgentRecord {
+    let full = TokenStateRecord {
         agent_id: "agent-1".into(),
         active: true,
         current: Some(token_pair(1)),
@@ -352,7 +352,7 @@ async fn agent_records_round_trip_and_are_seen_by_every_instance(fx: &Fixture) {
         .update_agent(
             "agent-1",
             Box::new(|r| {
-                r.map(|r| AgentRecord {
+                r.map(|r| TokenStateRecord {
                     active: false,
                     current: None,
                     pending: None,
@@ -366,7 +366,7 @@ async fn agent_records_round_trip_and_are_seen_by_every_instance(fx: &Fixture) {
     let after = a.agent("agent-1").await.unwrap().unwrap();
     assert_eq!(
         after,
-        AgentRecord {
+        TokenStateRecord {
             active: false,
             current: None,
             pending: None,
@@ -375,7 +375,7 @@ async fn agent_records_round_trip_and_are_seen_by_every_instance(fx: &Fixture) {
     );
 
     // The smallest record round-trips too.
-    let enrolled = AgentRecord::enrolled("agent-2", T0);
+    let enrolled = TokenStateRecord::enrolled("agent-2", T0);
     let write = enrolled.clone();
     a.update_agent("agent-2", Box::new(move |_| Some(write.clone())))
         .await
@@ -395,7 +395,7 @@ async fn update_agent_loses_no_concurrent_change(fx: &Fixture) {
     stores[0]
         .update_agent(
             "counter",
-            Box::new(|_| Some(AgentRecord::enrolled("counter", 0))),
+            Box::new(|_| Some(TokenStateRecord::enrolled("counter", 0))),
         )
         .await
         .unwrap();
@@ -407,7 +407,7 @@ async fn update_agent_loses_no_concurrent_change(fx: &Fixture) {
                 .update_agent(
                     "counter",
                     Box::new(|r| {
-                        r.map(|r| AgentRecord {
+                        r.map(|r| TokenStateRecord {
                             updated_at: r.updated_at + 1,
                             ..r.clone()
                         })
@@ -714,7 +714,7 @@ async fn agent_ids_list_every_agent_created_just_before(fx: &Fixture) {
             id,
             Box::new({
                 let id = id.to_string();
-                move |_| Some(AgentRecord::enrolled(&id, T0))
+                move |_| Some(TokenStateRecord::enrolled(&id, T0))
             }),
         )
         .await
@@ -760,9 +760,9 @@ async fn odd_record_ids_are_distinct_records(fx: &Fixture) {
         &"x".repeat(128),
     ];
     for (i, id) in ids.iter().enumerate() {
-        let record = AgentRecord {
+        let record = TokenStateRecord {
             updated_at: i as i64,
-            ..AgentRecord::enrolled(id, 0)
+            ..TokenStateRecord::enrolled(id, 0)
         };
         a.update_agent(id, Box::new(move |_| Some(record.clone())))
             .await
@@ -1116,7 +1116,7 @@ async fn security_records_are_listed_by_owner_including_ones_created_just_before
     // A listing shows each record as it is now: changed and deleted ones too.
     b.update_typed::<TokenFamilyRecord, _>("f1", |current| match current {
         Some(f) => TypedWrite::Put(TokenFamilyRecord {
-            state: AgentRecord {
+            state: TokenStateRecord {
                 pending: None,
                 ..f.state.clone()
             },

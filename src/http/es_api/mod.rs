@@ -13,6 +13,7 @@
 
 mod extract;
 mod product;
+mod shapes;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -91,7 +92,7 @@ impl AcceptedParams for GetUserParams {
 pub async fn authenticate(call: EsCall) -> Response {
     ok(
         StatusCode::OK,
-        crate::es_api::authenticate_json(&call.principal.identity),
+        shapes::authenticate_json(&call.principal.identity),
     )
 }
 
@@ -99,7 +100,7 @@ pub async fn authenticate(call: EsCall) -> Response {
 
 pub async fn create_token(EsJsonCall { call, body }: EsJsonCall) -> Result<Response, EsApiError> {
     let created = call.security.create_token(&call.principal, body).await?;
-    Ok(ok(StatusCode::OK, json!(created)))
+    Ok(ok(StatusCode::OK, shapes::created_token(&created)))
 }
 
 pub async fn invalidate_token(

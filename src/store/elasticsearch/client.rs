@@ -1,6 +1,17 @@
 //! Thin typed calls over the official `elasticsearch` crate: exactly the requests the
-//! store makes, each returning typed results and a typed [`EsError`]. No policy lives
-//! here (no retries, no decisions); [`super`] composes these calls.
+//! store makes, each returning typed results and a typed [`EsError`]. No decisions live
+//! here; [`super`] composes these calls. The one policy here: a request the cluster
+//! rejects as overloaded (429) is sent again, at most [`MAX_REJECTED_RESENDS`] times
+//! after short jittered pauses, before the rejection is reported.
+//!
+//! Why re-sending is safe: a 429 (`es_rejected_execution_exception` from a full
+//! thread-pool queue, an indexing-pressure rejection, `circuit_breaking_exception`) is
+//! given before the operation runs; and even if one had run, every write fleetauth
+//! makes is conditional (`op_type=create`, or `if_seq_no`/`if_primary_term`, for
+//! deletes too), so a write sent twice can only be applied once: the second answers
+//! 409, which the store already treats as "someone else wrote first". Reads, searches,
+//! refreshes, mapping updates and index creation (an existing index is fine) are
+//! idempotent.
 //!
 //! Only APIs present in Elasticsearch 7.10 and later (and in OpenSearch) are used:
 //! `HEAD /{index}`, `PUT /{index}`, `GET /{index}/_mapping`, `GET /{index}/_doc/{id}`
@@ -14,6 +25,7 @@
 //! is reported by its innermost cause, an HTTP error by its status, its Elasticsearch
 //! error type, and (except for 400s, whose reasons can quote a field's value) its reason.
 
+use std::future::Future;
 use std::time::Duration;
 
 use elasticsearch::auth::Credentials;
@@ -26,11 +38,19 @@ use elasticsearch::indices::{
 };
 use elasticsearch::params::{OpType, Refresh};
 use elasticsearch::{DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts};
+use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{ElasticsearchSettings, EsAuth};
+
+/// How many times a request rejected with 429 is sent again before the rejection is
+/// reported (as [`EsError::Refused`] with status 429: the store is unavailable, 503).
+pub const MAX_REJECTED_RESENDS: u32 = 3;
+/// The pause before the first resend; it doubles for each next one (25, 50, 100 ms,
+/// each drawn between half and all of it), so the resends add at most 175 ms.
+const FIRST_RESEND_PAUSE: Duration = Duration::from_millis(25);
 
 /// A failed call to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +231,31 @@ impl EsClient {
         }
     }
 
+    /// Sends the request that `request` builds, again after a pause while the cluster
+    /// rejects it as overloaded (429; see the module doc), and reads the answer.
+    async fn send<F, Fut>(&self, mut request: F) -> Result<(u16, Value), EsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Response, elasticsearch::Error>>,
+    {
+        let mut resends = 0;
+        loop {
+            let (status, body) = self.read(request().await).await?;
+            if status != 429 {
+                return Ok((status, body));
+            }
+            if resends == MAX_REJECTED_RESENDS {
+                crate::telemetry::metrics::store_rejection("gave_up");
+                return Ok((status, body));
+            }
+            crate::telemetry::metrics::store_rejection("resent");
+            let pause = FIRST_RESEND_PAUSE * 2u32.pow(resends);
+            let pause = rand::rng().random_range(pause / 2..=pause);
+            tokio::time::sleep(pause).await;
+            resends += 1;
+        }
+    }
+
     /// Status and body of a response (the body read within the same timeout).
     async fn read(
         &self,
@@ -263,12 +308,15 @@ impl EsClient {
 
     pub async fn index_exists(&self, index: &str) -> Result<bool, EsError> {
         let sent = self
-            .es
-            .indices()
-            .exists(IndicesExistsParts::Index(&[index]))
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .indices()
+                    .exists(IndicesExistsParts::Index(&[index]))
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, _) => Ok(true),
             (404, _) => Ok(false),
             (status, body) => Err(Self::refused(status, &body)),
@@ -278,13 +326,16 @@ impl EsClient {
     /// Creates an index; `false` if it already exists (another instance won the race).
     pub async fn create_index(&self, index: &str, body: &Value) -> Result<bool, EsError> {
         let sent = self
-            .es
-            .indices()
-            .create(IndicesCreateParts::Index(index))
-            .body(body)
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .indices()
+                    .create(IndicesCreateParts::Index(index))
+                    .body(body)
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, _) => Ok(true),
             (400, body) if Self::error_type(&body) == Some("resource_already_exists_exception") => {
                 Ok(false)
@@ -296,12 +347,15 @@ impl EsClient {
     /// The `_meta` of an index's mapping (`Null` when it has none).
     pub async fn mapping_meta(&self, index: &str) -> Result<Value, EsError> {
         let sent = self
-            .es
-            .indices()
-            .get_mapping(IndicesGetMappingParts::Index(&[index]))
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .indices()
+                    .get_mapping(IndicesGetMappingParts::Index(&[index]))
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, body) => {
                 // Keyed by the concrete index name (which differs when `index` is an alias).
                 let mappings = body
@@ -320,13 +374,16 @@ impl EsClient {
     /// Adds fields to an index's mapping (and replaces its `_meta`).
     pub async fn put_mapping(&self, index: &str, body: &Value) -> Result<(), EsError> {
         let sent = self
-            .es
-            .indices()
-            .put_mapping(IndicesPutMappingParts::Index(&[index]))
-            .body(body)
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .indices()
+                    .put_mapping(IndicesPutMappingParts::Index(&[index]))
+                    .body(body)
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, _) => Ok(()),
             (status, body) => Err(Self::refused(status, &body)),
         }
@@ -336,12 +393,15 @@ impl EsClient {
     /// /{index}/_refresh`). Costly on a busy index: only for rare jobs (purges).
     pub async fn refresh(&self, index: &str) -> Result<(), EsError> {
         let sent = self
-            .es
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[index]))
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .indices()
+                    .refresh(IndicesRefreshParts::Index(&[index]))
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, _) => Ok(()),
             (status, body) => Err(Self::refused(status, &body)),
         }
@@ -355,13 +415,16 @@ impl EsClient {
         version: Version,
     ) -> Result<Written, EsError> {
         let sent = self
-            .es
-            .delete(DeleteParts::IndexId(index, id))
-            .if_seq_no(version.seq_no)
-            .if_primary_term(version.primary_term)
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .delete(DeleteParts::IndexId(index, id))
+                    .if_seq_no(version.seq_no)
+                    .if_primary_term(version.primary_term)
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, _) => Ok(Written::Done),
             (404, body) if body.get("result").and_then(Value::as_str) == Some("not_found") => {
                 Ok(Written::Conflict)
@@ -379,8 +442,9 @@ impl EsClient {
         index: &str,
         id: &str,
     ) -> Result<Option<Versioned<T>>, EsError> {
-        let sent = self.es.get(GetParts::IndexId(index, id)).send().await;
-        let (status, body) = self.read(sent).await?;
+        let (status, body) = self
+            .send(move || async move { self.es.get(GetParts::IndexId(index, id)).send().await })
+            .await?;
         if !matches!(status, 200 | 404) || body.get("found").is_none() {
             return Err(Self::refused(status, &body));
         }
@@ -419,15 +483,20 @@ impl EsClient {
         expect: Expect,
         visibility: Visibility,
     ) -> Result<Written, EsError> {
-        let mut request = self.es.index(IndexParts::IndexId(index, id)).body(doc);
-        request = match expect {
-            Expect::Absent => request.op_type(OpType::Create),
-            Expect::At(v) => request.if_seq_no(v.seq_no).if_primary_term(v.primary_term),
-        };
-        if visibility == Visibility::BeforeReturn {
-            request = request.refresh(Refresh::WaitFor);
-        }
-        match self.read(request.send().await).await? {
+        let sent = self
+            .send(move || async move {
+                let mut request = self.es.index(IndexParts::IndexId(index, id)).body(doc);
+                request = match expect {
+                    Expect::Absent => request.op_type(OpType::Create),
+                    Expect::At(v) => request.if_seq_no(v.seq_no).if_primary_term(v.primary_term),
+                };
+                if visibility == Visibility::BeforeReturn {
+                    request = request.refresh(Refresh::WaitFor);
+                }
+                request.send().await
+            })
+            .await?;
+        match sent {
             (200 | 201, _) => Ok(Written::Done),
             (409, body) if Self::error_type(&body) == Some("version_conflict_engine_exception") => {
                 Ok(Written::Conflict)
@@ -458,13 +527,17 @@ impl EsClient {
         if let Some(after) = after {
             body["search_after"] = json!([after]);
         }
+        let body = &body;
         let sent = self
-            .es
-            .search(SearchParts::Index(&[index]))
-            .body(body)
-            .send()
-            .await;
-        match self.read(sent).await? {
+            .send(move || async move {
+                self.es
+                    .search(SearchParts::Index(&[index]))
+                    .body(body)
+                    .send()
+                    .await
+            })
+            .await?;
+        match sent {
             (200, body) => {
                 let found: SearchResponse = serde_json::from_value(body)
                     .map_err(|e| EsError::Unexpected(format!("search answer: {e}")))?;

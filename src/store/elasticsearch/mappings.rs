@@ -1,3 +1,4 @@
+// Over 600 lines with its tests: a table of the indices' mappings next to the documents they store (~540 lines of code), kept together on purpose.
 //! The indices fleetauth keeps in Elasticsearch: their names, their explicit mappings
 //! (`dynamic: strict`, keyword fields, nothing analysed) and the documents stored in
 //! them, side by side so that a change to one is seen next to the other.
@@ -29,8 +30,8 @@ use serde_json::{json, Value};
 
 use crate::clock::UnixTime;
 use crate::store::{
-    AgentRecord, ApiKeyOwner, ApiKeyRecord, RecordKind, RetiredRefresh, SigningKeyRecord,
-    StoredRecord, TokenPairRecord,
+    ApiKeyOwner, ApiKeyRecord, RecordKind, RetiredRefresh, SigningKeyRecord, StoredRecord,
+    TokenPairRecord, TokenStateRecord,
 };
 
 /// Written in every mapping's `_meta`: an index without it is not ours, and start-up
@@ -352,8 +353,8 @@ impl From<PairDoc> for TokenPairRecord {
     }
 }
 
-impl From<&AgentRecord> for AgentDoc {
-    fn from(r: &AgentRecord) -> Self {
+impl From<&TokenStateRecord> for AgentDoc {
+    fn from(r: &TokenStateRecord) -> Self {
         Self {
             agent_id: r.agent_id.clone(),
             active: r.active,
@@ -372,7 +373,7 @@ impl From<&AgentRecord> for AgentDoc {
     }
 }
 
-impl From<AgentDoc> for AgentRecord {
+impl From<AgentDoc> for TokenStateRecord {
     fn from(d: AgentDoc) -> Self {
         Self {
             agent_id: d.agent_id,
@@ -595,7 +596,7 @@ mod tests {
             access_expires_at: 1,
             refresh_expires_at: 2,
         };
-        let agent = AgentRecord {
+        let agent = TokenStateRecord {
             agent_id: "a".into(),
             active: true,
             current: Some(pair.clone()),
@@ -720,7 +721,7 @@ mod tests {
                 "",
             );
         }
-        assert_eq!(AgentRecord::from(AgentDoc::from(&agent)), agent);
+        assert_eq!(TokenStateRecord::from(AgentDoc::from(&agent)), agent);
         assert_eq!(
             SigningKeyRecord::try_from(&SigningKeyDoc::from(&signing)).unwrap(),
             signing

@@ -1,3 +1,4 @@
+// Over 600 lines: the one Store implementation over Elasticsearch; its methods share the rules stated below (real-time GETs, optimistic concurrency, wait_for), kept in one place.
 //! The distributed store: every record in Elasticsearch, so that many fleetauth
 //! instances behind a load balancer share one state (JWT validation stays stateless).
 //! Index names and mappings are in [`mappings`], the HTTP calls in [`client`].
@@ -29,8 +30,9 @@
 //!   connection, a timeout or an error answer (401/403, a missing index, 429, 5xx) is
 //!   [`StoreError::Unavailable`] (503, `/readyz` not ready); a 400 for our own request or
 //!   an unreadable document is [`StoreError::Corrupt`]. Nothing is retried except a lost
-//!   compare-and-set. A write is one request on one document, so a failure leaves no
-//!   partial record.
+//!   compare-and-set and a request the cluster rejected as overloaded (429: resent at
+//!   most [`client::MAX_REJECTED_RESENDS`] times, see [`client`]). A write is one
+//!   request on one document, so a failure leaves no partial record.
 
 pub mod client;
 pub mod mappings;
@@ -50,8 +52,8 @@ use self::mappings::{
     KEY_RING_ID, MANAGED_BY, SCHEMA_VERSION,
 };
 use super::{
-    AgentChange, AgentRecord, ApiKeyFilter, ApiKeyRecord, RecordChange, RecordKind, RecordWrite,
-    SigningKeyRecord, Store, StoreError, StoredRecord,
+    AgentChange, ApiKeyFilter, ApiKeyRecord, RecordChange, RecordKind, RecordWrite,
+    SigningKeyRecord, Store, StoreError, StoredRecord, TokenStateRecord,
 };
 use crate::clock::UnixTime;
 use crate::config::ElasticsearchSettings;
@@ -395,25 +397,25 @@ impl Store for ElasticsearchStore {
         .await
     }
 
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
         Ok(self
             .read::<AgentDoc>(&self.indices.agents, agent_id)
             .await?
-            .map(AgentRecord::from))
+            .map(TokenStateRecord::from))
     }
 
     async fn update_agent(
         &self,
         agent_id: &str,
         mut change: AgentChange,
-    ) -> Result<Option<AgentRecord>, StoreError> {
+    ) -> Result<Option<TokenStateRecord>, StoreError> {
         self.compare_and_set(
             "agent",
             &self.indices.agents,
             agent_id,
             Visibility::Eventually,
             |current: Option<&AgentDoc>| {
-                let before = current.cloned().map(AgentRecord::from);
+                let before = current.cloned().map(TokenStateRecord::from);
                 let next = change(before.as_ref()).map(|record| AgentDoc::from(&record));
                 Ok((next, before))
             },
