@@ -300,10 +300,30 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
 
 // ---- row mapping ----
 
-const AGENT_COLUMNS: &str =
-    "agent_id, active, current_jti, current_refresh_hash, current_access_expires_at, \
-     current_refresh_expires_at, pending_jti, pending_refresh_hash, pending_access_expires_at, \
-     pending_refresh_expires_at, retired, updated_at";
+// The hot statements are `concat!`ed at compile time rather than `format!`ed per
+// call: `prepare_cached` then finds them without building the SQL text first.
+macro_rules! agent_columns {
+    () => {
+        "agent_id, active, current_jti, current_refresh_hash, current_access_expires_at, \
+         current_refresh_expires_at, pending_jti, pending_refresh_hash, pending_access_expires_at, \
+         pending_refresh_expires_at, retired, updated_at"
+    };
+}
+const SELECT_AGENT: &str = concat!(
+    "SELECT ",
+    agent_columns!(),
+    " FROM agents WHERE agent_id = ?1"
+);
+const UPSERT_AGENT: &str = concat!(
+    "INSERT INTO agents (",
+    agent_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     ON CONFLICT (agent_id) DO UPDATE SET active = ?2, current_jti = ?3, \
+     current_refresh_hash = ?4, current_access_expires_at = ?5, \
+     current_refresh_expires_at = ?6, pending_jti = ?7, pending_refresh_hash = ?8, \
+     pending_access_expires_at = ?9, pending_refresh_expires_at = ?10, retired = ?11, \
+     updated_at = ?12"
+);
 
 fn pair_from(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<TokenPairRecord>> {
     let jti: Option<String> = row.get(first)?;
@@ -356,11 +376,23 @@ fn decode_retired(agent_id: &str, bytes: &[u8]) -> Result<Vec<RetiredRefresh>, S
         .map(|entry| {
             let (hash, expires_at) = entry.split_at(32);
             RetiredRefresh {
-                refresh_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+                refresh_hash: lower_hex(hash),
                 expires_at: i64::from_be_bytes(expires_at.try_into().unwrap_or_default()),
             }
         })
         .collect())
+}
+
+/// `bytes` as lowercase hex: one allocation, no formatting machinery (this runs for
+/// every retired hash of every agent read).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    hex
 }
 
 fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
@@ -376,11 +408,7 @@ fn agent_from(row: &Row<'_>) -> rusqlite::Result<(AgentRecord, Vec<u8>)> {
 }
 
 fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"
-        ))
-        .map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(SELECT_AGENT).map_err(unavailable)?;
     let found = stmt
         .query_row([agent_id], agent_from)
         .optional()
@@ -396,16 +424,7 @@ fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<AgentRecord>, 
 fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
     let retired = encode_retired(&r.retired)?;
     let (c, p) = (r.current.as_ref(), r.pending.as_ref());
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (agent_id) DO UPDATE SET active = ?2, current_jti = ?3, \
-             current_refresh_hash = ?4, current_access_expires_at = ?5, \
-             current_refresh_expires_at = ?6, pending_jti = ?7, pending_refresh_hash = ?8, \
-             pending_access_expires_at = ?9, pending_refresh_expires_at = ?10, retired = ?11, \
-             updated_at = ?12"
-        ))
-        .map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(UPSERT_AGENT).map_err(unavailable)?;
     stmt.execute(params![
         r.agent_id,
         r.active,
@@ -424,8 +443,17 @@ fn write_agent(conn: &Connection, r: &AgentRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-const API_KEY_COLUMNS: &str =
-    "id, name, agent_id, hash, created_at, expires_at, invalidated_at, owner";
+macro_rules! api_key_columns {
+    () => {
+        "id, name, agent_id, hash, created_at, expires_at, invalidated_at, owner"
+    };
+}
+const API_KEY_COLUMNS: &str = api_key_columns!();
+const SELECT_API_KEY: &str = concat!(
+    "SELECT ",
+    api_key_columns!(),
+    " FROM api_keys WHERE id = ?1"
+);
 
 fn api_key_from(row: &Row<'_>) -> rusqlite::Result<(ApiKeyRecord, Option<String>)> {
     Ok((
@@ -600,11 +628,7 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"
-                ))
-                .map_err(unavailable)?;
+            let mut stmt = conn.prepare_cached(SELECT_API_KEY).map_err(unavailable)?;
             stmt.query_row([id], api_key_from)
                 .optional()
                 .map_err(unavailable)?
@@ -872,6 +896,23 @@ mod tests {
             invalidated_at INTEGER);
         INSERT INTO api_keys VALUES ('old', 'n', 'agent-1', 'h', 1, NULL, NULL);
         PRAGMA user_version = 1;";
+
+    #[test]
+    fn retired_hashes_round_trip_through_the_blob_as_lowercase_hex() {
+        let retired: Vec<RetiredRefresh> = (0u8..3)
+            .map(|n| RetiredRefresh {
+                refresh_hash: (0..32u8)
+                    .map(|i| format!("{:02x}", i.wrapping_mul(37).wrapping_add(n * 101)))
+                    .collect(),
+                expires_at: 1_700_000_000 + i64::from(n),
+            })
+            .collect();
+        let blob = encode_retired(&retired).unwrap();
+        assert_eq!(blob.len(), 3 * RETIRED_ENTRY);
+        assert_eq!(decode_retired("a", &blob).unwrap(), retired);
+        assert_eq!(lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert!(decode_retired("a", &blob[..RETIRED_ENTRY - 1]).is_err());
+    }
 
     #[tokio::test]
     async fn a_version_1_database_is_migrated_in_place() {

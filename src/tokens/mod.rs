@@ -653,18 +653,28 @@ impl TokenService {
         let now = self.clock.now();
         let (issued, new_pair) = self.mint(&subject, scope, now);
         let owned = OwnedPresented::from(presented);
-        let change_pair = new_pair.clone();
-        let change_presented = owned.clone();
+        let decided = DecidedOutcome::default();
+        let change_decided = decided.clone();
         let before = self
             .update_state(
                 subject.state_key(),
                 Box::new(move |record| {
-                    rotation::exchange(record, change_presented.borrow(), &change_pair, now).write
+                    let decision = rotation::exchange(record, owned.borrow(), &new_pair, now);
+                    change_decided.set(decision.outcome);
+                    decision.write
                 }),
             )
             .await?;
-        let decision = rotation::exchange(before.as_ref(), owned.borrow(), &new_pair, now);
-        match decision.outcome {
+        let outcome = decided.get().unwrap_or_else(|| {
+            // A store that never called the change (none does today) decided nothing:
+            // refuse as for a token that is not current.
+            Outcome::Refused(if before.is_none() {
+                Refusal::UnknownAgent
+            } else {
+                Refusal::NotCurrent
+            })
+        });
+        match outcome {
             Outcome::Accepted { promoted } => {
                 if promoted {
                     tracing::debug!(agent_id = subject.agent_id, "pending pair promoted");
@@ -869,15 +879,21 @@ impl TokenService {
             Outcome::Accepted { promoted: false } => Ok(()),
             Outcome::Accepted { promoted: true } => {
                 let jti = claims.jti.clone();
-                let before = self
-                    .update_state(
-                        key,
-                        Box::new(move |r| rotation::confirm_access(r, &jti, now).write),
-                    )
-                    .await?;
-                match rotation::confirm_access(before.as_ref(), &claims.jti, now).outcome {
-                    Outcome::Accepted { .. } => Ok(()),
-                    Outcome::Refused(refusal) => Err(refusal.into()),
+                let decided = DecidedOutcome::default();
+                let change_decided = decided.clone();
+                self.update_state(
+                    key,
+                    Box::new(move |r| {
+                        let decision = rotation::confirm_access(r, &jti, now);
+                        change_decided.set(decision.outcome);
+                        decision.write
+                    }),
+                )
+                .await?;
+                match decided.get() {
+                    Some(Outcome::Accepted { .. }) => Ok(()),
+                    Some(Outcome::Refused(refusal)) => Err(refusal.into()),
+                    None => Err(Refusal::NotCurrent.into()),
                 }
             }
         }
@@ -1063,6 +1079,24 @@ impl TokenService {
     /// The algorithms of the keys that sign or still verify, the signing one first.
     pub fn algorithms(&self) -> Vec<SigningAlgorithm> {
         self.ring().algorithms()
+    }
+}
+
+/// The outcome of the rotation decision a store change made, taken out of the change
+/// so that it is computed once per attempt, not again on the record the store returns.
+/// A store may call a change more than once (a compare-and-set lost to a concurrent
+/// writer is retried with the newer record); the last call is the one whose write was
+/// applied, and its outcome is the one kept.
+#[derive(Clone, Default)]
+struct DecidedOutcome(Arc<Mutex<Option<Outcome>>>);
+
+impl DecidedOutcome {
+    fn set(&self, outcome: Outcome) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+
+    fn get(&self) -> Option<Outcome> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
