@@ -350,6 +350,10 @@ async fn authenticate(http: &reqwest::Client, base: &str, authorization: &str) -
 }
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("es_store: a load benchmark; run it with `cargo bench --bench es_store`");
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -64,6 +64,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError>;
 
+    /// [`agent`](Self::agent) for a reader that looks only at whether the agent is
+    /// enrolled and at its current and pending pairs (the per-request check of an
+    /// access token): the record's `retired` list may come back empty. A backend that
+    /// can skip reading and decoding that list does (SQLite: it is most of the cost of
+    /// the read); the default reads the whole record. Never use it to decide a change:
+    /// changes go through [`update_agent`](Self::update_agent), which reads everything.
+    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
+        self.agent(agent_id).await
+    }
+
     /// The id of every agent record (agents, and non-agent clients whose pairs are kept
     /// like an agent's), ordered by id: a listing (every record whose creation has
     /// returned is included), for bulk revocation. Each record is then read and changed

@@ -314,6 +314,11 @@ const SELECT_AGENT: &str = concat!(
     agent_columns!(),
     " FROM agents WHERE agent_id = ?1"
 );
+/// The agent's row without its retired refresh hashes ([`Store::agent_pairs`]).
+const SELECT_AGENT_PAIRS: &str = "SELECT agent_id, active, current_jti, current_refresh_hash, \
+     current_access_expires_at, current_refresh_expires_at, pending_jti, pending_refresh_hash, \
+     pending_access_expires_at, pending_refresh_expires_at, updated_at \
+     FROM agents WHERE agent_id = ?1";
 const UPSERT_AGENT: &str = concat!(
     "INSERT INTO agents (",
     agent_columns!(),
@@ -419,6 +424,28 @@ fn read_agent(conn: &Connection, agent_id: &str) -> Result<Option<TokenStateReco
             Ok(record)
         })
         .transpose()
+}
+
+/// The agent's record with an empty `retired` list, without reading the list.
+fn read_agent_pairs(
+    conn: &Connection,
+    agent_id: &str,
+) -> Result<Option<TokenStateRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(SELECT_AGENT_PAIRS)
+        .map_err(unavailable)?;
+    stmt.query_row([agent_id], |row| {
+        Ok(TokenStateRecord {
+            agent_id: row.get(0)?,
+            active: row.get(1)?,
+            current: pair_from(row, 2)?,
+            pending: pair_from(row, 6)?,
+            retired: Vec::new(),
+            updated_at: row.get(10)?,
+        })
+    })
+    .optional()
+    .map_err(unavailable)
 }
 
 fn write_agent(conn: &Connection, r: &TokenStateRecord) -> Result<(), StoreError> {
@@ -581,6 +608,10 @@ impl Store for SqliteStore {
 
     async fn agent(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
         self.read(|conn| read_agent(conn, agent_id))
+    }
+
+    async fn agent_pairs(&self, agent_id: &str) -> Result<Option<TokenStateRecord>, StoreError> {
+        self.read(|conn| read_agent_pairs(conn, agent_id))
     }
 
     async fn update_agent(
@@ -912,6 +943,45 @@ mod tests {
         assert_eq!(decode_retired("a", &blob).unwrap(), retired);
         assert_eq!(lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
         assert!(decode_retired("a", &blob[..RETIRED_ENTRY - 1]).is_err());
+    }
+
+    #[tokio::test]
+    async fn agent_pairs_reads_the_record_without_its_retired_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(dir.path()).unwrap();
+        let pair = |n: u8| TokenPairRecord {
+            jti: format!("jti-{n}"),
+            refresh_hash: lower_hex(&[n; 32]),
+            access_expires_at: 1_000 + i64::from(n),
+            refresh_expires_at: 2_000 + i64::from(n),
+        };
+        let record = TokenStateRecord {
+            agent_id: "agent-1".into(),
+            active: true,
+            current: Some(pair(1)),
+            pending: Some(pair(2)),
+            retired: vec![RetiredRefresh {
+                refresh_hash: lower_hex(&[9; 32]),
+                expires_at: 3_000,
+            }],
+            updated_at: 42,
+        };
+        let written = record.clone();
+        store
+            .update_agent("agent-1", Box::new(move |_| Some(written.clone())))
+            .await
+            .unwrap();
+
+        assert_eq!(store.agent("agent-1").await.unwrap(), Some(record.clone()));
+        let pairs = store.agent_pairs("agent-1").await.unwrap();
+        assert_eq!(
+            pairs,
+            Some(TokenStateRecord {
+                retired: Vec::new(),
+                ..record
+            })
+        );
+        assert_eq!(store.agent_pairs("agent-2").await.unwrap(), None);
     }
 
     #[tokio::test]

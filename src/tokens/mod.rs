@@ -268,6 +268,18 @@ impl TokenService {
         }
     }
 
+    /// The token state at `key` for a check of its pairs only (an access token's use
+    /// or look): an agent's retired refresh hashes are not read
+    /// ([`Store::agent_pairs`]). The rotation decision of an access token's use does
+    /// not look at them; a promotion re-reads the whole record in
+    /// [`update_state`](Self::update_state).
+    async fn pairs_state(&self, key: StateKey<'_>) -> Result<Option<TokenStateRecord>, StoreError> {
+        match key {
+            StateKey::Agent(id) => self.store.agent_pairs(id).await,
+            StateKey::Family(_) => self.state(key).await,
+        }
+    }
+
     /// Applies a change to the token state at `key` atomically (see
     /// [`Store::update_agent`]); a family's record is created only by
     /// [`issue_family`](Self::issue_family), so a change never creates one.
@@ -642,7 +654,7 @@ impl TokenService {
         }
         let now = self.clock.now();
         let key = StateKey::of_claims(claims);
-        let record = self.state(key).await?;
+        let record = self.pairs_state(key).await?;
         let decision = rotation::confirm_access(record.as_ref(), &claims.jti, now);
         match decision.outcome {
             Outcome::Refused(refusal) => Err(refusal.into()),
@@ -676,7 +688,7 @@ impl TokenService {
         if self.settings.stateless {
             return Ok(());
         }
-        let record = self.state(StateKey::of_claims(claims)).await?;
+        let record = self.pairs_state(StateKey::of_claims(claims)).await?;
         match rotation::confirm_access(record.as_ref(), &claims.jti, self.clock.now()).outcome {
             Outcome::Accepted { .. } => Ok(()),
             Outcome::Refused(refusal) => Err(refusal.into()),
