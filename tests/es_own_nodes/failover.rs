@@ -178,9 +178,12 @@ async fn killing_the_node_of_the_agents_primary_mid_load_fails_over_and_loses_no
         "killing node {} (primary of {index}, _primary_term {term_before})",
         victim + 1
     );
+    // The mark goes up once the node's process is gone (the script waits for it): a
+    // request sent while the kill was still under way may reach the node, so it is
+    // counted as before the kill.
+    cluster.kill_9(victim);
     killed.store(true, Ordering::SeqCst);
     let killed_at = Instant::now();
-    cluster.kill_9(victim);
 
     // Every agent carries on through the instances whose node is alive.
     while ok_count(true).iter().any(|n| *n < 5) {
