@@ -3,13 +3,13 @@
 //! data dir and all on the same index prefix, as behind a load balancer.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::helpers::{jwt_parts, pair_from};
+use crate::process::Server;
 use crate::real_es;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
@@ -71,50 +71,13 @@ impl SharedStore {
 
     /// Three servers, started one after the other (the first creates the indices).
     fn servers(&mut self, n: usize) -> Vec<Server> {
-        (0..n).map(|_| Server::start(self.command())).collect()
+        (0..n).map(|_| Server::spawn(self.command(), &[])).collect()
     }
 }
 
 impl Drop for SharedStore {
     fn drop(&mut self) {
         real_es::delete_indices_blocking(&self.url, &self.prefix);
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(mut command: Command) -> Self {
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("listening line");
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve did not start ({e}): {line:?}"));
-        Self {
-            child,
-            base: format!("http://{}", started["listen"].as_str().unwrap()),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

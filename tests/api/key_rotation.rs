@@ -11,9 +11,8 @@
 //!   instances add up to the number of new keys), and the others follow.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -106,44 +105,23 @@ impl Drop for SharedStore {
     }
 }
 
-/// One `fleetauth serve` process, killed on drop.
+/// One `fleetauth serve` process on a shared store, killed on drop.
 pub(crate) struct Server {
-    child: Child,
-    base: String,
+    process: crate::process::Server,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub(crate) fn start(store: &SharedStore, extra: &[(&str, String)]) -> Self {
-        let (mut command, dir) = store.command(extra);
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("listening line");
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve did not start ({e}): {line:?}"));
+        let (command, dir) = store.command(extra);
         Self {
-            child,
-            base: format!("http://{}", started["listen"].as_str().unwrap()),
+            process: crate::process::Server::spawn(command, &[]),
             _dir: dir,
         }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.url(path)
     }
 }
 

@@ -80,16 +80,18 @@ impl Server {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
             command.env_remove(key);
         }
-        let mut child = command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-            ])
+        command
             .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::spawn(command, &["--data-dir", data_dir.to_str().unwrap()])
+    }
+
+    /// `command serve --listen 127.0.0.1:0 <args>`, once it has printed the address it
+    /// listens on (the one way every test that runs the real server starts it).
+    pub(crate) fn spawn(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -98,11 +100,16 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("listening line");
-        let started: Value = serde_json::from_str(&line).expect("JSON line");
+        let started: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("serve did not start ({e}): {line:?}"));
         Self {
             child,
             base: format!("http://{}", started["listen"].as_str().unwrap()),
         }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     fn kill_9(mut self) {
