@@ -4,14 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{read_body, SecurityApi, SecurityError};
+use super::{RequestBody, SecurityApi, SecurityError};
+use crate::api_keys::CreatedApiKey;
 use crate::authentication::Principal;
 use crate::clock::UnixTime;
 use crate::identity::roles::RoleDescriptor;
-use crate::identity::{Action, Identity, Realm};
+use crate::identity::{Action, Identity};
 use crate::store::{ApiKeyFilter, ApiKeyOwner, ApiKeyRecord};
 
 /// Elasticsearch's time values: a number and one of `d h m s ms micros nanos`
@@ -34,116 +34,48 @@ pub fn parse_time_value(text: &str) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `POST`/`PUT /_security/api_key`: what to create.
 pub struct CreateApiKeyRequest {
     pub name: Option<String>,
+    /// An Elasticsearch time value ([`parse_time_value`]).
     pub expiration: Option<String>,
-    #[serde(default)]
     pub role_descriptors: Option<Map<String, Value>>,
-    #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// A created API key (its secret shown this once).
-#[derive(Serialize)]
-pub struct CreatedApiKey {
-    pub id: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<i64>,
-    pub api_key: String,
-    pub encoded: String,
-}
-
-impl std::fmt::Debug for CreatedApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CreatedApiKey({}, [redacted])", self.id)
-    }
-}
-
-/// The query of `GET /_security/api_key`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `GET /_security/api_key`: which keys to list.
+#[derive(Debug, Default)]
 pub struct GetApiKeyQuery {
     pub id: Option<String>,
     pub name: Option<String>,
     pub username: Option<String>,
     pub realm_name: Option<String>,
-    #[serde(default)]
     pub owner: bool,
-    #[serde(default)]
-    pub with_limited_by: bool,
-    #[serde(default)]
     pub active_only: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `DELETE /_security/api_key`: which keys to invalidate.
 pub struct InvalidateApiKeyRequest {
     pub ids: Option<Vec<String>>,
     pub id: Option<String>,
     pub name: Option<String>,
     pub username: Option<String>,
     pub realm_name: Option<String>,
-    #[serde(default)]
     pub owner: bool,
 }
 
-#[derive(Debug, Serialize, Default)]
+/// The ids of the keys an invalidation reached.
+#[derive(Debug, Default)]
 pub struct ApiKeysInvalidated {
-    pub invalidated_api_keys: Vec<String>,
-    pub previously_invalidated_api_keys: Vec<String>,
-    pub error_count: usize,
+    pub invalidated: Vec<String>,
+    pub previously_invalidated: Vec<String>,
 }
 
-fn millis(t: UnixTime) -> i64 {
-    t.saturating_mul(1000)
-}
-
-/// One key in `GET /_security/api_key`'s answer; `last_used` (fleetauth's addition,
-/// epoch milliseconds like `creation`, Elasticsearch #54789) when the key has been used
-/// since it was recorded (at most `api_keys.last_used_interval` stale).
-fn api_key_json(key: &ApiKeyRecord, with_limited_by: bool, last_used: Option<UnixTime>) -> Value {
-    let mut out = json!({
-        "id": key.id,
-        "name": key.name,
-        "type": "rest",
-        "creation": millis(key.created_at),
-        "invalidated": key.invalidated_at.is_some(),
-    });
-    if let Some(t) = last_used {
-        out["last_used"] = json!(millis(t));
-    }
-    if let Some(t) = key.expires_at {
-        out["expiration"] = json!(millis(t));
-    }
-    if let Some(t) = key.invalidated_at {
-        out["invalidation"] = json!(millis(t));
-    }
-    match &key.owner {
-        Some(owner) => {
-            out["username"] = json!(owner.username);
-            out["realm"] = json!(owner.realm);
-            out["realm_type"] = json!(owner.realm_type);
-            out["metadata"] = owner.metadata.clone();
-            out["role_descriptors"] = owner.role_descriptors.clone();
-            if with_limited_by {
-                out["limited_by"] = owner.limited_by.clone();
-            }
-        }
-        None => {
-            // Made by the CLI: an agent's key or a plain OAuth2 client's.
-            out["username"] = json!(key.agent_id.clone().unwrap_or_else(|| key.id.clone()));
-            out["realm"] = json!(Realm::fleetauth().name);
-            out["metadata"] = json!({});
-            out["role_descriptors"] = json!({});
-            if let Some(agent) = &key.agent_id {
-                out["agent_id"] = json!(agent);
-            }
-        }
-    }
-    out
+/// A key of `GET /_security/api_key`'s answer, and when it was last used (at most
+/// `api_keys.last_used_interval` stale), if it has been since that was recorded.
+pub struct ListedApiKey {
+    pub key: ApiKeyRecord,
+    pub last_used: Option<UnixTime>,
 }
 
 fn active(key: &ApiKeyRecord, now: UnixTime) -> bool {
@@ -166,7 +98,7 @@ impl SecurityApi {
     pub async fn create_api_key(
         &self,
         principal: &Principal,
-        body: Value,
+        request: RequestBody<CreateApiKeyRequest>,
     ) -> Result<CreatedApiKey, SecurityError> {
         Self::authorize(principal, Action::CreateApiKey)?;
         let identity = &principal.identity;
@@ -175,7 +107,7 @@ impl SecurityApi {
                 "an API key cannot create API keys here; authenticate as a user or a service account",
             ));
         }
-        let request: CreateApiKeyRequest = read_body("api_key_request", body)?;
+        let request = request.take()?;
         let name = request.name.unwrap_or_default();
         let mut problems = Vec::new();
         if name.is_empty() {
@@ -222,13 +154,7 @@ impl SecurityApi {
         };
         let created = self.api_keys.create_owned(&name, expires_at, owner).await?;
         tracing::info!(id = %created.id, username = %identity.username, "API key created");
-        Ok(CreatedApiKey {
-            id: created.id,
-            name: created.name,
-            expiration: created.expiration,
-            api_key: created.api_key,
-            encoded: created.encoded,
-        })
+        Ok(created)
     }
 
     /// Which keys a request may reach: only the caller's own when it says so (`owner`,
@@ -346,7 +272,7 @@ impl SecurityApi {
         &self,
         principal: &Principal,
         query: GetApiKeyQuery,
-    ) -> Result<Value, SecurityError> {
+    ) -> Result<Vec<ListedApiKey>, SecurityError> {
         let ids: Vec<String> = query.id.iter().cloned().collect();
         let selection = KeySelection {
             owner: query.owner,
@@ -359,26 +285,28 @@ impl SecurityApi {
             .select_keys(principal, &selection, |any| Action::GetApiKey { any })
             .await?;
         let now = self.now();
-        let shown: Vec<&ApiKeyRecord> = keys
-            .iter()
+        let shown: Vec<ApiKeyRecord> = keys
+            .into_iter()
             .filter(|k| !query.active_only || active(k, now))
             .collect();
         let ids: Vec<&str> = shown.iter().map(|k| k.id.as_str()).collect();
         let last_used = self.api_keys.last_used(&ids).await?;
-        let listed: Vec<Value> = shown
+        Ok(shown
             .into_iter()
-            .map(|k| api_key_json(k, query.with_limited_by, last_used.get(&k.id).copied()))
-            .collect();
-        Ok(json!({ "api_keys": listed }))
+            .map(|key| ListedApiKey {
+                last_used: last_used.get(&key.id).copied(),
+                key,
+            })
+            .collect())
     }
 
     /// `DELETE /_security/api_key`.
     pub async fn invalidate_api_keys(
         &self,
         principal: &Principal,
-        body: Value,
+        request: RequestBody<InvalidateApiKeyRequest>,
     ) -> Result<ApiKeysInvalidated, SecurityError> {
-        let request: InvalidateApiKeyRequest = read_body("invalidate_api_key_request", body)?;
+        let request = request.take()?;
         if request.id.is_some() && request.ids.is_some() {
             return Err(SecurityError::validation(&[
                 "only one of [id, ids] may be given".into(),
@@ -418,13 +346,13 @@ impl SecurityApi {
         let mut result = ApiKeysInvalidated::default();
         for key in keys {
             if key.invalidated_at.is_none() && self.api_keys.invalidate(&key.id).await? {
-                result.invalidated_api_keys.push(key.id);
+                result.invalidated.push(key.id);
             } else {
-                result.previously_invalidated_api_keys.push(key.id);
+                result.previously_invalidated.push(key.id);
             }
         }
-        if !result.invalidated_api_keys.is_empty() {
-            tracing::info!(count = result.invalidated_api_keys.len(), by = %principal.identity.username, "API keys invalidated");
+        if !result.invalidated.is_empty() {
+            tracing::info!(count = result.invalidated.len(), by = %principal.identity.username, "API keys invalidated");
         }
         Ok(result)
     }

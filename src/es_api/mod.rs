@@ -15,7 +15,9 @@
 //!
 //! One file per resource family: [`tokens`] (the token API), [`api_keys`],
 //! [`service_tokens`], [`users`], [`roles`]; [`remover`] is the background removal of
-//! what has expired; [`error`] is the family's error type.
+//! what has expired; [`error`] is the family's error type. The flows take typed
+//! requests and give typed results; their JSON shapes are the HTTP layer's
+//! (`http::es_api::shapes`).
 
 pub mod api_keys;
 pub mod error;
@@ -28,9 +30,6 @@ pub mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-
 pub use error::{SecurityError, SecurityErrorKind};
 
 use crate::api_keys::ApiKeyService;
@@ -41,11 +40,22 @@ use crate::grant::{GrantError, GrantService};
 use crate::identity::Action;
 use crate::tokens::TokenService;
 
-/// A request body read into a typed request; what does not fit is a `parse_exception`,
-/// as Elasticsearch's parsers answer.
-pub fn read_body<T: DeserializeOwned>(what: &str, body: Value) -> Result<T, SecurityError> {
-    serde_json::from_value(body)
-        .map_err(|e| SecurityError::parse(format!("failed to parse [{what}]: {e}")))
+/// A request body as the HTTP layer read it (its JSON shapes are `http::es_api::shapes`):
+/// the typed request, or the `parse_exception` for a body that does not fit its shape.
+/// A flow takes it out ([`RequestBody::take`]) after its first checks (the caller's
+/// privilege), so a caller learns whether its body fits only once it may make the call.
+#[derive(Debug)]
+pub struct RequestBody<T>(Result<T, SecurityError>);
+
+impl<T> RequestBody<T> {
+    pub fn new(read: Result<T, SecurityError>) -> Self {
+        Self(read)
+    }
+
+    /// The typed request, or why the body could not be read into it.
+    pub fn take(self) -> Result<T, SecurityError> {
+        self.0
+    }
 }
 
 /// The flows of the security APIs.

@@ -1,6 +1,8 @@
 //! Roles (`/_security/role...`): create, read, delete role descriptors.
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
 
 use super::{SecurityApi, SecurityError};
 use crate::authentication::Principal;
@@ -8,7 +10,9 @@ use crate::identity::roles::{check_role_name, RoleDescriptor};
 use crate::identity::Action;
 
 impl SecurityApi {
-    /// `PUT|POST /_security/role/{name}`: whether it was created.
+    /// `PUT|POST /_security/role/{name}`: whether it was created. The body is a role
+    /// descriptor, parsed by the role model's own grammar ([`RoleDescriptor::parse`],
+    /// which also reads API keys' `role_descriptors`) once the name is checked.
     pub async fn put_role(
         &self,
         principal: &Principal,
@@ -28,25 +32,23 @@ impl SecurityApi {
         &self,
         principal: &Principal,
         names: &[String],
-    ) -> Result<Value, SecurityError> {
+    ) -> Result<BTreeMap<String, RoleDescriptor>, SecurityError> {
         Self::authorize(principal, Action::GetRole)?;
         let roles = &self.identity.roles;
-        let mut out = Map::new();
+        let mut out = BTreeMap::new();
         if names.is_empty() {
-            for (name, d) in roles.all().await? {
-                out.insert(name, d.to_json());
-            }
+            out.extend(roles.all().await?);
         } else {
             for name in names {
                 if let Some(d) = roles.get(name).await? {
-                    out.insert(name.clone(), d.to_json());
+                    out.insert(name.clone(), d);
                 }
             }
             if out.is_empty() {
                 return Err(SecurityError::not_found("no such role"));
             }
         }
-        Ok(Value::Object(out))
+        Ok(out)
     }
 
     /// `DELETE /_security/role/{name}`: whether it existed.

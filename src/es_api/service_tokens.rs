@@ -1,29 +1,14 @@
 //! Service-account tokens (`/_security/service/{namespace}/{service}/credential...`).
 
-use serde::Serialize;
-use serde_json::{json, Map, Value};
-
 use super::{SecurityApi, SecurityError};
 use crate::authentication::Principal;
+use crate::identity::service_accounts::CreatedServiceToken;
 use crate::identity::{Action, ServiceAccount};
 
-/// A service token as created (its value shown this once).
-#[derive(Serialize)]
-pub struct CreatedServiceToken {
-    pub created: bool,
-    pub token: ServiceTokenValue,
-}
-
-#[derive(Serialize)]
-pub struct ServiceTokenValue {
-    pub name: String,
-    pub value: String,
-}
-
-impl std::fmt::Debug for CreatedServiceToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CreatedServiceToken({}, [redacted])", self.token.name)
-    }
+/// The tokens of a service account, by name (their values are never shown again).
+pub struct ServiceCredentials {
+    pub service_account: &'static str,
+    pub token_names: Vec<String>,
 }
 
 impl SecurityApi {
@@ -50,13 +35,7 @@ impl SecurityApi {
             .create(account.principal, name, &principal.identity.username)
             .await?;
         tracing::info!(account = account.principal, name = %created.name, "service token created");
-        Ok(CreatedServiceToken {
-            created: true,
-            token: ServiceTokenValue {
-                name: created.name,
-                value: created.value,
-            },
-        })
+        Ok(created)
     }
 
     /// `GET /_security/service/{namespace}/{service}/credential`.
@@ -65,7 +44,7 @@ impl SecurityApi {
         principal: &Principal,
         namespace: &str,
         service: &str,
-    ) -> Result<Value, SecurityError> {
+    ) -> Result<ServiceCredentials, SecurityError> {
         Self::authorize(principal, Action::GetServiceCredentials)?;
         let account = Self::service_account(namespace, service)?;
         let names = self
@@ -73,16 +52,10 @@ impl SecurityApi {
             .service_accounts
             .list(account.principal)
             .await?;
-        let tokens: Map<String, Value> = names.iter().map(|n| (n.clone(), json!({}))).collect();
-        Ok(json!({
-            "service_account": account.principal,
-            "count": names.len(),
-            "tokens": tokens,
-            "nodes_credentials": {
-                "_nodes": { "total": 1, "successful": 1, "failed": 0 },
-                "file_tokens": {}
-            }
-        }))
+        Ok(ServiceCredentials {
+            service_account: account.principal,
+            token_names: names,
+        })
     }
 
     /// `DELETE /_security/service/{namespace}/{service}/credential/token/{name}`:

@@ -2,10 +2,7 @@
 //! `client_credentials` and `refresh_token` grants, each starting or rotating a token
 //! family, and invalidation by token, refresh token, username or realm.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use super::{read_body, SecurityApi, SecurityError};
+use super::{RequestBody, SecurityApi, SecurityError};
 use crate::authentication::{AuthMethod, Principal};
 use crate::grant::access::VerifiedAccess;
 use crate::grant::{DpopRequest, FamilyOwner, GrantRequest, Issued};
@@ -16,8 +13,7 @@ use crate::telemetry::metrics::{self, Credential, Endpoint};
 use crate::tokens::kind::TokenKind;
 use crate::tokens::{self, refresh, TokenError};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `POST /_security/oauth2/token`: the grant asked for.
 pub struct CreateTokenRequest {
     pub grant_type: Option<String>,
     pub username: Option<String>,
@@ -40,8 +36,7 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `DELETE /_security/oauth2/token`: what to invalidate.
 pub struct InvalidateTokenRequest {
     pub token: Option<String>,
     pub refresh_token: Option<String>,
@@ -49,12 +44,11 @@ pub struct InvalidateTokenRequest {
     pub username: Option<String>,
 }
 
-#[derive(Debug, Serialize, Default)]
+/// How many tokens an invalidation reached.
+#[derive(Debug, Default)]
 pub struct TokensInvalidated {
-    pub invalidated_tokens: usize,
-    pub previously_invalidated_tokens: usize,
-    pub error_count: usize,
-    pub error_details: Vec<Value>,
+    pub invalidated: usize,
+    pub previously_invalidated: usize,
 }
 
 impl SecurityApi {
@@ -64,10 +58,10 @@ impl SecurityApi {
     pub async fn create_token(
         &self,
         principal: &Principal,
-        body: Value,
+        request: RequestBody<CreateTokenRequest>,
     ) -> Result<CreatedToken, SecurityError> {
         Self::authorize(principal, Action::CreateToken)?;
-        let request: CreateTokenRequest = read_body("token_request", body)?;
+        let request = request.take()?;
         match request.grant_type.as_deref().unwrap_or_default() {
             "password" => self.password_grant(request).await,
             "client_credentials" => self.client_credentials_grant(principal, request).await,
@@ -212,10 +206,10 @@ impl SecurityApi {
     pub async fn invalidate_tokens(
         &self,
         principal: &Principal,
-        body: Value,
+        request: RequestBody<InvalidateTokenRequest>,
     ) -> Result<TokensInvalidated, SecurityError> {
         Self::authorize(principal, Action::InvalidateToken)?;
-        let request: InvalidateTokenRequest = read_body("invalidate_token_request", body)?;
+        let request = request.take()?;
         let by_token = request.token.is_some() || request.refresh_token.is_some();
         let by_owner = request.realm_name.is_some() || request.username.is_some();
         if request.token.is_some() && request.refresh_token.is_some() || by_token && by_owner {
@@ -242,10 +236,10 @@ impl SecurityApi {
             let family_token = verified.filter(|v| v.kind == TokenKind::Family);
             if let Some(VerifiedAccess { claims, .. }) = family_token {
                 if self.tokens.revoke_access(&claims).await? {
-                    result.invalidated_tokens = 1;
+                    result.invalidated = 1;
                 } else if let Some(family) = &claims.sid {
                     if self.tokens.family(family).await?.is_some() {
-                        result.previously_invalidated_tokens = 1;
+                        result.previously_invalidated = 1;
                     }
                 }
             }
@@ -255,10 +249,10 @@ impl SecurityApi {
                 refresh::parse(token).filter(|p| access.kind_of_refresh(p) == TokenKind::Family);
             if let Some(parsed) = family_token {
                 if self.tokens.revoke_refresh(&parsed).await? {
-                    result.invalidated_tokens = 1;
+                    result.invalidated = 1;
                 } else if let Some(family) = &parsed.family {
                     if self.tokens.family(family).await?.is_some() {
-                        result.previously_invalidated_tokens = 1;
+                        result.previously_invalidated = 1;
                     }
                 }
             }
@@ -269,13 +263,13 @@ impl SecurityApi {
                 .filter(|f| request.realm_name.as_ref().is_none_or(|r| &f.realm == r))
             {
                 if self.tokens.revoke_family(&family.family_id).await? {
-                    result.invalidated_tokens += 1;
+                    result.invalidated += 1;
                 } else {
-                    result.previously_invalidated_tokens += 1;
+                    result.previously_invalidated += 1;
                 }
             }
         }
-        if result.invalidated_tokens + result.previously_invalidated_tokens == 0 {
+        if result.invalidated + result.previously_invalidated == 0 {
             return Err(SecurityError::not_found(
                 "no tokens were found to invalidate",
             ));

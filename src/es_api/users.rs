@@ -1,15 +1,14 @@
 //! Native users (`/_security/user...`): create, read, delete, change a password.
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{read_body, SecurityApi, SecurityError};
+use super::{RequestBody, SecurityApi, SecurityError};
 use crate::authentication::Principal;
 use crate::identity::users::PutUser;
 use crate::identity::Action;
+use crate::store::UserRecord;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `PUT|POST /_security/user/{username}`: the user's fields.
 pub struct PutUserRequest {
     pub password: Option<String>,
     pub password_hash: Option<String>,
@@ -20,8 +19,7 @@ pub struct PutUserRequest {
     pub enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `POST|PUT /_security/user[/{username}]/_password`: the new password.
 pub struct ChangePasswordRequest {
     pub password: Option<String>,
     pub password_hash: Option<String>,
@@ -33,10 +31,10 @@ impl SecurityApi {
         &self,
         principal: &Principal,
         username: &str,
-        body: Value,
+        request: RequestBody<PutUserRequest>,
     ) -> Result<bool, SecurityError> {
         Self::authorize(principal, Action::PutUser)?;
-        let request: PutUserRequest = read_body("user", body)?;
+        let request = request.take()?;
         if request.password_hash.is_some() {
             return Err(SecurityError::illegal_argument(
                 "[password_hash] is not supported; give a password",
@@ -65,7 +63,7 @@ impl SecurityApi {
         &self,
         principal: &Principal,
         names: &[String],
-    ) -> Result<Value, SecurityError> {
+    ) -> Result<Vec<UserRecord>, SecurityError> {
         Self::authorize(principal, Action::GetUser)?;
         let users = &self.identity.users;
         let found = if names.is_empty() {
@@ -82,19 +80,7 @@ impl SecurityApi {
         if found.is_empty() && !names.is_empty() {
             return Err(SecurityError::not_found("no such user"));
         }
-        let out: Map<String, Value> = found
-            .iter()
-            .map(|u| {
-                (
-                    u.username.clone(),
-                    json!({
-                        "username": u.username, "roles": u.roles, "full_name": u.full_name,
-                        "email": u.email, "metadata": u.metadata, "enabled": u.enabled,
-                    }),
-                )
-            })
-            .collect();
-        Ok(Value::Object(out))
+        Ok(found)
     }
 
     /// `DELETE /_security/user/{username}`: whether it existed. The user's tokens are
@@ -121,13 +107,13 @@ impl SecurityApi {
         &self,
         principal: &Principal,
         username: Option<&str>,
-        body: Value,
+        request: RequestBody<ChangePasswordRequest>,
     ) -> Result<(), SecurityError> {
         let identity = &principal.identity;
         let target = username.unwrap_or(&identity.username);
         let own = identity.is_user() && target == identity.username;
         Self::authorize(principal, Action::ChangePassword { other: !own })?;
-        let request: ChangePasswordRequest = read_body("change_password", body)?;
+        let request = request.take()?;
         if request.password_hash.is_some() {
             return Err(SecurityError::illegal_argument(
                 "[password_hash] is not supported; give a password",

@@ -2,7 +2,8 @@
 //! family's error ([`EsApiError`]): [`EsCall`] is a call of an API: its query string
 //! ([`EsQuery`], refusing parameters the API does not accept, as Elasticsearch does),
 //! checked first, then its caller through the one authentication chain; [`EsJsonCall`]
-//! is a call with a JSON body. Handlers take the path, then the call.
+//! is a call with a JSON body, read into its shape (shapes.rs). Handlers take the path,
+//! then the call.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -14,8 +15,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use serde_json::{json, Value};
 
+use super::shapes::EsBodyShape;
 use crate::authentication::Principal;
-use crate::es_api::{SecurityApi, SecurityError};
+use crate::es_api::{RequestBody, SecurityApi, SecurityError};
 use crate::grant::GrantError;
 use crate::http::error::EsApiError;
 use crate::http::fleet::presented_header;
@@ -135,15 +137,18 @@ impl<P: AcceptedParams, S: Send + Sync> FromRequestParts<S> for EsQuery<P> {
 }
 
 /// A call of an API that takes a JSON body (an object; `{}` when empty;
-/// `application/json`, `+json` or no content type). The body is read first, as any
-/// handler's body is, so a slow body meets the edge's read timeout before anything
-/// else; what is wrong with it is reported after the query and the caller.
-pub struct EsJsonCall<P: AcceptedParams = NoParams> {
+/// `application/json`, `+json` or no content type) in the shape `B` (shapes.rs). The
+/// body is read first, as any handler's body is, so a slow body meets the edge's read
+/// timeout before anything else; a body that cannot be read or is no JSON object is
+/// reported after the query and the caller; one that does not fit `B` is handed to the
+/// service as its `parse_exception` ([`RequestBody`]), which reports it after its own
+/// first checks.
+pub struct EsJsonCall<B: EsBodyShape = Value, P: AcceptedParams = NoParams> {
     pub call: EsCall<P>,
-    pub body: Value,
+    pub body: RequestBody<B::Request>,
 }
 
-impl<P: AcceptedParams> FromRequest<AppState> for EsJsonCall<P> {
+impl<B: EsBodyShape, P: AcceptedParams> FromRequest<AppState> for EsJsonCall<B, P> {
     type Rejection = EsApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -156,7 +161,13 @@ impl<P: AcceptedParams> FromRequest<AppState> for EsJsonCall<P> {
         let bytes = bytes.map_err(|r| EsApiError::Body(r.status(), r.body_text()))?;
         let content_type = parts.headers.get(header::CONTENT_TYPE);
         let body = json_body(content_type, &bytes)?;
-        Ok(Self { call, body })
+        let body = serde_json::from_value::<B>(body)
+            .map(B::into_request)
+            .map_err(|e| SecurityError::parse(format!("failed to parse [{}]: {e}", B::NAME)));
+        Ok(Self {
+            call,
+            body: RequestBody::new(body),
+        })
     }
 }
 

@@ -29,7 +29,12 @@ pub use product::{as_elasticsearch, info};
 use super::error::EsApiError;
 use super::no_store;
 use crate::es_api::api_keys::GetApiKeyQuery;
+use crate::es_api::tokens::TokensInvalidated;
 use crate::es_api::{SecurityError, SecurityErrorKind};
+use shapes::{
+    ChangePasswordBody, CreateApiKeyBody, CreateTokenBody, InvalidateApiKeyBody,
+    InvalidateTokenBody, PutUserBody,
+};
 
 /// A successful answer of this family: JSON, `Cache-Control: no-store`.
 fn ok(status: StatusCode, body: Value) -> Response {
@@ -98,20 +103,22 @@ pub async fn authenticate(call: EsCall) -> Response {
 
 // ---- the token API ----
 
-pub async fn create_token(EsJsonCall { call, body }: EsJsonCall) -> Result<Response, EsApiError> {
+pub async fn create_token(
+    EsJsonCall { call, body }: EsJsonCall<CreateTokenBody>,
+) -> Result<Response, EsApiError> {
     let created = call.security.create_token(&call.principal, body).await?;
     Ok(ok(StatusCode::OK, shapes::created_token(&created)))
 }
 
 pub async fn invalidate_token(
-    EsJsonCall { call, body }: EsJsonCall,
+    EsJsonCall { call, body }: EsJsonCall<InvalidateTokenBody>,
 ) -> Result<Response, EsApiError> {
     match call.security.invalidate_tokens(&call.principal, body).await {
-        Ok(result) => Ok(ok(StatusCode::OK, json!(result))),
+        Ok(result) => Ok(ok(StatusCode::OK, shapes::tokens_invalidated(&result))),
         // Nothing found: Elasticsearch answers 404 with the (zero) counts.
         Err(e) if e.kind == SecurityErrorKind::NotFound => Ok(ok(
             StatusCode::NOT_FOUND,
-            json!({ "invalidated_tokens": 0, "previously_invalidated_tokens": 0, "error_count": 0, "error_details": [] }),
+            shapes::tokens_invalidated(&TokensInvalidated::default()),
         )),
         Err(e) => Err(e.into()),
     }
@@ -119,33 +126,36 @@ pub async fn invalidate_token(
 
 // ---- API keys ----
 
-pub async fn create_api_key(EsJsonCall { call, body }: EsJsonCall) -> Result<Response, EsApiError> {
+pub async fn create_api_key(
+    EsJsonCall { call, body }: EsJsonCall<CreateApiKeyBody>,
+) -> Result<Response, EsApiError> {
     let created = call.security.create_api_key(&call.principal, body).await?;
-    Ok(ok(StatusCode::OK, json!(created)))
+    Ok(ok(StatusCode::OK, shapes::created_api_key(&created)))
 }
 
 pub async fn get_api_keys(call: EsCall<GetApiKeyParams>) -> Result<Response, EsApiError> {
+    let owner = call.query.flag("owner")?;
+    let with_limited_by = call.query.flag("with_limited_by")?;
     let query = GetApiKeyQuery {
         id: call.query.get("id").cloned(),
         name: call.query.get("name").cloned(),
         username: call.query.get("username").cloned(),
         realm_name: call.query.get("realm_name").cloned(),
-        owner: call.query.flag("owner")?,
-        with_limited_by: call.query.flag("with_limited_by")?,
+        owner,
         active_only: call.query.flag("active_only")?,
     };
     let keys = call.security.get_api_keys(&call.principal, query).await?;
-    Ok(ok(StatusCode::OK, keys))
+    Ok(ok(StatusCode::OK, shapes::api_keys(&keys, with_limited_by)))
 }
 
 pub async fn invalidate_api_keys(
-    EsJsonCall { call, body }: EsJsonCall,
+    EsJsonCall { call, body }: EsJsonCall<InvalidateApiKeyBody>,
 ) -> Result<Response, EsApiError> {
     let result = call
         .security
         .invalidate_api_keys(&call.principal, body)
         .await?;
-    Ok(ok(StatusCode::OK, json!(result)))
+    Ok(ok(StatusCode::OK, shapes::api_keys_invalidated(&result)))
 }
 
 // ---- service accounts ----
@@ -158,7 +168,7 @@ pub async fn create_service_token(
         .security
         .create_service_token(&call.principal, &namespace, &service, Some(&name))
         .await?;
-    Ok(ok(StatusCode::OK, json!(created)))
+    Ok(ok(StatusCode::OK, shapes::created_service_token(&created)))
 }
 
 pub async fn create_service_token_named_by_server(
@@ -169,7 +179,7 @@ pub async fn create_service_token_named_by_server(
         .security
         .create_service_token(&call.principal, &namespace, &service, None)
         .await?;
-    Ok(ok(StatusCode::OK, json!(created)))
+    Ok(ok(StatusCode::OK, shapes::created_service_token(&created)))
 }
 
 pub async fn delete_service_token(
@@ -191,14 +201,17 @@ pub async fn service_credentials(
         .security
         .service_credentials(&call.principal, &namespace, &service)
         .await?;
-    Ok(ok(StatusCode::OK, credentials))
+    Ok(ok(
+        StatusCode::OK,
+        shapes::service_credentials(&credentials),
+    ))
 }
 
 // ---- users ----
 
 pub async fn put_user(
     Path(username): Path<String>,
-    EsJsonCall { call, body }: EsJsonCall,
+    EsJsonCall { call, body }: EsJsonCall<PutUserBody>,
 ) -> Result<Response, EsApiError> {
     let created = call
         .security
@@ -211,15 +224,16 @@ pub async fn get_user(
     Path(list): Path<String>,
     call: EsCall<GetUserParams>,
 ) -> Result<Response, EsApiError> {
-    listed(
-        call.security
-            .get_users(&call.principal, &names(&list))
-            .await,
-    )
+    let users = call
+        .security
+        .get_users(&call.principal, &names(&list))
+        .await;
+    listed(users.map(|u| shapes::users(&u)))
 }
 
 pub async fn get_all_users(call: EsCall<GetUserParams>) -> Result<Response, EsApiError> {
-    listed(call.security.get_users(&call.principal, &[]).await)
+    let users = call.security.get_users(&call.principal, &[]).await;
+    listed(users.map(|u| shapes::users(&u)))
 }
 
 pub async fn delete_user(
@@ -235,7 +249,7 @@ pub async fn delete_user(
 
 pub async fn change_password(
     Path(username): Path<String>,
-    EsJsonCall { call, body }: EsJsonCall,
+    EsJsonCall { call, body }: EsJsonCall<ChangePasswordBody>,
 ) -> Result<Response, EsApiError> {
     call.security
         .change_password(&call.principal, Some(&username), body)
@@ -244,7 +258,7 @@ pub async fn change_password(
 }
 
 pub async fn change_own_password(
-    EsJsonCall { call, body }: EsJsonCall,
+    EsJsonCall { call, body }: EsJsonCall<ChangePasswordBody>,
 ) -> Result<Response, EsApiError> {
     call.security
         .change_password(&call.principal, None, body)
@@ -258,7 +272,10 @@ pub async fn put_role(
     Path(name): Path<String>,
     EsJsonCall { call, body }: EsJsonCall,
 ) -> Result<Response, EsApiError> {
-    let created = call.security.put_role(&call.principal, &name, body).await?;
+    let created = call
+        .security
+        .put_role(&call.principal, &name, body.take()?)
+        .await?;
     Ok(ok(
         StatusCode::OK,
         json!({ "role": { "created": created } }),
@@ -266,15 +283,16 @@ pub async fn put_role(
 }
 
 pub async fn get_role(Path(list): Path<String>, call: EsCall) -> Result<Response, EsApiError> {
-    listed(
-        call.security
-            .get_roles(&call.principal, &names(&list))
-            .await,
-    )
+    let roles = call
+        .security
+        .get_roles(&call.principal, &names(&list))
+        .await;
+    listed(roles.map(|r| shapes::roles(&r)))
 }
 
 pub async fn get_all_roles(call: EsCall) -> Result<Response, EsApiError> {
-    listed(call.security.get_roles(&call.principal, &[]).await)
+    let roles = call.security.get_roles(&call.principal, &[]).await;
+    listed(roles.map(|r| shapes::roles(&r)))
 }
 
 pub async fn delete_role(Path(name): Path<String>, call: EsCall) -> Result<Response, EsApiError> {
