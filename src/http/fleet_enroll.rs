@@ -5,9 +5,7 @@
 //! /api/fleet/enrollment_api_keys/{id}` (a `manage_security` principal, e.g. `elastic`).
 //! Errors are the Fleet API's ([`FleetError`]).
 
-use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,13 +15,15 @@ use serde_json::json;
 use super::dpop::{add_nonce, DpopParts};
 use super::error::FleetError;
 use super::fleet::{mirror_pair, presented_header};
+use super::fleet_admin::{
+    json_body, read_body, FleetAdmin, FleetAdminJson, ManageEnrollmentTokens,
+};
 use super::{no_store, AppState};
 use crate::credentials::{CredentialError, Presented};
 use crate::enrollment::{
-    self, Creator, EnrollRequest, EnrolledCredential, EnrollmentError, NewEnrollmentToken,
+    self, EnrollRequest, EnrolledCredential, EnrollmentError, NewEnrollmentToken,
 };
 use crate::grant::GrantError;
-use crate::identity::privileges::Action;
 
 /// The header by which an agent says it takes JWTs instead of an API key.
 const ACCEPT_AUTH: &str = "x-elastic-agent-accept-auth";
@@ -50,27 +50,6 @@ impl From<EnrollmentError> for FleetError {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "application/json" || v.ends_with("+json")
-        })
-}
-
-pub(super) fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, FleetError> {
-    if !is_json(headers) {
-        return Err(FleetError::UnsupportedMediaType);
-    }
-    serde_json::from_slice(body).map_err(|e| FleetError::BadRequest(format!("invalid body: {e}")))
-}
-
 /// Whether `X-Elastic-Agent-Accept-Auth` lists `JWT`.
 fn accepts_jwt(headers: &HeaderMap) -> bool {
     headers.get_all(ACCEPT_AUTH).iter().any(|v| {
@@ -81,31 +60,62 @@ fn accepts_jwt(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The call of `POST /api/fleet/agents/enroll`: the enrollment token, presented as
+/// `Authorization: ApiKey`, and the request. The body is read first, then the header
+/// checked, then the body's JSON.
+pub struct EnrollCall {
+    id: String,
+    secret: String,
+    request: EnrollRequest,
+}
+
+impl<S: Send + Sync> FromRequest<S> for EnrollCall {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, bytes) = read_body(request).await?;
+        let refused = |e: FleetError| e.into_response();
+        let (id, secret) = match presented_header(&parts.headers).map_err(|e| refused(e.into()))? {
+            Some(Presented::ApiKey { id, secret }) => (id, secret),
+            Some(_) => {
+                return Err(refused(
+                    GrantError::invalid_client(
+                        "unsupported_scheme",
+                        "enrollment takes Authorization: ApiKey <enrollment token>",
+                    )
+                    .into(),
+                ))
+            }
+            None => return Err(refused(GrantError::from(CredentialError::Missing).into())),
+        };
+        let request = json_body(&parts.headers, &bytes).map_err(refused)?;
+        Ok(Self {
+            id,
+            secret,
+            request,
+        })
+    }
+}
+
 /// `POST /api/fleet/agents/enroll`.
 pub async fn enroll(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    call: EnrollCall,
 ) -> Result<Response, FleetError> {
-    let (id, secret) = match presented_header(&headers)? {
-        Some(Presented::ApiKey { id, secret }) => (id, secret),
-        Some(_) => {
-            return Err(GrantError::invalid_client(
-                "unsupported_scheme",
-                "enrollment takes Authorization: ApiKey <enrollment token>",
-            )
-            .into())
-        }
-        None => return Err(GrantError::from(CredentialError::Missing).into()),
-    };
-    let request: EnrollRequest = json_body(&headers, &body)?;
     let accept_jwt = accepts_jwt(&headers);
     let dpop = DpopParts::read(&state, &method, &uri, &headers)?;
     let enrolled = state
         .enrollment
-        .enroll(&id, &secret, request, accept_jwt, &dpop.request())
+        .enroll(
+            &call.id,
+            &call.secret,
+            call.request,
+            accept_jwt,
+            &dpop.request(),
+        )
         .await?;
     let item = enrollment::response_item(&enrolled);
     let mut response = Json(json!({ "action": "created", "item": item })).into_response();
@@ -117,61 +127,10 @@ pub async fn enroll(
     Ok(response)
 }
 
-/// The caller of the enrollment-token admin API, who must hold `manage_security`: an
-/// extractor (rejected in the Fleet API's format) of the endpoints without a body.
-pub struct EnrollmentAdmin;
-
-impl FromRequestParts<AppState> for EnrollmentAdmin {
-    type Rejection = FleetError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        require_admin(state, &parts.headers).await.map(|_| Self)
-    }
-}
-
-/// The caller of the enrollment-token admin API, who must hold `manage_security`, as
-/// who creates a token.
-async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Creator, FleetError> {
-    require_privilege(
-        state,
-        headers,
-        Action::ManageEnrollmentTokens,
-        "manage enrollment tokens",
-    )
-    .await
-}
-
-/// The caller of an admin API of this family, if its credential authenticates and its
-/// privileges allow `action` (403 naming the privileges that would).
-pub(super) async fn require_privilege(
-    state: &AppState,
-    headers: &HeaderMap,
-    action: Action,
-    what: &str,
-) -> Result<Creator, FleetError> {
-    let presented =
-        presented_header(headers)?.ok_or_else(|| GrantError::from(CredentialError::Missing))?;
-    let principal = state.authenticator.authenticate(&presented).await?;
-    if !principal.identity.privileges.allow(action) {
-        return Err(FleetError::Forbidden(format!(
-            "{} may not {what} (needs {})",
-            principal.identity.username,
-            action.granted_by().join(" or ")
-        )));
-    }
-    Ok(Creator {
-        username: principal.identity.username.clone(),
-        realm: principal.identity.lookup_realm.name.clone(),
-        realm_type: principal.identity.lookup_realm.kind.clone(),
-    })
-}
-
+/// `POST /api/fleet/enrollment_api_keys`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub struct CreateBody {
     policy_id: String,
     #[serde(default)]
     name: Option<String>,
@@ -185,13 +144,8 @@ struct CreateBody {
 /// `POST /api/fleet/enrollment_api_keys`.
 pub async fn create_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    FleetAdminJson { admin, body }: FleetAdminJson<ManageEnrollmentTokens, CreateBody>,
 ) -> Result<Response, FleetError> {
-    // Not the extractor: the body is read first, as at every other endpoint with one,
-    // so that a slow body meets the edge's read timeout before the credential check.
-    let creator = require_admin(&state, &headers).await?;
-    let body: CreateBody = json_body(&headers, &body)?;
     let expires_at = match &body.expiration {
         None => None,
         Some(text) => {
@@ -206,7 +160,7 @@ pub async fn create_token(
     let created = state
         .enrollment
         .create_token(
-            &creator,
+            &admin.creator,
             NewEnrollmentToken {
                 policy_id: body.policy_id,
                 name: body.name,
@@ -232,7 +186,7 @@ pub struct ListQuery {
 pub async fn list_tokens(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-    _: EnrollmentAdmin,
+    _: FleetAdmin<ManageEnrollmentTokens>,
 ) -> Result<Response, FleetError> {
     let items = state
         .enrollment
@@ -249,7 +203,7 @@ pub async fn list_tokens(
 pub async fn get_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    _: EnrollmentAdmin,
+    _: FleetAdmin<ManageEnrollmentTokens>,
 ) -> Result<Response, FleetError> {
     match state.enrollment.token(&id).await? {
         Some(item) => Ok(Json(json!({ "item": item })).into_response()),
@@ -261,7 +215,7 @@ pub async fn get_token(
 pub async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    _: EnrollmentAdmin,
+    _: FleetAdmin<ManageEnrollmentTokens>,
 ) -> Result<Response, FleetError> {
     match state.enrollment.revoke_token(&id).await? {
         Some(_) => Ok((StatusCode::OK, Json(json!({ "action": "deleted" }))).into_response()),

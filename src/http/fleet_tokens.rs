@@ -4,24 +4,22 @@
 //! principal. Answers what was revoked (token-state records and pairs, signing keys);
 //! the flow is `TokenService::revoke_bulk` (src/tokens/revocation.rs).
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::FleetError;
-use super::fleet_enroll::{json_body, require_privilege};
+use super::fleet_admin::{FleetAdminJson, RevokeTokens};
 use super::AppState;
 use crate::grant::GrantError;
-use crate::identity::privileges::Action;
 use crate::tokens::{revocation, Criterion, KeyError, TokenError};
 
+/// `POST /api/fleet/tokens/revoke`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RevokeBody {
+pub struct RevokeBody {
     #[serde(default)]
     agent_id: Option<String>,
     #[serde(default)]
@@ -36,11 +34,8 @@ struct RevokeBody {
 /// `POST /api/fleet/tokens/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    FleetAdminJson { body, .. }: FleetAdminJson<RevokeTokens, RevokeBody>,
 ) -> Result<Response, FleetError> {
-    require_privilege(&state, &headers, Action::RevokeTokens, "revoke tokens").await?;
-    let body: RevokeBody = json_body(&headers, &body)?;
     let tokens = state.grants.tokens();
     let non_empty = |field: &str, v: String| {
         if v.is_empty() {

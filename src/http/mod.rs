@@ -8,6 +8,7 @@ pub mod dpop;
 pub mod error;
 pub mod es_api;
 pub mod fleet;
+pub mod fleet_admin;
 pub mod fleet_enroll;
 pub mod fleet_tokens;
 pub mod layers;
@@ -21,7 +22,9 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{any, get, post, put};
@@ -69,6 +72,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
                 .map(|info| info.0.ip().to_canonical()),
         ))
     }
+}
+
+/// A request's head, and its body read whole (under the request's extensions, so
+/// that the body size limit applies). Extractors that check the caller read the body
+/// this way first, as every handler with a body does, so that a slow body meets the
+/// edge's read timeout before anything else.
+pub(crate) async fn read_body_first(
+    request: axum::extract::Request,
+) -> (Parts, Result<Bytes, BytesRejection>) {
+    let (parts, body) = request.into_parts();
+    let mut body_request = axum::extract::Request::new(body);
+    *body_request.extensions_mut() = parts.extensions.clone();
+    (parts, Bytes::from_request(body_request, &()).await)
 }
 
 /// Marks a response as carrying tokens: never to be cached (RFC 6749 §5.1).

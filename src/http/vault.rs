@@ -14,7 +14,8 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -23,7 +24,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Map, Value};
 
 use super::error::VaultApiError;
-use super::{no_store, AppState, RemoteAddr};
+use super::{no_store, read_body_first, AppState, RemoteAddr};
 use crate::credentials::Presented;
 use crate::grant::{GrantError, TokenLookup};
 use crate::identity::privileges::Action;
@@ -96,6 +97,43 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Vaul
     }
 }
 
+/// The caller of the config and role APIs, admitted by [`require_admin`].
+pub struct VaultAdmin;
+
+impl FromRequestParts<AppState> for VaultAdmin {
+    type Rejection = VaultApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        require_admin(state, &parts.headers).await.map(|()| Self)
+    }
+}
+
+/// An admin call with a body: the body is read first (so that a slow body meets the
+/// edge's read timeout before the credential check), then the caller admitted by
+/// [`require_admin`]. The body is read as JSON only by a write ([`Self::fields`]); a
+/// read ignores it, as Vault does.
+pub struct VaultAdminBody(Result<Bytes, BytesRejection>);
+
+impl FromRequest<AppState> for VaultAdminBody {
+    type Rejection = VaultApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = read_body_first(request).await;
+        VaultAdmin::from_request_parts(&mut parts, state).await?;
+        Ok(Self(body))
+    }
+}
+
+impl VaultAdminBody {
+    /// The body's JSON object.
+    fn fields(self) -> Result<Fields, VaultApiError> {
+        fields(self.0)
+    }
+}
+
 /// A JSON object body; empty is `{}`.
 fn fields(body: Result<Bytes, BytesRejection>) -> Result<Fields, VaultApiError> {
     let body =
@@ -161,17 +199,15 @@ fn is_write(method: &Method) -> bool {
 async fn config(
     State(state): State<AppState>,
     method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: VaultAdminBody,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers).await?;
     match method {
         Method::GET => match state.vault.read_config().await? {
             Some(config) => Ok(data(config)),
             None => Err(VaultApiError::NotFound),
         },
         ref m if is_write(m) => {
-            let warnings = state.vault.write_config(&fields(body)?).await?;
+            let warnings = state.vault.write_config(&body.fields()?).await?;
             Ok(written(warnings))
         }
         _ => Err(VaultApiError::UnsupportedOperation),
@@ -190,9 +226,8 @@ async fn roles(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    _: VaultAdmin,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers).await?;
     let listing = method.as_str() == "LIST" || (method == Method::GET && list_query(&uri));
     if !listing {
         return Err(VaultApiError::UnsupportedOperation);
@@ -209,10 +244,8 @@ async fn role(
     State(state): State<AppState>,
     Path(name): Path<String>,
     method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: VaultAdminBody,
 ) -> Result<Response, VaultApiError> {
-    require_admin(&state, &headers).await?;
     match method {
         Method::GET => match state.vault.read_role(&name).await? {
             Some(role) => Ok(data(role)),
@@ -223,7 +256,7 @@ async fn role(
             Ok(written(Vec::new()))
         }
         ref m if is_write(m) => {
-            let warnings = state.vault.write_role(&name, &fields(body)?).await?;
+            let warnings = state.vault.write_role(&name, &body.fields()?).await?;
             Ok(written(warnings))
         }
         _ => Err(VaultApiError::UnsupportedOperation),

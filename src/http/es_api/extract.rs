@@ -21,7 +21,7 @@ use crate::es_api::{RequestBody, SecurityApi, SecurityError};
 use crate::grant::GrantError;
 use crate::http::error::EsApiError;
 use crate::http::fleet::presented_header;
-use crate::http::AppState;
+use crate::http::{read_body_first, AppState};
 
 /// Parameters every endpoint accepts and ignores.
 const GENERIC_PARAMS: &[&str] = &["pretty", "human", "error_trace", "refresh"];
@@ -152,11 +152,7 @@ impl<B: EsBodyShape, P: AcceptedParams> FromRequest<AppState> for EsJsonCall<B, 
     type Rejection = EsApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = request.into_parts();
-        // The body alone, under the same extensions (the body size limit).
-        let mut body_request = Request::new(body);
-        *body_request.extensions_mut() = parts.extensions.clone();
-        let bytes = Bytes::from_request(body_request, state).await;
+        let (mut parts, bytes) = read_body_first(request).await;
         let call = EsCall::<P>::from_request_parts(&mut parts, state).await?;
         let bytes = bytes.map_err(|r| EsApiError::Body(r.status(), r.body_text()))?;
         let content_type = parts.headers.get(header::CONTENT_TYPE);
