@@ -136,6 +136,100 @@ fn es_layer_type(status: StatusCode) -> &'static str {
     }
 }
 
+/// Where a grant refusal is answered: the columns of [`grant_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrantDoor {
+    /// A Fleet token endpoint (`authenticate`, `enroll`, the admin APIs).
+    FleetToken,
+    /// A Fleet protected resource (`whoami`): DPoP refusals are 401 with a challenge.
+    FleetResource,
+    /// The OAuth2 API (RFC 6749 §5.2).
+    OAuth,
+    /// The Vault-compatible API: a token that is not valid is `permission denied`.
+    Vault,
+}
+
+impl GrantDoor {
+    fn family(self) -> &'static str {
+        match self {
+            Self::FleetToken | Self::FleetResource => "fleet",
+            Self::OAuth => "oauth",
+            Self::Vault => "vault",
+        }
+    }
+}
+
+/// The status of every grant refusal at every door: one row per refusal, one column
+/// per door (Fleet token endpoint, Fleet resource, OAuth, Vault).
+fn grant_status(e: &GrantError, door: GrantDoor) -> StatusCode {
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
+    const UNAUTH: StatusCode = StatusCode::UNAUTHORIZED;
+    const DENIED: StatusCode = StatusCode::FORBIDDEN;
+    let [fleet_token, fleet_resource, oauth, vault] = match e {
+        GrantError::InvalidDpopProof { .. } | GrantError::UseDpopNonce { .. } => {
+            [BAD, UNAUTH, BAD, DENIED]
+        }
+        GrantError::InvalidRequest { .. }
+        | GrantError::InvalidGrant { .. }
+        | GrantError::LostRace(_) => [UNAUTH, UNAUTH, BAD, DENIED],
+        GrantError::InvalidClient { .. } => [UNAUTH, UNAUTH, UNAUTH, DENIED],
+        // Decided by the OAuth2 grants only; never produced for Fleet requests.
+        GrantError::UnauthorizedClient { .. }
+        | GrantError::UnsupportedGrantType { .. }
+        | GrantError::InvalidScope { .. }
+        | GrantError::InvalidTarget { .. }
+        | GrantError::UnsupportedTokenType { .. } => [BAD, BAD, BAD, DENIED],
+        GrantError::Throttled(_) => [StatusCode::TOO_MANY_REQUESTS; 4],
+        GrantError::Unavailable(_) => [StatusCode::SERVICE_UNAVAILABLE; 4],
+        GrantError::Internal(_) => [StatusCode::INTERNAL_SERVER_ERROR; 4],
+    };
+    match door {
+        GrantDoor::FleetToken => fleet_token,
+        GrantDoor::FleetResource => fleet_resource,
+        GrantDoor::OAuth => oauth,
+        GrantDoor::Vault => vault,
+    }
+}
+
+/// What a client is told of a grant refusal: its description, but never our internals
+/// (a store's or a hashing failure's text stays in the log).
+fn grant_message(e: &GrantError) -> String {
+    match e {
+        GrantError::Internal(_) => "internal error".to_string(),
+        GrantError::Unavailable(_) => STORE_UNAVAILABLE.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A grant refusal's status at `door`, logged once: a 5xx with its cause (which carries
+/// no secret), a refusal by its reason.
+fn grant_refusal(e: &GrantError, door: GrantDoor) -> StatusCode {
+    let status = grant_status(e, door);
+    let family = door.family();
+    if status.is_server_error() {
+        tracing::error!(error = %e, family, "request failed");
+    } else {
+        tracing::debug!(
+            reason = e.reason(),
+            code = e.oauth_code(),
+            family,
+            "request refused"
+        );
+    }
+    status
+}
+
+/// A 503 (the store, or the keys of the JWT auth method, did not answer) asks the
+/// client to retry in a second, in every family.
+fn retry_soon_if_unavailable(headers: &mut axum::http::HeaderMap, status: StatusCode) {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+}
+
+/// What every family says of a store that does not answer (503).
+const STORE_UNAVAILABLE: &str = "the store is temporarily unavailable";
+
 /// Challenges sent with a 401 from the Fleet API.
 const FLEET_CHALLENGE: &str =
     "ApiKey realm=\"fleetauth\", Bearer realm=\"fleetauth\", error=\"invalid_token\"";
@@ -182,47 +276,17 @@ impl IntoResponse for FleetError {
         let mut retry_after: Option<u64> = None;
         let (status, code, message) = match &self {
             Self::Grant(e) | Self::AtResource(e) => {
-                let at_resource = matches!(self, Self::AtResource(_));
-                if at_resource && e.is_dpop() {
+                let door = match self {
+                    Self::AtResource(_) => GrantDoor::FleetResource,
+                    _ => GrantDoor::FleetToken,
+                };
+                if door == GrantDoor::FleetResource && e.is_dpop() {
                     challenge = Some(dpop_challenge(e.oauth_code()));
                 }
-                let status = match e {
-                    GrantError::InvalidDpopProof { .. } | GrantError::UseDpopNonce { .. }
-                        if at_resource =>
-                    {
-                        StatusCode::UNAUTHORIZED
-                    }
-                    GrantError::InvalidDpopProof { .. } | GrantError::UseDpopNonce { .. } => {
-                        StatusCode::BAD_REQUEST
-                    }
-                    GrantError::InvalidRequest { .. }
-                    | GrantError::InvalidClient { .. }
-                    | GrantError::InvalidGrant { .. }
-                    | GrantError::LostRace(_) => StatusCode::UNAUTHORIZED,
-                    // Decided by the OAuth2 grants only; never produced for Fleet requests.
-                    GrantError::UnauthorizedClient { .. }
-                    | GrantError::UnsupportedGrantType { .. }
-                    | GrantError::InvalidScope { .. }
-                    | GrantError::InvalidTarget { .. }
-                    | GrantError::UnsupportedTokenType { .. } => StatusCode::BAD_REQUEST,
-                    GrantError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                    GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
                 if let GrantError::Throttled(t) = e {
                     retry_after = Some(t.retry_after_secs());
                 }
-                if status.is_server_error() {
-                    tracing::error!(error = %e, "fleet request failed");
-                } else {
-                    tracing::debug!(reason = e.reason(), "fleet request refused");
-                }
-                let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-                    "internal error".into()
-                } else {
-                    e.to_string()
-                };
-                (status, e.oauth_code(), message)
+                (grant_refusal(e, door), e.oauth_code(), grant_message(e))
             }
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
             Self::UnsupportedMediaType => (
@@ -266,9 +330,7 @@ impl IntoResponse for FleetError {
             };
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        retry_soon_if_unavailable(headers, status);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
@@ -294,41 +356,11 @@ impl From<GrantError> for OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let (status, code, description) = match &self {
-            Self::Grant(e) => {
-                let status = match e {
-                    GrantError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
-                    GrantError::InvalidRequest { .. }
-                    | GrantError::InvalidGrant { .. }
-                    | GrantError::LostRace(_)
-                    | GrantError::UnauthorizedClient { .. }
-                    | GrantError::UnsupportedGrantType { .. }
-                    | GrantError::InvalidScope { .. }
-                    | GrantError::InvalidTarget { .. }
-                    | GrantError::UnsupportedTokenType { .. }
-                    | GrantError::InvalidDpopProof { .. }
-                    | GrantError::UseDpopNonce { .. } => StatusCode::BAD_REQUEST,
-                    GrantError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                    GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    GrantError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                if status.is_server_error() {
-                    tracing::error!(error = %e, "oauth request failed");
-                } else {
-                    tracing::debug!(
-                        reason = e.reason(),
-                        code = e.oauth_code(),
-                        "oauth request refused"
-                    );
-                }
-                let description = match e {
-                    GrantError::Internal(_) => "internal error".to_string(),
-                    GrantError::Unavailable(_) => {
-                        "the store is temporarily unavailable".to_string()
-                    }
-                    other => other.to_string(),
-                };
-                (status, e.oauth_code(), description)
-            }
+            Self::Grant(e) => (
+                grant_refusal(e, GrantDoor::OAuth),
+                e.oauth_code(),
+                grant_message(e),
+            ),
             Self::Body(status, why) => {
                 let code = if status.is_server_error() {
                     "server_error"
@@ -360,9 +392,7 @@ impl IntoResponse for OAuthError {
         if let Self::Grant(GrantError::Throttled(t)) = &self {
             retry_after(headers, t);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        retry_soon_if_unavailable(headers, status);
         super::no_store(headers);
         response
     }
@@ -414,10 +444,7 @@ const PERMISSION_DENIED: &str = "permission denied";
 
 fn store_status(e: &StoreError) -> (StatusCode, String) {
     match e {
-        StoreError::Unavailable(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store is temporarily unavailable".into(),
-        ),
+        StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE.into()),
         StoreError::Contended(_) => (
             StatusCode::CONFLICT,
             "the record was changed concurrently; retry".into(),
@@ -450,23 +477,13 @@ impl IntoResponse for VaultApiError {
                 (status, vec![message])
             }
             Self::Grant(e) => {
-                let (status, message) = match e {
-                    GrantError::Throttled(t) => (StatusCode::TOO_MANY_REQUESTS, t.to_string()),
-                    GrantError::Unavailable(_) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the store is temporarily unavailable".to_string(),
-                    ),
-                    GrantError::Internal(_) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-                    }
-                    // A token that is not valid: Vault says no more than this.
-                    _ => (StatusCode::FORBIDDEN, PERMISSION_DENIED.into()),
-                };
-                if status.is_server_error() {
-                    tracing::error!(error = %e, "vault request failed");
+                let status = grant_refusal(e, GrantDoor::Vault);
+                // A token that is not valid: Vault says no more than this.
+                let message = if status == StatusCode::FORBIDDEN {
+                    PERMISSION_DENIED.to_string()
                 } else {
-                    tracing::debug!(reason = e.reason(), "vault request refused");
-                }
+                    grant_message(e)
+                };
                 (status, vec![message])
             }
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, vec![m.clone()]),
@@ -488,9 +505,7 @@ impl IntoResponse for VaultApiError {
         if let Self::Grant(GrantError::Throttled(t)) = &self {
             retry_after(headers, t);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        retry_soon_if_unavailable(headers, status);
         super::no_store(headers);
         response
     }
@@ -557,6 +572,7 @@ impl IntoResponse for EsApiError {
                 }
                 let reason = match e.kind {
                     SecurityErrorKind::Internal => "internal error".to_string(),
+                    SecurityErrorKind::Unavailable => STORE_UNAVAILABLE.to_string(),
                     _ => e.reason.clone(),
                 };
                 let header = match (e.kind, &e.description) {
@@ -614,9 +630,7 @@ impl IntoResponse for EsApiError {
                 HeaderValue::from(retry_after_secs(*after)),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        retry_soon_if_unavailable(headers, status);
         super::no_store(headers);
         response
     }
