@@ -289,6 +289,43 @@ impl ElasticsearchStore {
         }
     }
 
+    /// A purge: refreshes `index` first (a rare background job, so that its search sees
+    /// every change acknowledged before it), then deletes each document `query` finds
+    /// whose real-time version is still `purgeable` (by compare-and-change, so one changed
+    /// since the search is kept); how many were deleted.
+    async fn purge_where<T>(
+        &self,
+        kind: &'static str,
+        index: &str,
+        query: serde_json::Value,
+        purgeable: impl Fn(&T) -> bool + Send + Sync,
+    ) -> Result<usize, StoreError>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync,
+    {
+        self.client.refresh(index).await?;
+        let mut removed = 0;
+        for id in self.search_all_ids(index, query, "id").await? {
+            let gone = self
+                .compare_and_change(
+                    kind,
+                    index,
+                    &id,
+                    [Visibility::Eventually; 2],
+                    |current: Option<&T>| {
+                        Ok(if current.is_some_and(&purgeable) {
+                            (Next::Delete, true)
+                        } else {
+                            (Next::Keep, false)
+                        })
+                    },
+                )
+                .await?;
+            removed += usize::from(gone);
+        }
+        Ok(removed)
+    }
+
     /// Invalidates one key of `agent_id` unless already invalidated; whether it changed.
     async fn invalidate_key_of(
         &self,
@@ -545,42 +582,17 @@ impl Store for ElasticsearchStore {
     }
 
     async fn purge_api_keys(&self, cutoff: UnixTime) -> Result<usize, StoreError> {
-        // A purge is a rare background job: refresh first, so that its search sees every
-        // invalidation and expiry acknowledged before it (each hit is re-read anyway).
-        self.client.refresh(&self.indices.api_keys).await?;
         let query = json!({
             "bool": { "should": [
                 { "range": { "invalidated_at": { "lte": cutoff } } },
                 { "range": { "expires_at": { "lte": cutoff } } }
             ] }
         });
-        let mut removed = 0;
-        for id in self
-            .search_all_ids(&self.indices.api_keys, query, "id")
-            .await?
-        {
-            let gone = self
-                .compare_and_change(
-                    "api_key",
-                    &self.indices.api_keys,
-                    &id,
-                    [Visibility::Eventually; 2],
-                    |current: Option<&ApiKeyDoc>| {
-                        let purgeable = current.is_some_and(|k| {
-                            k.invalidated_at.is_some_and(|t| t <= cutoff)
-                                || k.expires_at.is_some_and(|t| t <= cutoff)
-                        });
-                        Ok(if purgeable {
-                            (Next::Delete, true)
-                        } else {
-                            (Next::Keep, false)
-                        })
-                    },
-                )
-                .await?;
-            removed += usize::from(gone);
-        }
-        Ok(removed)
+        self.purge_where("api_key", &self.indices.api_keys, query, |k: &ApiKeyDoc| {
+            k.invalidated_at.is_some_and(|t| t <= cutoff)
+                || k.expires_at.is_some_and(|t| t <= cutoff)
+        })
+        .await
     }
 
     async fn record(&self, kind: RecordKind, id: &str) -> Result<Option<StoredRecord>, StoreError> {
@@ -640,29 +652,10 @@ impl Store for ElasticsearchStore {
     async fn purge_records(&self, kind: RecordKind, cutoff: UnixTime) -> Result<usize, StoreError> {
         let query = json!({ "range": { "purge_after": { "lte": cutoff } } });
         let index = self.indices.of_records(kind);
-        self.client.refresh(index).await?;
-        let mut removed = 0;
-        for id in self.search_all_ids(index, query, "id").await? {
-            let gone = self
-                .compare_and_change(
-                    kind.as_str(),
-                    index,
-                    &id,
-                    [Visibility::Eventually; 2],
-                    |current: Option<&RecordDoc>| {
-                        Ok(
-                            if current.is_some_and(|r| r.purge_after.is_some_and(|t| t <= cutoff)) {
-                                (Next::Delete, true)
-                            } else {
-                                (Next::Keep, false)
-                            },
-                        )
-                    },
-                )
-                .await?;
-            removed += usize::from(gone);
-        }
-        Ok(removed)
+        self.purge_where(kind.as_str(), index, query, |r: &RecordDoc| {
+            r.purge_after.is_some_and(|t| t <= cutoff)
+        })
+        .await
     }
 
     async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
