@@ -326,6 +326,23 @@ impl ElasticsearchStore {
         Ok(removed)
     }
 
+    /// A compare-and-set of the key ring (every signing key in one document, so that a
+    /// rotation is atomic).
+    async fn change_key_ring<R, F>(&self, decide: F) -> Result<R, StoreError>
+    where
+        R: Send,
+        F: FnMut(Option<&KeyRingDoc>) -> Result<(Option<KeyRingDoc>, R), StoreError> + Send,
+    {
+        self.compare_and_set(
+            "signing_keys",
+            &self.indices.signing_keys,
+            KEY_RING_ID,
+            Visibility::Eventually,
+            decide,
+        )
+        .await
+    }
+
     /// Invalidates one key of `agent_id` unless already invalidated; whether it changed.
     async fn invalidate_key_of(
         &self,
@@ -691,28 +708,21 @@ impl Store for ElasticsearchStore {
         &self,
         key: SigningKeyRecord,
     ) -> Result<SigningKeyRecord, StoreError> {
-        let index = &self.indices.signing_keys;
-        self.compare_and_set(
-            "signing_keys",
-            index,
-            KEY_RING_ID,
-            Visibility::Eventually,
-            |ring: Option<&KeyRingDoc>| {
-                let ring = ring.cloned().unwrap_or_default();
-                if let Some(existing) = signing_key_of(&ring) {
-                    let existing = SigningKeyRecord::try_from(existing).map_err(|e| {
-                        StoreError::Corrupt(format!("signing key {}: {e}", existing.kid))
-                    })?;
-                    return Ok((None, existing));
-                }
-                if ring.keys.iter().any(|k| k.kid == key.kid) {
-                    return Err(StoreError::Conflict(format!("signing key {}", key.kid)));
-                }
-                let mut next = ring;
-                next.keys.push(SigningKeyDoc::from(&key));
-                Ok((Some(next), key.clone()))
-            },
-        )
+        self.change_key_ring(|ring: Option<&KeyRingDoc>| {
+            let ring = ring.cloned().unwrap_or_default();
+            if let Some(existing) = signing_key_of(&ring) {
+                let existing = SigningKeyRecord::try_from(existing).map_err(|e| {
+                    StoreError::Corrupt(format!("signing key {}: {e}", existing.kid))
+                })?;
+                return Ok((None, existing));
+            }
+            if ring.keys.iter().any(|k| k.kid == key.kid) {
+                return Err(StoreError::Conflict(format!("signing key {}", key.kid)));
+            }
+            let mut next = ring;
+            next.keys.push(SigningKeyDoc::from(&key));
+            Ok((Some(next), key.clone()))
+        })
         .await
     }
 
@@ -721,55 +731,41 @@ impl Store for ElasticsearchStore {
         key: SigningKeyRecord,
         old_verify_until: UnixTime,
     ) -> Result<(), StoreError> {
-        let index = &self.indices.signing_keys;
-        self.compare_and_set(
-            "signing_keys",
-            index,
-            KEY_RING_ID,
-            Visibility::Eventually,
-            |ring: Option<&KeyRingDoc>| {
-                let mut next = ring.cloned().unwrap_or_default();
-                if next.keys.iter().any(|k| k.kid == key.kid) {
-                    return Err(StoreError::Conflict(format!("signing key {}", key.kid)));
-                }
-                let now = key.created_at;
-                for old in next.keys.iter_mut().filter(|k| k.retired_at.is_none()) {
-                    old.retired_at = Some(now);
-                    old.verify_until = Some(old_verify_until);
-                }
-                // Keys that can no longer verify anything are dropped, so the ring stays small.
-                next.keys.retain(|k| k.verify_until.is_none_or(|t| t > now));
-                next.keys.push(SigningKeyDoc::from(&key));
-                Ok((Some(next), ()))
-            },
-        )
+        self.change_key_ring(|ring: Option<&KeyRingDoc>| {
+            let mut next = ring.cloned().unwrap_or_default();
+            if next.keys.iter().any(|k| k.kid == key.kid) {
+                return Err(StoreError::Conflict(format!("signing key {}", key.kid)));
+            }
+            let now = key.created_at;
+            for old in next.keys.iter_mut().filter(|k| k.retired_at.is_none()) {
+                old.retired_at = Some(now);
+                old.verify_until = Some(old_verify_until);
+            }
+            // Keys that can no longer verify anything are dropped, so the ring stays small.
+            next.keys.retain(|k| k.verify_until.is_none_or(|t| t > now));
+            next.keys.push(SigningKeyDoc::from(&key));
+            Ok((Some(next), ()))
+        })
         .await
     }
 
     async fn expire_signing_key(&self, kid: &str, now: UnixTime) -> Result<bool, StoreError> {
-        let index = &self.indices.signing_keys;
-        self.compare_and_set(
-            "signing_keys",
-            index,
-            KEY_RING_ID,
-            Visibility::Eventually,
-            |ring: Option<&KeyRingDoc>| {
-                let Some(ring) = ring else {
-                    return Ok((None, false));
-                };
-                let mut next = ring.clone();
-                let Some(key) = next
-                    .keys
-                    .iter_mut()
-                    .find(|k| k.kid == kid && k.verify_until.is_none_or(|t| t > now))
-                else {
-                    return Ok((None, false));
-                };
-                key.retired_at = Some(key.retired_at.map_or(now, |t| t.min(now)));
-                key.verify_until = Some(now);
-                Ok((Some(next), true))
-            },
-        )
+        self.change_key_ring(|ring: Option<&KeyRingDoc>| {
+            let Some(ring) = ring else {
+                return Ok((None, false));
+            };
+            let mut next = ring.clone();
+            let Some(key) = next
+                .keys
+                .iter_mut()
+                .find(|k| k.kid == kid && k.verify_until.is_none_or(|t| t > now))
+            else {
+                return Ok((None, false));
+            };
+            key.retired_at = Some(key.retired_at.map_or(now, |t| t.min(now)));
+            key.verify_until = Some(now);
+            Ok((Some(next), true))
+        })
         .await
     }
 
@@ -779,33 +775,26 @@ impl Store for ElasticsearchStore {
         expected_kid: &str,
         old_verify_until: UnixTime,
     ) -> Result<bool, StoreError> {
-        let index = &self.indices.signing_keys;
-        self.compare_and_set(
-            "signing_keys",
-            index,
-            KEY_RING_ID,
-            Visibility::Eventually,
-            |ring: Option<&KeyRingDoc>| {
-                let Some(ring) = ring else {
-                    return Ok((None, false));
-                };
-                let newest = ring
-                    .keys
-                    .iter()
-                    .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.kid.cmp(&a.kid)));
-                if !newest.is_some_and(|k| k.kid == expected_kid && k.retired_at.is_none()) {
-                    return Ok((None, false));
-                }
-                let mut next = ring.clone();
-                let now = key.created_at;
-                for old in next.keys.iter_mut().filter(|k| k.kid == expected_kid) {
-                    old.retired_at = Some(now);
-                    old.verify_until = Some(old_verify_until);
-                }
-                next.keys.push(SigningKeyDoc::from(&key));
-                Ok((Some(next), true))
-            },
-        )
+        self.change_key_ring(|ring: Option<&KeyRingDoc>| {
+            let Some(ring) = ring else {
+                return Ok((None, false));
+            };
+            let newest = ring
+                .keys
+                .iter()
+                .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.kid.cmp(&a.kid)));
+            if !newest.is_some_and(|k| k.kid == expected_kid && k.retired_at.is_none()) {
+                return Ok((None, false));
+            }
+            let mut next = ring.clone();
+            let now = key.created_at;
+            for old in next.keys.iter_mut().filter(|k| k.kid == expected_kid) {
+                old.retired_at = Some(now);
+                old.verify_until = Some(old_verify_until);
+            }
+            next.keys.push(SigningKeyDoc::from(&key));
+            Ok((Some(next), true))
+        })
         .await
     }
 }
