@@ -120,6 +120,7 @@ impl Services {
     pub fn app_state(&self, settings: &Settings) -> AppState {
         AppState {
             grants: self.grants.clone(),
+            tokens: self.tokens.clone(),
             authenticator: self.authenticator.clone(),
             vault: self.jwt_auth.clone(),
             security: self.security_api.clone(),

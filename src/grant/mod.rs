@@ -161,10 +161,6 @@ impl GrantService {
         self
     }
 
-    pub fn tokens(&self) -> &TokenService {
-        &self.tokens
-    }
-
     fn registrar(&self) -> ApiKeyRegistrar<'_> {
         ApiKeyRegistrar::new(&self.api_keys, &self.oauth.scopes)
     }

@@ -154,7 +154,7 @@ pub async fn create_token(
                     "expiration {text:?} is not a duration like 30d: {e}"
                 ))
             })?;
-            Some(state.grants.tokens().now() + lifetime.as_secs().max(1) as i64)
+            Some(state.tokens.now() + lifetime.as_secs().max(1) as i64)
         }
     };
     let created = state

@@ -36,7 +36,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     FleetAdminJson { body, .. }: FleetAdminJson<RevokeTokens, RevokeBody>,
 ) -> Result<Response, FleetError> {
-    let tokens = state.grants.tokens();
+    let tokens = &state.tokens;
     let non_empty = |field: &str, v: String| {
         if v.is_empty() {
             Err(FleetError::BadRequest(format!("{field} must not be empty")))

@@ -40,12 +40,16 @@ use crate::config::Settings;
 use crate::enrollment::EnrollmentService;
 use crate::es_api::SecurityApi;
 use crate::grant::GrantService;
+use crate::tokens::TokenService;
 use crate::vault::JwtAuth;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub grants: Arc<GrantService>,
+    /// The token service: the clock, signing keys (JWKS), store readiness, bulk
+    /// revocation.
+    pub tokens: Arc<TokenService>,
     /// The authentication chain of every protected resource.
     pub authenticator: Arc<Authenticator>,
     /// The Vault-compatible JWT auth method's config and roles.

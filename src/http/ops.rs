@@ -14,7 +14,7 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.grants.tokens().store_ready().await {
+    match state.tokens.store_ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
@@ -33,7 +33,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut response = Json(state.grants.tokens().jwks()).into_response();
+    let mut response = Json(state.tokens.jwks()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),

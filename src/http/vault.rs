@@ -322,7 +322,7 @@ async fn lookup_self(
     }
     let token = presented_token(&headers).ok_or(VaultError::PermissionDenied)?;
     let TokenLookup { claims, uses_left } = state.grants.lookup_self(&token).await?;
-    let now = state.grants.tokens().now();
+    let now = state.tokens.now();
     let policies: Vec<&str> = claims
         .scope
         .as_deref()

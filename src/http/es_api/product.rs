@@ -120,7 +120,7 @@ pub async fn info(State(state): State<AppState>) -> Response {
     if !state.settings.es_product_header {
         return crate::http::not_found().await.into_response();
     }
-    let tokens = state.grants.tokens();
+    let tokens = &state.tokens;
     // Elasticsearch's cluster UUIDs are 16 bytes in URL-safe base64 (22 characters).
     let cluster_uuid = uuid::Uuid::parse_str(tokens.deployment_id())
         .map(|id| {
