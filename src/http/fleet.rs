@@ -37,7 +37,9 @@ pub(super) fn presented_header(headers: &HeaderMap) -> Result<Option<Presented>,
     Ok(Some(credentials::from_authorization(value.as_bytes())?))
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// Whether the body is JSON (`application/json` or `+json`), for every body of the
+/// Fleet family.
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -11,12 +11,12 @@ use std::marker::PhantomData;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::error::FleetError;
-use super::fleet::presented_header;
+use super::fleet::{is_json, presented_header};
 use super::{read_body_first, AppState};
 use crate::credentials::CredentialError;
 use crate::enrollment::Creator;
@@ -96,17 +96,6 @@ impl<A: AdminAction, T: DeserializeOwned> FromRequest<AppState> for FleetAdminJs
 pub(super) async fn read_body(request: Request) -> Result<(Parts, Bytes), Response> {
     let (parts, bytes) = read_body_first(request).await;
     Ok((parts, bytes.map_err(IntoResponse::into_response)?))
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "application/json" || v.ends_with("+json")
-        })
 }
 
 /// A JSON body of this family's admin and enrollment endpoints: 415 unless the
