@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::enrollment::EnrollmentError;
 use crate::es_api::{SecurityError, SecurityErrorKind};
 use crate::grant::{GrantError, LoginError};
 use crate::secrets::{retry_after_secs, Throttled};
@@ -267,6 +268,30 @@ pub enum FleetError {
 impl From<GrantError> for FleetError {
     fn from(e: GrantError) -> Self {
         Self::Grant(e)
+    }
+}
+
+/// An enrollment refusal in the Fleet format (`POST /api/fleet/agents/enroll` and the
+/// enrollment-token admin API).
+impl From<EnrollmentError> for FleetError {
+    fn from(e: EnrollmentError) -> Self {
+        match e {
+            EnrollmentError::Unauthorized {
+                reason,
+                description,
+            } => GrantError::InvalidClient {
+                reason,
+                description,
+            }
+            .into(),
+            EnrollmentError::BadRequest(m) => Self::BadRequest(m),
+            EnrollmentError::Conflict(m) => Self::Conflict(m),
+            EnrollmentError::RateLimited { retry_after, .. } => {
+                Self::TooManyRequests(retry_after, e.to_string())
+            }
+            EnrollmentError::Grant(g) => g.into(),
+            EnrollmentError::Store(s) => GrantError::from(s).into(),
+        }
     }
 }
 

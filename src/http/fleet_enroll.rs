@@ -20,35 +20,11 @@ use super::fleet_admin::{
 };
 use super::{no_store, AppState};
 use crate::credentials::{CredentialError, Presented};
-use crate::enrollment::{
-    self, EnrollRequest, EnrolledCredential, EnrollmentError, NewEnrollmentToken,
-};
+use crate::enrollment::{self, EnrollRequest, EnrolledCredential, NewEnrollmentToken};
 use crate::grant::GrantError;
 
 /// The header by which an agent says it takes JWTs instead of an API key.
 const ACCEPT_AUTH: &str = "x-elastic-agent-accept-auth";
-
-impl From<EnrollmentError> for FleetError {
-    fn from(e: EnrollmentError) -> Self {
-        match e {
-            EnrollmentError::Unauthorized {
-                reason,
-                description,
-            } => GrantError::InvalidClient {
-                reason,
-                description,
-            }
-            .into(),
-            EnrollmentError::BadRequest(m) => Self::BadRequest(m),
-            EnrollmentError::Conflict(m) => Self::Conflict(m),
-            EnrollmentError::RateLimited { retry_after, .. } => {
-                Self::TooManyRequests(retry_after, e.to_string())
-            }
-            EnrollmentError::Grant(g) => g.into(),
-            EnrollmentError::Store(s) => GrantError::from(s).into(),
-        }
-    }
-}
 
 /// Whether `X-Elastic-Agent-Accept-Auth` lists `JWT`.
 fn accepts_jwt(headers: &HeaderMap) -> bool {
