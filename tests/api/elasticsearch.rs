@@ -678,12 +678,7 @@ async fn the_server_answers_503_while_the_cluster_is_down_or_hung_and_recovers()
 // ---- CLI ----
 
 fn cli(args: &[&str], es_url: &str, dir: &std::path::Path) -> Value {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fleetauth"));
-    // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
-    }
-    let output = command
+    let output = crate::common::process::command()
         .args(args)
         .current_dir(dir)
         .env("FLEETAUTH_STORE", "elasticsearch")
