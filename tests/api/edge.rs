@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::common::process::{self, Server};
+use crate::common::requests::get_status;
 use crate::helpers::{spawn_app_with, TestApp};
 
 fn addr(app: &TestApp) -> String {
@@ -155,15 +156,7 @@ async fn a_slowloris_connection_is_closed_at_the_header_timeout() {
     let elapsed = closed_within(&mut silent, Duration::from_secs(6)).await;
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     // The server answers normally meanwhile.
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&app.client, app.url("/healthz")).await, 200);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use fleetauth::store::{ApiKeyRecord, Store, StoreError, TokenStateRecord};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
+use crate::common::requests::get_status;
 use crate::es_standin::{Counts, EsStandIn};
 use crate::helpers::{metric_value, pair_from, spawn_app_for, TestApp};
 
@@ -44,13 +45,7 @@ fn is_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
 }
 
 async fn status_of(app: &TestApp, path: &str) -> u16 {
-    app.client
-        .get(app.url(path))
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
+    get_status(&app.client, app.url(path)).await
 }
 
 // ---- indices ----

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::common::es::{get_json, request_timeout, OwnNode};
 use crate::common::process::{Server, SharedStore};
 use crate::common::requests::{
-    authenticate, basic, blocking, jwks_kids, jwt_parts, pair_from, Pair,
+    authenticate, basic, blocking, get_status, jwks_kids, jwt_parts, pair_from,
+    status_retry_after_body, Pair,
 };
 
 const ES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,16 +39,6 @@ fn serve(fleetauth: &SharedStore) -> Server {
     fleetauth.serve_logging(&request_timeout(ES_TIMEOUT), Stdio::null())
 }
 
-async fn status_of(client: &reqwest::Client, url: String) -> u16 {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
-}
-
 async fn primary_term_of(client: &reqwest::Client, node: &str, doc: &str) -> i64 {
     let got = get_json(client, format!("{node}/{doc}")).await;
     got["_primary_term"]
@@ -61,12 +52,7 @@ async fn assert_unavailable(
     response: reqwest::Response,
     body_says: impl Fn(&Value) -> bool,
 ) {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, retry_after, body) = status_retry_after_body(response).await;
     assert_eq!(status, 503, "{family}: {body}");
     assert_eq!(retry_after.as_deref(), Some("1"), "{family}: Retry-After");
     assert!(
@@ -137,7 +123,7 @@ async fn a_killed_node_gives_503s_with_retry_after_then_recovery_and_loses_no_ac
 
     // /readyz says unavailable within elasticsearch.timeout (plus scheduling slack).
     loop {
-        if status_of(&client, format!("{base}/readyz")).await == 503 {
+        if get_status(&client, format!("{base}/readyz")).await == 503 {
             break;
         }
         assert!(
@@ -152,7 +138,7 @@ async fn a_killed_node_gives_503s_with_retry_after_then_recovery_and_loses_no_ac
         killed_at.elapsed()
     );
     assert_eq!(
-        status_of(&client, format!("{base}/healthz")).await,
+        get_status(&client, format!("{base}/healthz")).await,
         200,
         "alive all the same"
     );
@@ -204,7 +190,7 @@ async fn a_killed_node_gives_503s_with_retry_after_then_recovery_and_loses_no_ac
     let n = node.clone();
     blocking(move || n.resume()).await;
     let resumed_at = Instant::now();
-    while status_of(&client, format!("{base}/readyz")).await != 200 {
+    while get_status(&client, format!("{base}/readyz")).await != 200 {
         assert!(
             resumed_at.elapsed() < Duration::from_secs(120),
             "never ready again"

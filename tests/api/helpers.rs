@@ -278,6 +278,19 @@ impl Drop for TestApp {
     }
 }
 
+/// The pairs of the 200 answers of a race of refreshes; no answer may be a 5xx.
+pub async fn race_winners(responses: Vec<reqwest::Response>) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = Vec::new();
+    for response in responses {
+        let status = response.status().as_u16();
+        assert!(status < 500, "no answer may be a 5xx: {status}");
+        if status == 200 {
+            pairs.push(pair_from(response).await);
+        }
+    }
+    pairs
+}
+
 /// `application/x-www-form-urlencoded` encoding of one name or value.
 pub fn form_encode(text: &str) -> String {
     text.bytes()

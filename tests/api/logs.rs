@@ -25,7 +25,7 @@ use fleetauth::tokens::SigningKey;
 use serde_json::{json, Value};
 
 use crate::common::process::{self, Server};
-use crate::common::requests::basic;
+use crate::common::requests::{basic, compact_jws};
 
 const PASSWORD: &str = "bootstrap-Pa55word-for-the-log-test";
 const VAULT_ADMIN: &str = "vault-admin-token-for-the-log-test-0123";
@@ -238,13 +238,7 @@ fn external_key() -> (String, SigningKey, Vec<u8>) {
 
 fn external_jwt(key: &SigningKey, claims: &Value) -> String {
     let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()));
-    format!("{input}.{signature}")
+    compact_jws(&header, claims, |input| key.sign(input))
 }
 
 #[tokio::test]

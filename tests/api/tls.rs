@@ -10,6 +10,7 @@ use fleetauth::config::{ClientAuth, TlsSettings};
 use serde_json::Value;
 
 use crate::common::process;
+use crate::common::requests::get_status;
 use crate::helpers::{spawn_app_with, TestApp};
 
 /// Runs `fleetauth tls self-signed --out DIR` and returns its JSON answer.
@@ -139,10 +140,7 @@ async fn the_generated_certificate_serves_https_with_http2_and_http1_by_alpn() {
     let plain_url = app.url("/healthz").replace("https://", "http://");
     assert!(plain.get(plain_url).send().await.is_err());
     // The server still answers.
-    assert_eq!(
-        h2.get(app.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(get_status(&h2, app.url("/healthz")).await, 200);
 }
 
 #[tokio::test]
@@ -159,15 +157,7 @@ async fn a_new_certificate_is_used_for_new_connections_while_old_ones_stay_usabl
         .build()
         .unwrap();
     for client in [&old_h2, &old_h1] {
-        assert_eq!(
-            client
-                .get(app.url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(get_status(client, app.url("/healthz")).await, 200);
     }
 
     // Replace the pair on disk (as a certificate renewal would).

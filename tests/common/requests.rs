@@ -1,7 +1,7 @@
 //! The small requests tests repeat, against a server at `base` (`http://ADDRESS`): the
 //! Fleet API (authenticate, refresh, whoami), the JWKS and `/metrics`, and what their
-//! answers hold (a pair, an error code, a JWT's parts, a metric's value); credentials
-//! as header values.
+//! answers hold (a pair, an error code, `Retry-After`, a JWT's parts, a metric's
+//! value); credentials as header values, and compact JWS built by hand.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +21,11 @@ pub async fn pair_from(response: reqwest::Response) -> Pair {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 200, "a pair: {body}");
+    pair_of(&body)
+}
+
+/// The pair in a JSON body (`access_token`, `refresh_token`).
+pub fn pair_of(body: &Value) -> Pair {
     Pair {
         access_token: body["access_token"]
             .as_str()
@@ -98,6 +103,29 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     )
 }
 
+/// An answer's status, its `Retry-After` and its JSON body (`null` if none): what a
+/// 429 or 503 is checked by.
+pub async fn status_retry_after_body(response: reqwest::Response) -> (u16, Option<String>, Value) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+/// The status of `GET url`.
+pub async fn get_status(client: &reqwest::Client, url: String) -> u16 {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
 /// The `kid`s of `GET /.well-known/jwks.json`.
 pub async fn jwks_kids(client: &reqwest::Client, base: &str) -> BTreeSet<String> {
     let jwks: Value = client
@@ -162,6 +190,18 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
         .expect("json")
     };
     (decode(parts.next()), decode(parts.next()))
+}
+
+/// A compact JWS of `header` and `claims`, its signing input signed by `sign` (a
+/// genuine key, another key, or a forger's choice).
+pub fn compact_jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = URL_SAFE_NO_PAD.encode(sign(input.as_bytes()));
+    format!("{input}.{signature}")
 }
 
 /// `Authorization: Basic base64(user:password)`.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::es::{get_json as es_json, OwnCluster};
-use crate::common::requests::{authenticate, blocking, http_client, pair_from, whoami, Pair};
+use crate::common::requests::{
+    authenticate, blocking, http_client, pair_from, pair_of, status_retry_after_body, whoami, Pair,
+};
 use crate::nodes::Fleetauth;
 
 const AGENTS: usize = 6;
@@ -126,16 +128,11 @@ async fn killing_the_node_of_the_agents_primary_mid_load_fails_over_and_loses_no
                     &format!("Bearer {}", pair.refresh_token),
                 )
                 .await;
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_string());
-                let mut body = Value::Null;
+                let (status, retry_after, mut body) = status_retry_after_body(response).await;
                 if status == 200 {
-                    pair = pair_from(response).await;
+                    pair = pair_of(&body);
+                    body = Value::Null;
                 } else {
-                    body = response.json().await.unwrap_or(Value::Null);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 answers.lock().unwrap().push(Answer {

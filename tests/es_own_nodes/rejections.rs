@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use crate::common::es::{get_json as es_json, OwnNode};
 use crate::common::requests::{
-    authenticate, basic, blocking, http_client, metric_value, metrics, pair_from, Pair,
+    authenticate, basic, blocking, http_client, metric_value, metrics, pair_from, pair_of,
+    status_retry_after_body, Pair,
 };
 use crate::nodes::{Fleetauth, BOOTSTRAP_PASSWORD};
 
@@ -27,12 +28,7 @@ struct Answer {
 }
 
 async fn answer(family: &'static str, response: reqwest::Response) -> (Answer, Option<Value>) {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, retry_after, body) = status_retry_after_body(response).await;
     let ok = (status < 300).then(|| body.clone());
     (
         Answer {
@@ -106,10 +102,7 @@ async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_an
                 };
                 let (answer, ok) = answer(family, response).await;
                 if let Some(body) = ok {
-                    pair = Pair {
-                        access_token: body["access_token"].as_str().unwrap().to_string(),
-                        refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
-                    };
+                    pair = pair_of(&body);
                 }
                 answers.lock().unwrap().push(answer);
             }
