@@ -257,6 +257,11 @@ struct Agent {
     refresh_token: String,
 }
 
+/// Each agent with its number, the state of its loop in [`measure`].
+fn numbered(agents: &[Agent]) -> Vec<(Agent, usize)> {
+    agents.iter().cloned().zip(0..).collect()
+}
+
 async fn authenticate(http: &reqwest::Client, base: &str, authorization: &str) -> Option<Value> {
     let response = requests::authenticate_request(http, base, authorization)
         .send()
@@ -359,12 +364,7 @@ async fn run() {
         }
         for round in 1..=rounds {
             // refresh chains
-            let states: Vec<(Agent, usize)> = agents
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(a, x)| (x, a))
-                .collect();
+            let states = numbered(&agents);
             let (http, b) = (ctx.http.clone(), bases.clone());
             let refresh = measure(
                 format!("refresh, {instances} instance(s), round {round}"),
@@ -425,12 +425,7 @@ async fn run() {
             rows.push(ceiling);
 
             // API-key exchanges
-            let states: Vec<(Agent, usize)> = agents
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(a, x)| (x, a))
-                .collect();
+            let states = numbered(&agents);
             let (http, b) = (ctx.http.clone(), bases.clone());
             let exchange = measure(
                 format!("API-key exchange, {instances} instance(s), round {round}"),

@@ -1,6 +1,6 @@
 //! fleetauth as a cluster: three real `fleetauth serve` processes (the binary) on one
-//! real Elasticsearch node (`crate::real_es::url`; never skipped), each with its own
-//! data dir and all on the same index prefix, as behind a load balancer.
+//! real Elasticsearch node (`crate::common::es::shared_node_url`; never skipped), each
+//! with its own data dir and all on the same index prefix, as behind a load balancer.
 
 use std::time::{Duration, Instant};
 

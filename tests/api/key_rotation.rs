@@ -1,6 +1,6 @@
 //! Automatic signing-key rotation (`jwt.key_rotation_period`, `jwt.key_prepublish`) with
 //! several real `fleetauth serve` processes on one store: a SQLite file shared by three
-//! processes, and the real Elasticsearch node the tests start (`crate::real_es`; never
+//! processes, and the real Elasticsearch node the tests share (`crate::common::es`; never
 //! skipped). Short periods, so that a few rotations happen within the test.
 //!
 //! What is checked, from the outside only (JWKS, minted tokens, `/metrics`):
@@ -26,12 +26,13 @@ const PREPUBLISH_SECS: u64 = 3;
 const CACHE_AGE: f64 = 2.0;
 const ACCESS_TTL_SECS: u64 = 2;
 
-/// A SQLite file shared by every process, or the real node under a fresh prefix
-/// (deleted at the end); every process logging warnings only.
+/// A SQLite file shared by every process, which logs warnings only.
 pub(crate) fn sqlite_store() -> SharedStore {
     SharedStore::sqlite().with_env("FLEETAUTH_LOG", "warn")
 }
 
+/// The real node under a fresh prefix (deleted at the end); every process logs
+/// warnings only.
 pub(crate) fn real_node_store(label: &str) -> SharedStore {
     SharedStore::on_shared_node(label).with_env("FLEETAUTH_LOG", "warn")
 }
