@@ -22,8 +22,6 @@
 //! `FLEETAUTH_BENCH_SECS` (measured seconds per run, 10), `FLEETAUTH_BENCH_AGENTS`
 //! (concurrent agents, 16), `FLEETAUTH_BENCH_ROUNDS` (2). Traffic stays on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,8 +31,12 @@ use elasticsearch::{Elasticsearch, GetParts, IndexParts};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/elasticsearch.sh");
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::es;
+use common::process::{Server, SharedStore};
+use common::requests;
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -73,94 +75,19 @@ fn node() -> (String, Option<u32>) {
     if let Ok(url) = std::env::var("FLEETAUTH_BENCH_ES_URL") {
         return (url, None);
     }
-    let output = Command::new("bash")
-        .args([SCRIPT, "ensure"])
-        .output()
-        .expect("run scripts/elasticsearch.sh ensure");
-    let url = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    assert!(
-        output.status.success() && url.starts_with("http"),
-        "no Elasticsearch node: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status = Command::new("bash")
-        .args([SCRIPT, "status"])
-        .output()
-        .expect("run scripts/elasticsearch.sh status");
-    let pid = String::from_utf8_lossy(&status.stdout)
-        .split_whitespace()
-        .last()
-        .and_then(|p| p.parse().ok());
-    (url, pid)
+    let url = es::ensure_default_node()
+        .unwrap_or_else(|stderr| panic!("no Elasticsearch node: {stderr}"));
+    (url, es::default_node_pid())
 }
 
-struct Servers {
-    children: Vec<Child>,
-    bases: Vec<String>,
-    _dirs: Vec<tempfile::TempDir>,
+/// `n` servers on the store.
+fn servers(store: &SharedStore, n: usize) -> Vec<Server> {
+    (0..n).map(|_| store.serve(&[])).collect()
 }
 
-impl Servers {
-    fn command(url: &str, prefix: &str, dir: &std::path::Path) -> Command {
-        let mut command = Command::new(BIN);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-            command.env_remove(key);
-        }
-        command
-            .env("FLEETAUTH_STORE", "elasticsearch")
-            .env("FLEETAUTH_ELASTICSEARCH__URL", url)
-            .env("FLEETAUTH_ELASTICSEARCH__INDEX_PREFIX", prefix)
-            .env("FLEETAUTH_ELASTICSEARCH__TIMEOUT", "30s")
-            .env("FLEETAUTH_LOG", "error")
-            .env("FLEETAUTH_DATA_DIR", dir);
-        command
-    }
-
-    fn start(url: &str, prefix: &str, n: usize) -> Self {
-        let mut servers = Servers {
-            children: Vec::new(),
-            bases: Vec::new(),
-            _dirs: Vec::new(),
-        };
-        for _ in 0..n {
-            let dir = tempfile::tempdir().unwrap();
-            let mut child = Self::command(url, prefix, dir.path())
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("fleetauth serve");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            let started: Value = serde_json::from_str(&line).expect("listening line");
-            servers
-                .bases
-                .push(format!("http://{}", started["listen"].as_str().unwrap()));
-            servers.children.push(child);
-            servers._dirs.push(dir);
-        }
-        servers
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        self.children.iter().map(|c| cpu_seconds(c.id())).sum()
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The CPU seconds the servers have used so far.
+fn servers_cpu_seconds(servers: &[Server]) -> f64 {
+    servers.iter().map(|s| cpu_seconds(s.child.id())).sum()
 }
 
 /// The node's operation counters: (index, get, search queries), summed over nodes.
@@ -330,10 +257,13 @@ struct Agent {
     refresh_token: String,
 }
 
+/// Each agent with its number, the state of its loop in [`measure`].
+fn numbered(agents: &[Agent]) -> Vec<(Agent, usize)> {
+    agents.iter().cloned().zip(0..).collect()
+}
+
 async fn authenticate(http: &reqwest::Client, base: &str, authorization: &str) -> Option<Value> {
-    let response = http
-        .post(format!("{base}/api/fleet/authenticate"))
-        .header("Authorization", authorization)
+    let response = requests::authenticate_request(http, base, authorization)
         .send()
         .await
         .ok()?;
@@ -379,27 +309,16 @@ async fn run() {
     let prefix = format!("bench-{}", std::process::id());
     eprintln!("es_store bench: node {url}, {agents_n} agents, prefix {prefix}");
 
+    // Every process on the node under the bench's prefix, deleted at the end.
+    let store = SharedStore::elasticsearch(&url, &prefix)
+        .deleting_indices_at_end()
+        .with_env("FLEETAUTH_LOG", "error");
+
     // Agents: an API key each (the CLI), then a first pair.
-    let setup_dir = tempfile::tempdir().unwrap();
     let mut agents = Vec::new();
     for a in 0..agents_n {
-        let output = Servers::command(&url, &prefix, setup_dir.path())
-            .args([
-                "api-key",
-                "create",
-                "--agent-id",
-                &format!("bench-agent-{a}"),
-            ])
-            .output()
-            .expect("fleetauth api-key create");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
         agents.push(Agent {
-            api_key: format!("ApiKey {}", created["encoded"].as_str().unwrap()),
+            api_key: store.enroll(&[], &format!("bench-agent-{a}")),
             refresh_token: String::new(),
         });
     }
@@ -430,9 +349,9 @@ async fn run() {
 
     let mut rows = Vec::new();
     for instances in [1usize, 3] {
-        let servers = Servers::start(&url, &prefix, instances);
-        let bases = Arc::new(servers.bases.clone());
-        let cpu = || servers.cpu_seconds();
+        let servers = servers(&store, instances);
+        let bases: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.base.clone()).collect());
+        let cpu = || servers_cpu_seconds(&servers);
         // First pairs, and a warm key-verification cache on every instance (else the
         // exchanges below would run argon2 and meet its budget: 429s).
         for agent in agents.iter_mut() {
@@ -445,12 +364,7 @@ async fn run() {
         }
         for round in 1..=rounds {
             // refresh chains
-            let states: Vec<(Agent, usize)> = agents
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(a, x)| (x, a))
-                .collect();
+            let states = numbered(&agents);
             let (http, b) = (ctx.http.clone(), bases.clone());
             let refresh = measure(
                 format!("refresh, {instances} instance(s), round {round}"),
@@ -511,12 +425,7 @@ async fn run() {
             rows.push(ceiling);
 
             // API-key exchanges
-            let states: Vec<(Agent, usize)> = agents
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(a, x)| (x, a))
-                .collect();
+            let states = numbered(&agents);
             let (http, b) = (ctx.http.clone(), bases.clone());
             let exchange = measure(
                 format!("API-key exchange, {instances} instance(s), round {round}"),
@@ -553,13 +462,6 @@ async fn run() {
     for row in &rows {
         println!("{}", row.row());
     }
-    let _ = ctx
-        .http
-        .delete(format!(
-            "{url}/{prefix}.*?expand_wildcards=all&ignore_unavailable=true"
-        ))
-        .send()
-        .await;
 }
 
 /// One compare-and-set pair: a real-time GET and a conditional index of the document.

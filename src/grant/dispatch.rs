@@ -133,10 +133,17 @@ impl GrantService {
         request: GrantRequest<'_>,
         dpop: &DpopRequest<'_>,
     ) -> Result<(Issuance, Granted), GrantError> {
+        // A value presented as a refresh token is parsed (and hashed) once, here.
+        let parsed_refresh = match request {
+            GrantRequest::RefreshToken(token) | GrantRequest::BearerToken(token) => {
+                tokens::refresh::parse(token)
+            }
+            _ => None,
+        };
         // A bearer access token as the credential is checked before its proof (whose
         // `ath` must match it); every other request's proof is checked first.
         if let GrantRequest::BearerToken(token) = request {
-            if tokens::refresh::parse(token).is_none() {
+            if parsed_refresh.is_none() {
                 let issued = self.trade_bearer_access_token(token, dpop).await?;
                 let how = Issuance {
                     grant: Grant::TokenExchange,
@@ -194,8 +201,8 @@ impl GrantService {
                 let issued = policy.issue_to(&client, None).await?;
                 Ok((CLIENT_CREDENTIALS_OF_A_KEY, Granted::plain(issued)))
             }
-            GrantRequest::RefreshToken(token) | GrantRequest::BearerToken(token) => {
-                let Some(parsed) = tokens::refresh::parse(token) else {
+            GrantRequest::RefreshToken(_) | GrantRequest::BearerToken(_) => {
+                let Some(parsed) = parsed_refresh else {
                     return Err(GrantError::invalid_grant(
                         "not_a_refresh_token",
                         "the refresh token is not valid",

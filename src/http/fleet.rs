@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::dpop::{add_nonce, DpopParts};
@@ -64,6 +64,17 @@ fn presented_body(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, F
     Ok(parsed.refresh_token)
 }
 
+/// The body of a pair's answer, serialized straight from the pair (no intermediate
+/// JSON value, no copies of the tokens). The members are in the order the answer has
+/// always had them (alphabetical, as a `serde_json` object orders them).
+#[derive(Serialize)]
+struct PairAnswer<'a> {
+    access_token: &'a str,
+    expires_in: u64,
+    refresh_token: &'a str,
+    token_type: &'static str,
+}
+
 pub async fn authenticate(
     State(state): State<AppState>,
     method: Method,
@@ -93,12 +104,12 @@ pub async fn authenticate(
         }
         (None, None) => return Err(GrantError::from(CredentialError::Missing).into()),
     };
-    let mut response = Json(json!({
-        "access_token": pair.access_token,
-        "token_type": pair.token_type(),
-        "expires_in": pair.expires_in,
-        "refresh_token": pair.refresh_token,
-    }))
+    let mut response = Json(PairAnswer {
+        access_token: &pair.access_token,
+        expires_in: pair.expires_in,
+        refresh_token: &pair.refresh_token,
+        token_type: pair.token_type(),
+    })
     .into_response();
     mirror_pair(&pair, response.headers_mut());
     no_store(response.headers_mut());

@@ -357,16 +357,40 @@ fn encode_retired(retired: &[RetiredRefresh]) -> Result<Vec<u8>, StoreError> {
                 "a refresh hash is not 64 hex digits".into(),
             ));
         }
-        for pair in hash.chunks(2) {
-            let digit = |c: u8| (c as char).to_digit(16);
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => bytes.push((hi * 16 + lo) as u8),
+        for pair in hash.chunks_exact(2) {
+            match (hex_value(pair[0]), hex_value(pair[1])) {
+                (Some(hi), Some(lo)) => bytes.push(hi << 4 | lo),
                 _ => return Err(StoreError::Corrupt("a refresh hash is not hex".into())),
             }
         }
         bytes.extend_from_slice(&r.expires_at.to_be_bytes());
     }
     Ok(bytes)
+}
+
+/// The value of one hex digit (either case), by a table: this runs for every digit of
+/// every retired hash of every issuance (1,024 per write of a long-running agent).
+fn hex_value(digit: u8) -> Option<u8> {
+    const INVALID: u8 = 0xff;
+    const VALUES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    match VALUES[usize::from(digit)] {
+        INVALID => None,
+        value => Some(value),
+    }
 }
 
 fn decode_retired(agent_id: &str, bytes: &[u8]) -> Result<Vec<RetiredRefresh>, StoreError> {
@@ -388,16 +412,17 @@ fn decode_retired(agent_id: &str, bytes: &[u8]) -> Result<Vec<RetiredRefresh>, S
         .collect())
 }
 
-/// `bytes` as lowercase hex: one allocation, no formatting machinery (this runs for
-/// every retired hash of every agent read).
+/// `bytes` as lowercase hex, written into one exactly sized buffer (this runs for
+/// every retired hash of every agent read, 16 per issuance of a long-running agent).
 fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        hex.push(DIGITS[usize::from(b >> 4)] as char);
-        hex.push(DIGITS[usize::from(b & 0x0f)] as char);
+    let mut hex = vec![0u8; bytes.len() * 2];
+    for (out, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        out[0] = DIGITS[usize::from(b >> 4)];
+        out[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    hex
+    // Only ASCII digits were written.
+    String::from_utf8(hex).unwrap_or_default()
 }
 
 fn agent_from(row: &Row<'_>) -> rusqlite::Result<(TokenStateRecord, Vec<u8>)> {

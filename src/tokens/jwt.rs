@@ -140,18 +140,26 @@ impl JwtError {
     }
 }
 
+/// The first part of every access token a key signs: its JOSE header
+/// `{alg, typ: at+jwt, kid}`, base64url-encoded. It depends on the key only, so the key
+/// computes it once ([`SigningKey::jws_header`]).
+pub(super) fn encoded_header(algorithm: &str, kid: &str) -> String {
+    let header = JoseHeader {
+        alg: algorithm,
+        typ: ACCESS_TOKEN_TYP,
+        kid,
+    };
+    // Serializing this plain struct cannot fail.
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default())
+}
+
 /// Signs `claims` with `key` into a compact JWS.
 pub fn sign(key: &SigningKey, claims: &AccessClaims) -> String {
-    let header = JoseHeader {
-        alg: key.algorithm.as_str(),
-        typ: ACCESS_TOKEN_TYP,
-        kid: &key.kid,
-    };
-    // Serializing these plain structs cannot fail.
-    let header = serde_json::to_vec(&header).unwrap_or_default();
+    let header = key.jws_header();
+    // Serializing this plain struct cannot fail.
     let claims = serde_json::to_vec(claims).unwrap_or_default();
-    let mut token = String::with_capacity(64 + header.len() * 4 / 3 + claims.len() * 4 / 3 + 360);
-    URL_SAFE_NO_PAD.encode_string(header, &mut token);
+    let mut token = String::with_capacity(header.len() + claims.len() * 4 / 3 + 360);
+    token.push_str(header);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(claims, &mut token);
     let signature = key.sign(token.as_bytes());

@@ -69,6 +69,9 @@ pub struct SigningKey {
     /// The same public key for `jsonwebtoken` (the signing bench compares against it;
     /// the server verifies with [`SigningKey::verify`]).
     pub decoding_key: DecodingKey,
+    /// The encoded JOSE header of the access tokens this key signs (it names the key
+    /// and its algorithm only), computed once.
+    jws_header: String,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -110,6 +113,11 @@ impl SigningKey {
                 }
             }
         }
+    }
+
+    /// The base64url JOSE header `{alg, typ: at+jwt, kid}` of the tokens this key signs.
+    pub fn jws_header(&self) -> &str {
+        &self.jws_header
     }
 
     /// Whether `signature` (raw JWS signature bytes: R || S for ES256) is this key's
@@ -230,6 +238,7 @@ impl SigningKey {
         let decoding_key = DecodingKey::from_jwk(&jwk).map_err(|e| unusable(&e.to_string()))?;
         let verifier = verifier.map_err(|_| unusable("its public key does not parse"))?;
         Ok(Self {
+            jws_header: super::jwt::encoded_header(algorithm.as_str(), &kid),
             kid,
             algorithm,
             created_at: record.created_at,

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::common::requests::get_status;
 use crate::helpers::spawn_app;
 
 #[tokio::test]
@@ -99,15 +100,7 @@ async fn a_10_mb_body_is_refused_and_the_server_keeps_answering() {
     if let Ok(response) = response {
         assert_eq!(response.status(), 413);
     }
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&app.client, app.url("/healthz")).await, 200);
 }
 
 #[tokio::test]

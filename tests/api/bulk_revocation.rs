@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::process::{Server, SharedStore};
+use crate::common::requests::{self, whoami};
 use crate::helpers::jwt_parts;
-use crate::key_rotation::{counter, Server, SharedStore};
+use crate::key_rotation::{counter, real_node_store, sqlite_store};
 
 const PASSWORD: &str = "bulk-revocation-admin-pw";
 
@@ -25,39 +27,20 @@ struct Pair {
     refresh: String,
 }
 
+/// `POST /api/fleet/authenticate` that must give a pair.
 async fn authenticate(client: &reqwest::Client, server: &Server, authorization: &str) -> Pair {
-    let response = client
-        .post(server.url("/api/fleet/authenticate"))
-        .header("Authorization", authorization)
-        .send()
-        .await
-        .expect("authenticate");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let pair =
+        requests::pair_from(requests::authenticate(client, &server.base, authorization).await)
+            .await;
     Pair {
-        access: body["access_token"].as_str().unwrap().to_string(),
-        refresh: body["refresh_token"].as_str().unwrap().to_string(),
+        access: pair.access_token,
+        refresh: pair.refresh_token,
     }
 }
 
-async fn whoami(client: &reqwest::Client, server: &Server, token: &str) -> u16 {
-    client
-        .get(server.url("/api/fleet/whoami"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("whoami")
-        .status()
-        .as_u16()
-}
-
 async fn refresh(client: &reqwest::Client, server: &Server, token: &str) -> u16 {
-    client
-        .post(server.url("/api/fleet/authenticate"))
-        .bearer_auth(token)
-        .send()
+    requests::refresh(client, &server.base, token)
         .await
-        .expect("refresh")
         .status()
         .as_u16()
 }
@@ -97,22 +80,22 @@ async fn bulk_revocation_on(store: SharedStore) {
     let keys: Vec<String> = ["a1", "a2", "a3"]
         .iter()
         .map(|agent| {
-            let created = store.cli(&base, &["api-key", "create", "--agent-id", agent]);
+            let created = store.cli_ok(&base, &["api-key", "create", "--agent-id", agent]);
             format!("ApiKey {}", created["encoded"].as_str().unwrap())
         })
         .collect();
-    let one = Server::start(&store, &base);
-    let two = Server::start(&store, &base);
+    let one = store.serve(&base);
+    let two = store.serve(&base);
     let mut stateless_settings = base.clone();
     stateless_settings.push(("FLEETAUTH_JWT__STATELESS", "true".into()));
-    let stateless = Server::start(&store, &stateless_settings);
+    let stateless = store.serve(&stateless_settings);
     let client = reqwest::Client::new();
     let admin = Some(("elastic", PASSWORD));
 
     let a1 = authenticate(&client, &one, &keys[0]).await;
     let a2 = authenticate(&client, &one, &keys[1]).await;
-    assert_eq!(whoami(&client, &two, &a1.access).await, 200);
-    assert_eq!(whoami(&client, &two, &a2.access).await, 200);
+    assert_eq!(whoami(&client, &two.base, &a1.access).await, 200);
+    assert_eq!(whoami(&client, &two.base, &a2.access).await, 200);
 
     // Refusals: no credential, a credential without the privilege, bad bodies.
     let (status, body) = revoke(&client, &one, None, json!({ "agent_id": "a1" })).await;
@@ -146,21 +129,25 @@ async fn bulk_revocation_on(store: SharedStore) {
     assert_eq!(body["by"], "agent");
     assert_eq!(body["revoked"]["families"], 1);
     assert_eq!(body["revoked"]["pairs"], 1, "its current pair");
-    assert_eq!(whoami(&client, &two, &a1.access).await, 401);
+    assert_eq!(whoami(&client, &two.base, &a1.access).await, 401);
     assert_eq!(refresh(&client, &two, &a1.refresh).await, 401);
-    assert_eq!(whoami(&client, &two, &a2.access).await, 200, "a2 untouched");
+    assert_eq!(
+        whoami(&client, &two.base, &a2.access).await,
+        200,
+        "a2 untouched"
+    );
     // Its API key still works: it may authenticate again.
     let a1_again = authenticate(&client, &two, &keys[0]).await;
-    assert_eq!(whoami(&client, &one, &a1_again.access).await, 200);
+    assert_eq!(whoami(&client, &one.base, &a1_again.access).await, 200);
 
     // A stateless instance learns of an agent revocation through the watermark.
     let a3 = authenticate(&client, &stateless, &keys[2]).await;
-    assert_eq!(whoami(&client, &stateless, &a3.access).await, 200);
+    assert_eq!(whoami(&client, &stateless.base, &a3.access).await, 200);
     let (status, body) = revoke(&client, &two, admin, json!({ "agent_id": "a3" })).await;
     assert_eq!(status, 200, "{body}");
     eventually(
         "the stateless instance refuses a revoked agent's token",
-        || async { whoami(&client, &stateless, &a3.access).await == 401 },
+        || async { whoami(&client, &stateless.base, &a3.access).await == 401 },
     )
     .await;
 
@@ -174,7 +161,7 @@ async fn bulk_revocation_on(store: SharedStore) {
         "a2's and a1's new pair were signed by it: {body}"
     );
     assert_eq!(
-        whoami(&client, &two, &a2.access).await,
+        whoami(&client, &two.base, &a2.access).await,
         401,
         "at once, stateful"
     );
@@ -195,21 +182,21 @@ async fn bulk_revocation_on(store: SharedStore) {
     .await;
     let fresh = authenticate(&client, &two, &keys[1]).await;
     assert_ne!(jwt_parts(&fresh.access).0["kid"], kid.as_str());
-    assert_eq!(whoami(&client, &one, &fresh.access).await, 200);
+    assert_eq!(whoami(&client, &one.base, &fresh.access).await, 200);
 
     // Issued before a time, by the CLI beside the servers.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let revoked = store.cli(&base, &["tokens", "revoke", "--issued-before", "now"]);
+    let revoked = store.cli_ok(&base, &["tokens", "revoke", "--issued-before", "now"]);
     assert_eq!(revoked["by"], "issued_before", "{revoked}");
     assert!(
         revoked["revoked"]["pairs"].as_u64().unwrap() >= 1,
         "{revoked}"
     );
-    assert_eq!(whoami(&client, &one, &fresh.access).await, 401);
+    assert_eq!(whoami(&client, &one.base, &fresh.access).await, 401);
     assert_eq!(refresh(&client, &two, &fresh.refresh).await, 401);
     let after = authenticate(&client, &one, &keys[1]).await;
     assert_eq!(
-        whoami(&client, &two, &after.access).await,
+        whoami(&client, &two.base, &after.access).await,
         200,
         "new tokens work"
     );
@@ -229,10 +216,10 @@ async fn bulk_revocation_on(store: SharedStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_revocation_on_one_sqlite_file() {
-    bulk_revocation_on(SharedStore::sqlite()).await;
+    bulk_revocation_on(sqlite_store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_revocation_on_the_real_node() {
-    bulk_revocation_on(SharedStore::elasticsearch("bulk-revocation")).await;
+    bulk_revocation_on(real_node_store("bulk-revocation")).await;
 }

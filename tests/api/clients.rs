@@ -4,14 +4,14 @@
 //! library's documentation shows, with no switch that disables a check; the scripts are
 //! under `tests/clients/`. A missing dependency fails the test, loudly.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
+use crate::common::process;
+
 const ELASTIC_PASSWORD: &str = "elastic-password-for-clients";
 const VAULT_ADMIN_TOKEN: &str = "vault-admin-token-for-clients-0123456789";
 /// The longest a client program may run (seconds, for `timeout`).
@@ -52,7 +52,7 @@ fn client_deps() {
 /// its `public_url` (so the issuer is that URL), with the `elastic` password and a
 /// Vault admin token set; over HTTP, or over HTTPS with a self-signed certificate.
 struct Server {
-    child: Child,
+    _process: process::Server,
     url: String,
     dir: tempfile::TempDir,
     /// With HTTPS: the self-signed certificate (`fleetauth tls self-signed`) that a
@@ -95,10 +95,10 @@ impl Server {
         .collect();
         let cert = https.then(|| {
             let tls = dir.path().join("tls");
-            let mut command = Command::new(BIN);
-            command.args(["tls", "self-signed", "--out", tls.to_str().unwrap()]);
-            clean_env(&mut command);
-            let output = command.output().expect("fleetauth tls self-signed");
+            let output = process::command()
+                .args(["tls", "self-signed", "--out", tls.to_str().unwrap()])
+                .output()
+                .expect("fleetauth tls self-signed");
             assert!(
                 output.status.success(),
                 "{}",
@@ -121,28 +121,19 @@ impl Server {
             .into_iter()
             .chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--data-dir", dir.path().to_str().unwrap()]);
-        clean_env(&mut command);
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-        let mut child = command
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("fleetauth serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("listening line");
-        let started: Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve did not start: {line:?}"));
+        let mut command = process::command();
+        command.envs(env.iter().map(|(k, v)| (k, v))).stderr(log);
+        let process = process::Server::spawn_listening(
+            command,
+            &format!("127.0.0.1:{port}"),
+            &["--data-dir", dir.path().to_str().unwrap()],
+        );
+        let started = &process.started;
         assert_eq!(started["listen"], format!("127.0.0.1:{port}"));
-        assert_eq!(started["scheme"], scheme, "{line}");
+        assert_eq!(started["scheme"], scheme, "{started}");
         Self {
-            child,
+            _process: process,
             url,
             dir,
             cert,
@@ -157,31 +148,18 @@ impl Server {
 
     /// `fleetauth api-key create` beside the running server: an agent's API key.
     fn agent_key(&self, agent: &str) -> Value {
-        let mut command = Command::new(BIN);
-        command.args(["api-key", "create", "--agent-id", agent]);
-        command.args(["--data-dir", self.dir.path().to_str().unwrap()]);
-        clean_env(&mut command);
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let output = command.output().expect("fleetauth api-key create");
+        let output = process::command()
+            .args(["api-key", "create", "--agent-id", agent])
+            .args(["--data-dir", self.dir.path().to_str().unwrap()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("fleetauth api-key create");
         assert!(
             output.status.success(),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_slice(&output.stdout).expect("JSON")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clean_env(command: &mut Command) {
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
     }
 }
 

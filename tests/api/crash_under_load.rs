@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{fleetauth, json_stdout, Server};
+use crate::common::es;
+use crate::common::process::Server;
+use crate::common::requests::{authenticate, authenticate_request, pair_from};
+use crate::process::{fleetauth, json_stdout, serve_with_env};
 
 const AGENTS: usize = 16;
 const KILLS: usize = 20;
@@ -31,9 +34,7 @@ struct Agent {
 }
 
 async fn refresh(client: &reqwest::Client, base: &str, token: &str) -> Result<(u16, String), ()> {
-    let response = client
-        .post(format!("{base}/api/fleet/authenticate"))
-        .header("Authorization", format!("Bearer {token}"))
+    let response = authenticate_request(client, base, &format!("Bearer {token}"))
         .send()
         .await
         .map_err(|_| ())?;
@@ -44,7 +45,7 @@ async fn refresh(client: &reqwest::Client, base: &str, token: &str) -> Result<(u
 }
 
 fn start(dir: &Path, env: &[(&'static str, String)]) -> Server {
-    Server::start_with_env(dir, env)
+    serve_with_env(dir, env)
 }
 
 async fn run(env: Vec<(&'static str, String)>) {
@@ -84,17 +85,14 @@ async fn run(env: Vec<(&'static str, String)>) {
     let base = Arc::new(Mutex::new(server.base.clone()));
     let mut agents = Vec::new();
     for key in &keys {
-        let response = client
-            .post(format!("{}/api/fleet/authenticate", server.base))
-            .header(
-                "Authorization",
-                format!("ApiKey {}", key["encoded"].as_str().unwrap()),
-            )
-            .send()
-            .await
-            .unwrap();
+        let response = authenticate(
+            &client,
+            &server.base,
+            &format!("ApiKey {}", key["encoded"].as_str().unwrap()),
+        )
+        .await;
         assert_eq!(response.status(), 200);
-        let pair = crate::helpers::pair_from(response).await;
+        let pair = pair_from(response).await;
         agents.push(Arc::new(Mutex::new(Agent {
             refresh: pair.refresh_token,
             ..Agent::default()
@@ -143,8 +141,7 @@ async fn run(env: Vec<(&'static str, String)>) {
     let mut acknowledged_at_kill = Vec::new();
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rand::random_range(100..400))).await;
-        server.child.kill().expect("SIGKILL");
-        server.child.wait().unwrap();
+        server.kill_9();
         // Every token acknowledged before this kill (later ones are newer rotations of it).
         acknowledged_at_kill.push(
             agents
@@ -221,14 +218,9 @@ async fn crash_under_load_real_elasticsearch_honours_every_acknowledged_rotation
         .await
         .unwrap();
     let prefix = crate::real_es::unique_prefix("crash");
-    run(vec![
-        ("FLEETAUTH_STORE", "elasticsearch".to_string()),
-        ("FLEETAUTH_ELASTICSEARCH__URL", url.clone()),
-        ("FLEETAUTH_ELASTICSEARCH__INDEX_PREFIX", prefix.clone()),
-        ("FLEETAUTH_ELASTICSEARCH__TIMEOUT", "30s".to_string()),
-        ("FLEETAUTH_LOG", "error".to_string()),
-    ])
-    .await;
+    let mut env = es::store_env(&url, &prefix, Duration::from_secs(30));
+    env.push(("FLEETAUTH_LOG", "error".to_string()));
+    run(env).await;
     tokio::task::spawn_blocking(move || crate::real_es::delete_indices_blocking(&url, &prefix))
         .await
         .unwrap();

@@ -15,6 +15,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::common::requests::error_code;
 use crate::helpers::{basic, jwt_parts, metric_value, spawn_app, spawn_app_with, TestApp};
 
 /// A client's DPoP key pair.
@@ -101,15 +102,6 @@ async fn whoami_dpop(
     request.send().await.unwrap()
 }
 
-async fn error_of(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-    )
-}
-
 #[tokio::test]
 async fn a_fleet_pair_bound_by_a_proof_needs_that_key_for_its_whole_family() {
     let app = spawn_app().await;
@@ -144,7 +136,10 @@ async fn a_fleet_pair_bound_by_a_proof_needs_that_key_for_its_whole_family() {
         .to_str()
         .unwrap()
         .starts_with("DPoP "));
-    assert_eq!(error_of(replayed).await, (401, "invalid_dpop_proof".into()));
+    assert_eq!(
+        error_code(replayed).await,
+        (401, "invalid_dpop_proof".into())
+    );
     // As a Bearer token, or without a proof, or with another key's proof: refused.
     assert_eq!(
         whoami_dpop(&app, "Bearer", &access, None).await.status(),
@@ -154,7 +149,7 @@ async fn a_fleet_pair_bound_by_a_proof_needs_that_key_for_its_whole_family() {
     let thief = DpopKey::generate();
     let stolen = thief.proof("GET", &whoami_url, Some(&access), now);
     assert_eq!(
-        error_of(whoami_dpop(&app, "DPoP", &access, Some(&stolen)).await).await,
+        error_code(whoami_dpop(&app, "DPoP", &access, Some(&stolen)).await).await,
         (401, "invalid_dpop_proof".into())
     );
     // A proof for another URL, another method, another token, or too old.
@@ -166,13 +161,19 @@ async fn a_fleet_pair_bound_by_a_proof_needs_that_key_for_its_whole_family() {
         dpop.proof("GET", &whoami_url, Some(&access), now - 3600),
     ] {
         let response = whoami_dpop(&app, "DPoP", &access, Some(&bad)).await;
-        assert_eq!(error_of(response).await, (401, "invalid_dpop_proof".into()));
+        assert_eq!(
+            error_code(response).await,
+            (401, "invalid_dpop_proof".into())
+        );
     }
 
     // The refresh token is bound too: no proof, or the thief's, is refused (400 at a
     // token endpoint) without revoking anything.
     let no_proof = app.refresh(&refresh).await;
-    assert_eq!(error_of(no_proof).await, (400, "invalid_dpop_proof".into()));
+    assert_eq!(
+        error_code(no_proof).await,
+        (400, "invalid_dpop_proof".into())
+    );
     let with_thief = authenticate_dpop(
         &app,
         &format!("Bearer {refresh}"),
@@ -180,7 +181,7 @@ async fn a_fleet_pair_bound_by_a_proof_needs_that_key_for_its_whole_family() {
     )
     .await;
     assert_eq!(
-        error_of(with_thief).await,
+        error_code(with_thief).await,
         (400, "invalid_dpop_proof".into())
     );
     let next = authenticate_dpop(
@@ -329,7 +330,7 @@ async fn server_nonces_are_demanded_and_honoured() {
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(error_of(response).await.1, "use_dpop_nonce");
+    assert_eq!(error_code(response).await.1, "use_dpop_nonce");
 
     let claims = json!({
         "jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": auth_url,
@@ -354,7 +355,7 @@ async fn server_nonces_are_demanded_and_honoured() {
         &dpop.proof_with(claims),
     )
     .await;
-    assert_eq!(error_of(response).await, (400, "use_dpop_nonce".into()));
+    assert_eq!(error_code(response).await, (400, "use_dpop_nonce".into()));
 }
 
 #[tokio::test]
@@ -362,7 +363,10 @@ async fn agents_may_be_required_to_use_dpop_including_at_enrollment() {
     let app = spawn_app_with(|s| s.dpop.require_for_agents = true).await;
     let key = app.enroll("agent-required").await;
     let response = app.authenticate(&format!("ApiKey {}", key.encoded)).await;
-    assert_eq!(error_of(response).await, (400, "invalid_dpop_proof".into()));
+    assert_eq!(
+        error_code(response).await,
+        (400, "invalid_dpop_proof".into())
+    );
     let dpop = DpopKey::generate();
     let auth_url = app.url("/api/fleet/authenticate");
     let response = authenticate_dpop(
@@ -410,7 +414,10 @@ async fn agents_may_be_required_to_use_dpop_including_at_enrollment() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(refused).await, (400, "invalid_dpop_proof".into()));
+    assert_eq!(
+        error_code(refused).await,
+        (400, "invalid_dpop_proof".into())
+    );
     let enrolled = app
         .client
         .post(&enroll_url)

@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+use crate::common::process::{self, Server};
+use crate::common::requests::get_status;
 use crate::helpers::{spawn_app_with, TestApp};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 
 fn addr(app: &TestApp) -> String {
     app.base.trim_start_matches("http://").to_string()
@@ -156,15 +156,7 @@ async fn a_slowloris_connection_is_closed_at_the_header_timeout() {
     let elapsed = closed_within(&mut silent, Duration::from_secs(6)).await;
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     // The server answers normally meanwhile.
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&app.client, app.url("/healthz")).await, 200);
 }
 
 #[tokio::test]
@@ -237,7 +229,8 @@ async fn too_many_open_files_pauses_accept_without_spinning_and_recovers() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -n 64 && exec {BIN} serve --listen 127.0.0.1:0 --data-dir {}",
+            "ulimit -n 64 && exec {} serve --listen 127.0.0.1:0 --data-dir {}",
+            process::BIN,
             data.path().display()
         ))
         .env("FLEETAUTH_CONNECTIONS__HEADER_READ_TIMEOUT", "60s")
@@ -247,13 +240,9 @@ async fn too_many_open_files_pauses_accept_without_spinning_and_recovers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("listening line");
-    let started: Value = serde_json::from_str(&line).expect("JSON line");
-    let address = started["listen"].as_str().unwrap().to_string();
     let stderr = child.stderr.take().unwrap();
+    let server = Server::from_child(child);
+    let address = server.started["listen"].as_str().unwrap().to_string();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -291,9 +280,9 @@ async fn too_many_open_files_pauses_accept_without_spinning_and_recovers() {
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / 100.0
     };
-    let before = cpu(child.id());
+    let before = cpu(server.child.id());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu(child.id()) - before;
+    let used = cpu(server.child.id()) - before;
     assert!(used < 1.0, "the accept loop spun: {used} s of CPU in 2 s");
 
     // Closing the connections frees descriptors; the server serves again.
@@ -310,31 +299,26 @@ async fn too_many_open_files_pauses_accept_without_spinning_and_recovers() {
             other => panic!("the server did not recover: {other:?}"),
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }
 
 #[test]
 fn plain_http_on_a_non_loopback_address_warns_once_at_start_up() {
     for (listen, warns) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data.path())
-            .env("FLEETAUTH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(started["scheme"], "http");
-        let _ = child.kill();
-        let output = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut command = Command::new(process::BIN);
+        command.env("FLEETAUTH_LOG", "warn").stderr(Stdio::piped());
+        let mut server = Server::spawn_listening(
+            command,
+            listen,
+            &["--data-dir", data.path().to_str().unwrap()],
+        );
+        assert_eq!(server.started["scheme"], "http");
+        let mut stderr = server.child.stderr.take().unwrap();
+        server.kill_9();
+        let mut stderr_text = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut stderr_text).unwrap();
+        let stderr = String::from_utf8_lossy(&stderr_text);
         let warnings = stderr.matches("serving plain HTTP").count();
         assert_eq!(warnings, usize::from(warns), "{listen}: {stderr}");
     }

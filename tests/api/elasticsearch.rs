@@ -17,6 +17,7 @@ use fleetauth::store::{ApiKeyRecord, Store, StoreError, TokenStateRecord};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
+use crate::common::requests::get_status;
 use crate::es_standin::{Counts, EsStandIn};
 use crate::helpers::{metric_value, pair_from, spawn_app_for, TestApp};
 
@@ -44,13 +45,7 @@ fn is_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
 }
 
 async fn status_of(app: &TestApp, path: &str) -> u16 {
-    app.client
-        .get(app.url(path))
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
+    get_status(&app.client, app.url(path)).await
 }
 
 // ---- indices ----
@@ -678,12 +673,7 @@ async fn the_server_answers_503_while_the_cluster_is_down_or_hung_and_recovers()
 // ---- CLI ----
 
 fn cli(args: &[&str], es_url: &str, dir: &std::path::Path) -> Value {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fleetauth"));
-    // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
-    }
-    let output = command
+    let output = crate::common::process::command()
         .args(args)
         .current_dir(dir)
         .env("FLEETAUTH_STORE", "elasticsearch")

@@ -4,17 +4,16 @@
 //! `X-Elastic-Agent-Accept-Auth: JWT`), re-enrollment revoking old credentials,
 //! `max_uses`, the per-token rate limit, and refusals (4xx, never 5xx).
 
-use std::process::Command;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use fleetauth::clock::Clock;
 use fleetauth::config::{EnrollmentSettings, Secret};
 use serde_json::{json, Value};
 
+use crate::common::process;
+use crate::common::requests::basic;
 use crate::helpers::{jwt_parts, metric_value, spawn_app_with, TestApp};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 const ADMIN_PASSWORD: &str = "enroll-admin-s3cret";
 
 async fn spawn() -> TestApp {
@@ -22,28 +21,19 @@ async fn spawn() -> TestApp {
 }
 
 fn elastic() -> String {
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("elastic:{ADMIN_PASSWORD}"))
-    )
+    basic("elastic", ADMIN_PASSWORD)
 }
 
 /// Runs the CLI on the app's data dir; returns its JSON output (it must succeed).
 fn cli(app: &TestApp, args: &[&str]) -> Value {
     let data_dir = app.data_dir();
-    let output = Command::new(BIN)
+    let output = process::command()
         .args(args)
         .arg("--data-dir")
         .arg(&data_dir)
-        .env_remove("FLEETAUTH_BOOTSTRAP_PASSWORD")
         .output()
         .expect("fleetauth runs");
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    process::json_output(&output).unwrap_or_else(|stderr| panic!("{args:?} failed: {stderr}"))
 }
 
 fn enroll_body(id: Option<&str>) -> Value {

@@ -6,18 +6,9 @@ use fleetauth::config::SigningAlgorithm;
 use fleetauth::tokens::{jwt, SigningKey};
 use serde_json::{json, Value};
 
+// Builds a compact JWS from a header and claims, signed by `sign`.
+use crate::common::requests::compact_jws as forge;
 use crate::helpers::{jwt_parts, spawn_app, TestApp};
-
-/// Builds a compact JWS from a header and claims, signed by `sign`.
-fn forge(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(sign(input.as_bytes()));
-    format!("{input}.{signature}")
-}
 
 /// A genuine token of an enrolled agent, promoted to current, and its parts.
 async fn genuine(app: &TestApp, agent: &str) -> (String, Value, Value) {

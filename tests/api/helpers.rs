@@ -1,12 +1,12 @@
 //! `spawn_app()`: a real fleetauth server on an ephemeral loopback port, with its own
 //! SQLite store in a temporary directory and a clock the test can move. Tests talk to
 //! it over HTTP, as a client would. `spawn_app_for(settings, ..)` starts one on any
-//! store (several servers may share one).
+//! store (several servers may share one). The requests and answers every crate uses
+//! (a pair, a JWT's parts, a metric) are `crate::common::requests`, re-exported here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use fleetauth::agents;
 use fleetauth::api_keys::CreatedApiKey;
@@ -15,6 +15,9 @@ use fleetauth::config::Settings;
 use fleetauth::startup::Application;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+use crate::common::requests;
+pub use crate::common::requests::{jwt_parts, metric_value, pair_from, Pair};
 
 pub struct TestApp {
     pub base: String,
@@ -25,13 +28,6 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<Arc<tempfile::TempDir>>,
-}
-
-/// A pair as the Fleet API returns it.
-#[derive(Debug, Clone)]
-pub struct Pair {
-    pub access_token: String,
-    pub refresh_token: String,
 }
 
 /// The settings every test server starts from: the defaults on a data dir, with a
@@ -214,12 +210,7 @@ impl TestApp {
     }
 
     pub async fn authenticate(&self, authorization: &str) -> reqwest::Response {
-        self.client
-            .post(self.url("/api/fleet/authenticate"))
-            .header("Authorization", authorization)
-            .send()
-            .await
-            .expect("request")
+        requests::authenticate(&self.client, &self.base, authorization).await
     }
 
     pub async fn authenticate_with_body(&self, body: Value) -> reqwest::Response {
@@ -232,24 +223,12 @@ impl TestApp {
     }
 
     pub async fn whoami(&self, authorization: &str) -> reqwest::Response {
-        self.client
-            .get(self.url("/api/fleet/whoami"))
-            .header("Authorization", authorization)
-            .send()
-            .await
-            .expect("request")
+        requests::whoami_with(&self.client, &self.base, authorization).await
     }
 
     /// `POST /api/fleet/authenticate` that must succeed.
     pub async fn pair(&self, authorization: &str) -> Pair {
-        let response = self.authenticate(authorization).await;
-        assert_eq!(
-            response.status(),
-            200,
-            "authenticate failed: {}",
-            response.text().await.unwrap()
-        );
-        pair_from(response).await
+        pair_from(self.authenticate(authorization).await).await
     }
 
     pub async fn pair_with_api_key(&self, key: &CreatedApiKey) -> Pair {
@@ -257,14 +236,11 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
-        self.authenticate(&format!("Bearer {refresh_token}")).await
+        requests::refresh(&self.client, &self.base, refresh_token).await
     }
 
     pub async fn whoami_status(&self, access_token: &str) -> u16 {
-        self.whoami(&format!("Bearer {access_token}"))
-            .await
-            .status()
-            .as_u16()
+        requests::whoami(&self.client, &self.base, access_token).await
     }
 
     /// `GET path`, parsed as JSON.
@@ -279,14 +255,7 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body")
+        requests::metrics(&self.client, &self.base).await
     }
 }
 
@@ -309,44 +278,17 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn pair_from(response: reqwest::Response) -> Pair {
-    let body: Value = response.json().await.expect("json body");
-    Pair {
-        access_token: body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_string(),
-        refresh_token: body["refresh_token"]
-            .as_str()
-            .expect("refresh_token")
-            .to_string(),
+/// The pairs of the 200 answers of a race of refreshes; no answer may be a 5xx.
+pub async fn race_winners(responses: Vec<reqwest::Response>) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = Vec::new();
+    for response in responses {
+        let status = response.status().as_u16();
+        assert!(status < 500, "no answer may be a 5xx: {status}");
+        if status == 200 {
+            pairs.push(pair_from(response).await);
+        }
     }
-}
-
-/// The decoded (unverified) header and claims of a JWT.
-pub fn jwt_parts(token: &str) -> (Value, Value) {
-    let mut parts = token.split('.');
-    let decode = |part: Option<&str>| -> Value {
-        serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(part.expect("JWT part"))
-                .expect("base64url"),
-        )
-        .expect("json")
-    };
-    (decode(parts.next()), decode(parts.next()))
-}
-
-/// The value of a counter or histogram count line in Prometheus text, 0 if absent.
-pub fn metric_value(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    pairs
 }
 
 /// `application/x-www-form-urlencoded` encoding of one name or value.

@@ -1,6 +1,6 @@
 //! Automatic signing-key rotation (`jwt.key_rotation_period`, `jwt.key_prepublish`) with
 //! several real `fleetauth serve` processes on one store: a SQLite file shared by three
-//! processes, and the real Elasticsearch node the tests start (`crate::real_es`; never
+//! processes, and the real Elasticsearch node the tests share (`crate::common::es`; never
 //! skipped). Short periods, so that a few rotations happen within the test.
 //!
 //! What is checked, from the outside only (JWKS, minted tokens, `/metrics`):
@@ -11,16 +11,14 @@
 //!   instances add up to the number of new keys), and the others follow.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::common::process::{Server, SharedStore, StoreAt};
+use crate::common::requests::{authenticate, jwks_kids, metric_sum, metrics, whoami};
 use crate::helpers::jwt_parts;
-use crate::real_es;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 const PERIOD_SECS: u64 = 6;
 const PREPUBLISH_SECS: u64 = 3;
 /// How long the simulated verifiers keep a JWKS: less than the prepublication, with
@@ -28,101 +26,15 @@ const PREPUBLISH_SECS: u64 = 3;
 const CACHE_AGE: f64 = 2.0;
 const ACCESS_TTL_SECS: u64 = 2;
 
-/// Where the instances keep their state.
-pub(crate) enum SharedStore {
-    /// One SQLite file: every process on the same data dir.
-    Sqlite(tempfile::TempDir),
-    /// The real node, under a fresh index prefix (deleted at the end).
-    Elasticsearch { url: String, prefix: String },
+/// A SQLite file shared by every process, which logs warnings only.
+pub(crate) fn sqlite_store() -> SharedStore {
+    SharedStore::sqlite().with_env("FLEETAUTH_LOG", "warn")
 }
 
-impl SharedStore {
-    pub(crate) fn sqlite() -> Self {
-        Self::Sqlite(tempfile::tempdir().expect("temp dir"))
-    }
-
-    pub(crate) fn elasticsearch(label: &str) -> Self {
-        Self::Elasticsearch {
-            url: real_es::url(),
-            prefix: real_es::unique_prefix(label),
-        }
-    }
-
-    /// The binary, with this store and `extra` settings (and no inherited FLEETAUTH_*).
-    pub(crate) fn command(&self, extra: &[(&str, String)]) -> (Command, Option<tempfile::TempDir>) {
-        let mut command = Command::new(BIN);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-            command.env_remove(key);
-        }
-        command.env("FLEETAUTH_LOG", "warn");
-        let own_dir = match self {
-            Self::Sqlite(dir) => {
-                command.env("FLEETAUTH_DATA_DIR", dir.path());
-                None
-            }
-            Self::Elasticsearch { url, prefix } => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                command
-                    .env("FLEETAUTH_DATA_DIR", dir.path())
-                    .env("FLEETAUTH_STORE", "elasticsearch")
-                    .env("FLEETAUTH_ELASTICSEARCH__URL", url)
-                    .env("FLEETAUTH_ELASTICSEARCH__INDEX_PREFIX", prefix)
-                    .env("FLEETAUTH_ELASTICSEARCH__TIMEOUT", "30s");
-                Some(dir)
-            }
-        };
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        (command, own_dir)
-    }
-
-    /// A CLI command on the store; its JSON output.
-    pub(crate) fn cli(&self, extra: &[(&str, String)], args: &[&str]) -> Value {
-        let (mut command, _dir) = self.command(extra);
-        let output = command.args(args).output().expect("fleetauth runs");
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-    }
-
-    pub(crate) fn data_dir(&self) -> Option<PathBuf> {
-        match self {
-            Self::Sqlite(dir) => Some(dir.path().to_path_buf()),
-            Self::Elasticsearch { .. } => None,
-        }
-    }
-}
-
-impl Drop for SharedStore {
-    fn drop(&mut self) {
-        if let Self::Elasticsearch { url, prefix } = self {
-            real_es::delete_indices_blocking(url, prefix);
-        }
-    }
-}
-
-/// One `fleetauth serve` process on a shared store, killed on drop.
-pub(crate) struct Server {
-    process: crate::process::Server,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Server {
-    pub(crate) fn start(store: &SharedStore, extra: &[(&str, String)]) -> Self {
-        let (command, dir) = store.command(extra);
-        Self {
-            process: crate::process::Server::spawn(command, &[]),
-            _dir: dir,
-        }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        self.process.url(path)
-    }
+/// The real node under a fresh prefix (deleted at the end); every process logs
+/// warnings only.
+pub(crate) fn real_node_store(label: &str) -> SharedStore {
+    SharedStore::on_shared_node(label).with_env("FLEETAUTH_LOG", "warn")
 }
 
 fn wall() -> f64 {
@@ -152,24 +64,6 @@ fn rotation_settings() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The kids of a JWKS answer.
-async fn jwks_kids(client: &reqwest::Client, server: &Server) -> BTreeSet<String> {
-    let jwks: Value = client
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("JWKS request")
-        .json()
-        .await
-        .expect("JWKS JSON");
-    jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_string())
-        .collect()
-}
-
 /// The sum of a counter's samples with `label` in their label set.
 pub(crate) async fn counter(
     client: &reqwest::Client,
@@ -177,18 +71,7 @@ pub(crate) async fn counter(
     name: &str,
     label: &str,
 ) -> f64 {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(&metrics(client, &server.base).await, name, label)
 }
 
 struct Minted {
@@ -200,9 +83,9 @@ struct Minted {
 
 async fn rotation_with_three_instances(store: SharedStore) {
     let settings = rotation_settings();
-    let created = store.cli(&settings, &["api-key", "create", "--agent-id", "rotating"]);
+    let created = store.cli_ok(&settings, &["api-key", "create", "--agent-id", "rotating"]);
     let api_key = format!("ApiKey {}", created["encoded"].as_str().unwrap());
-    let servers: Vec<Server> = (0..3).map(|_| Server::start(&store, &settings)).collect();
+    let servers: Vec<Server> = (0..3).map(|_| store.serve(&settings)).collect();
     let client = reqwest::Client::new();
 
     // Observe for three periods: every instance's JWKS, and a token minted by each.
@@ -211,13 +94,8 @@ async fn rotation_with_three_instances(store: SharedStore) {
     let until = wall() + (3 * PERIOD_SECS) as f64 + 1.0;
     while wall() < until {
         for (i, server) in servers.iter().enumerate() {
-            snapshots.push((wall(), i, jwks_kids(&client, server).await));
-            let response = client
-                .post(server.url("/api/fleet/authenticate"))
-                .header("Authorization", &api_key)
-                .send()
-                .await
-                .expect("authenticate");
+            snapshots.push((wall(), i, jwks_kids(&client, &server.base).await));
+            let response = authenticate(&client, &server.base, &api_key).await;
             assert_eq!(response.status(), 200, "instance {i}");
             let at = wall();
             let body: Value = response.json().await.unwrap();
@@ -231,13 +109,11 @@ async fn rotation_with_three_instances(store: SharedStore) {
             });
             // Another instance accepts it at once (it has the key too).
             let other = &servers[(i + 1) % servers.len()];
-            let whoami = client
-                .get(other.url("/api/fleet/whoami"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("whoami");
-            assert_eq!(whoami.status(), 200, "a token of instance {i} elsewhere");
+            assert_eq!(
+                whoami(&client, &other.base, &token).await,
+                200,
+                "a token of instance {i} elsewhere"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -283,7 +159,7 @@ async fn rotation_with_three_instances(store: SharedStore) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut seen: BTreeSet<String> = snapshots.iter().flat_map(|(_, _, k)| k.clone()).collect();
     for server in &servers {
-        seen.extend(jwks_kids(&client, server).await);
+        seen.extend(jwks_kids(&client, &server.base).await);
     }
     let mut rotations = 0.0;
     let mut per_instance = HashMap::new();
@@ -307,49 +183,46 @@ async fn rotation_with_three_instances(store: SharedStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_one_sqlite_file_rotate_once_per_period() {
-    rotation_with_three_instances(SharedStore::sqlite()).await;
+    rotation_with_three_instances(sqlite_store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_the_real_node_rotate_once_per_period() {
-    rotation_with_three_instances(SharedStore::elasticsearch("rotation")).await;
+    rotation_with_three_instances(real_node_store("rotation")).await;
 }
 
 /// `keys rotate` and the other admin commands run with another `jwt.algorithm` than
 /// the server's leave the ring's algorithm alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_command_with_another_algorithm_leaves_the_signing_key_alone() {
-    let store = SharedStore::sqlite();
+    let store = sqlite_store();
     let es256 = [("FLEETAUTH_JWT__ALGORITHM", "ES256".to_string())];
-    let server = Server::start(&store, &es256);
+    let server = store.serve(&es256);
     let client = reqwest::Client::new();
-    let before = jwks_kids(&client, &server).await;
+    let before = jwks_kids(&client, &server.base).await;
 
     // The CLI runs with the default algorithm (EdDSA).
     let eddsa = [("FLEETAUTH_JWT__ALGORITHM", "EdDSA".to_string())];
-    let created = store.cli(&eddsa, &["api-key", "create", "--agent-id", "a-1"]);
-    store.cli(&eddsa, &["enrollment-token", "list"]);
+    let created = store.cli_ok(&eddsa, &["api-key", "create", "--agent-id", "a-1"]);
+    store.cli_ok(&eddsa, &["enrollment-token", "list"]);
     assert_eq!(
-        jwks_kids(&client, &server).await,
+        jwks_kids(&client, &server.base).await,
         before,
         "no admin command rotated"
     );
 
-    let rotated = store.cli(&eddsa, &["keys", "rotate"]);
+    let rotated = store.cli_ok(&eddsa, &["keys", "rotate"]);
     assert_eq!(
         rotated["algorithm"], "ES256",
         "keys rotate keeps the signing key's algorithm"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let response = client
-        .post(server.url("/api/fleet/authenticate"))
-        .header(
-            "Authorization",
-            format!("ApiKey {}", created["encoded"].as_str().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = authenticate(
+        &client,
+        &server.base,
+        &format!("ApiKey {}", created["encoded"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let (header, _) = jwt_parts(body["access_token"].as_str().unwrap());
@@ -357,7 +230,7 @@ async fn an_admin_command_with_another_algorithm_leaves_the_signing_key_alone() 
     assert_eq!(header["kid"], rotated["kid"]);
 
     // An explicit --algorithm changes it.
-    let changed = store.cli(&eddsa, &["keys", "rotate", "--algorithm", "EdDSA"]);
+    let changed = store.cli_ok(&eddsa, &["keys", "rotate", "--algorithm", "EdDSA"]);
     assert_eq!(changed["algorithm"], "EdDSA");
-    assert!(store.data_dir().is_some());
+    assert!(matches!(store.at, StoreAt::Sqlite(_)));
 }

@@ -9,9 +9,9 @@
 //! and in its base64 forms, is then looked for in everything the server (and the CLI)
 //! wrote to stdout and stderr.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +24,9 @@ use fleetauth::config::{Settings, SigningAlgorithm};
 use fleetauth::tokens::SigningKey;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
+use crate::common::process::{self, Server};
+use crate::common::requests::{basic, compact_jws};
+
 const PASSWORD: &str = "bootstrap-Pa55word-for-the-log-test";
 const VAULT_ADMIN: &str = "vault-admin-token-for-the-log-test-0123";
 const ISSUER: &str = "https://ci.example";
@@ -94,10 +96,7 @@ fn capture(mut from: impl Read + Send + 'static) -> (Captured, JoinHandle<()>) {
 }
 
 fn command(data_dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
-    }
+    let mut command = process::command();
     command
         .env_remove("RUST_LOG")
         .env("FLEETAUTH_LOG", "trace")
@@ -109,7 +108,7 @@ fn command(data_dir: &Path) -> Command {
 
 /// `fleetauth serve` at trace level, its stdout and stderr captured.
 struct TracedServer {
-    child: Child,
+    process: Server,
     base: String,
     stdout: (Captured, JoinHandle<()>),
     stderr: (Captured, JoinHandle<()>),
@@ -123,19 +122,15 @@ impl TracedServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("serve starts");
+        // Read from the start: a full pipe would stop the server before it listens.
         let stderr = capture(child.stderr.take().unwrap());
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("listening line");
-        let started: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!("not the JSON listening line ({e}): {line:?}");
-        });
-        let base = format!("http://{}", started["listen"].as_str().unwrap());
-        let stdout = capture(stdout);
+        let mut process = Server::from_child(child);
+        let stdout = capture(process.take_stdout());
+        let line = format!("{}\n", process.started);
         stdout.0.lock().unwrap().extend_from_slice(line.as_bytes());
         Self {
-            child,
-            base,
+            base: process.base.clone(),
+            process,
             stdout,
             stderr,
         }
@@ -143,8 +138,7 @@ impl TracedServer {
 
     /// Stops the server and returns everything it wrote.
     fn stop(mut self) -> String {
-        self.child.kill().expect("stop");
-        self.child.wait().unwrap();
+        self.process.kill_9();
         let mut all = Vec::new();
         for (captured, thread) in [self.stdout, self.stderr] {
             thread.join().unwrap();
@@ -217,10 +211,6 @@ impl Flow<'_> {
     }
 }
 
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -248,13 +238,7 @@ fn external_key() -> (String, SigningKey, Vec<u8>) {
 
 fn external_jwt(key: &SigningKey, claims: &Value) -> String {
     let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()));
-    format!("{input}.{signature}")
+    compact_jws(&header, claims, |input| key.sign(input))
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
 //! One integration test binary. Every test starts its own server (`helpers::spawn_app`)
 //! on an ephemeral port with its own store (SQLite in a temporary dir, a fresh
 //! Elasticsearch stand-in, or fresh indices on a real Elasticsearch node: `real_es`),
-//! and talks HTTP to it.
+//! and talks HTTP to it. What this crate shares with `tests/es_own_nodes` and
+//! `benches/es_store.rs` (the real server in a process of its own, real Elasticsearch
+//! nodes, the small Fleet requests) is in `tests/common`.
 
+#[path = "../common/mod.rs"]
+mod common; // shared with tests/es_own_nodes and benches/es_store.rs
 mod es_standin; // an in-process Elasticsearch stand-in (not Elasticsearch) for CI
 mod helpers;
 mod real_es; // the real Elasticsearch node (FLEETAUTH_TEST_ES_URL or scripts/elasticsearch.sh) and FLEETAUTH_TEST_STORE

@@ -12,8 +12,9 @@ use oauth2::{
 };
 use serde_json::{json, Value};
 
+use crate::common::requests::pair_of;
 use crate::helpers::{
-    basic, jwt_parts, metric_value, pair_from, spawn_app, spawn_app_with, Pair, TestApp,
+    basic, jwt_parts, metric_value, pair_from, spawn_app, spawn_app_with, TestApp,
 };
 use fleetauth::api_keys::CreatedApiKey;
 
@@ -102,13 +103,6 @@ async fn introspect(app: &TestApp, caller: &CreatedApiKey, token: &str) -> Value
 async fn revoke(app: &TestApp, caller: &CreatedApiKey, token: &str) -> reqwest::Response {
     app.post_form("/oauth/revoke", Some(&basic(caller)), &[("token", token)])
         .await
-}
-
-fn pair_of(body: &Value) -> Pair {
-    Pair {
-        access_token: body["access_token"].as_str().unwrap().to_string(),
-        refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
-    }
 }
 
 #[tokio::test]

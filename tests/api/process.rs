@@ -1,26 +1,22 @@
 //! The `fleetauth` binary as an operator runs it: `serve` in its own process, the CLI
 //! commands beside it on the same data dir, bad settings, and `kill -9`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine;
 use fleetauth::clock::Clock;
 use serde_json::Value;
 
+use crate::common::process::{self, Server};
+use crate::common::requests::{authenticate, whoami};
 use crate::helpers::{jwt_parts, pair_from, spawn_app_with};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 
 /// Runs a CLI command with a clean `FLEETAUTH_*` environment.
 pub(crate) fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = process::command();
     command.args(args);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
-    }
     let data_dir = args
         .iter()
         .position(|a| *a == "--data-dir")
@@ -39,12 +35,7 @@ pub(crate) fn fleetauth(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 pub(crate) fn json_stdout(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+    process::json_output(output).unwrap_or_else(|stderr| panic!("failed: {stderr}"))
 }
 
 fn create_key(data_dir: &Path, agent: &str) -> Value {
@@ -61,87 +52,19 @@ fn create_key(data_dir: &Path, agent: &str) -> Value {
     ))
 }
 
-/// A `fleetauth serve` process on a free port.
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) base: String,
+/// `serve` on `data_dir` on the selected test store.
+fn serve(data_dir: &Path) -> Server {
+    serve_with_env(data_dir, &crate::real_es::env_for(data_dir))
 }
 
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        Self::start_with_env(data_dir, &crate::real_es::env_for(data_dir))
-    }
-
-    /// `serve` on `data_dir` with exactly the store environment `env` (not the selected
-    /// test store's).
-    pub(crate) fn start_with_env(data_dir: &Path, env: &[(&'static str, String)]) -> Self {
-        let mut command = Command::new(BIN);
-        // The test harness's own variables (FLEETAUTH_TEST_*) are no settings.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-            command.env_remove(key);
-        }
-        command
-            .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Self::spawn(command, &["--data-dir", data_dir.to_str().unwrap()])
-    }
-
-    /// `command serve --listen 127.0.0.1:0 <args>`, once it has printed the address it
-    /// listens on (the one way every test that runs the real server starts it).
-    pub(crate) fn spawn(mut command: Command, args: &[&str]) -> Self {
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("listening line");
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve did not start ({e}): {line:?}"));
-        Self {
-            child,
-            base: format!("http://{}", started["listen"].as_str().unwrap()),
-        }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn post_auth(client: &reqwest::Client, base: &str, authorization: &str) -> reqwest::Response {
-    client
-        .post(format!("{base}/api/fleet/authenticate"))
-        .header("Authorization", authorization)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn whoami(client: &reqwest::Client, base: &str, token: &str) -> u16 {
-    let response = client
-        .get(format!("{base}/api/fleet/whoami"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
+/// `serve` on `data_dir` with exactly the store environment `env` (not the selected
+/// test store's).
+pub(crate) fn serve_with_env(data_dir: &Path, env: &[(&'static str, String)]) -> Server {
+    let mut command = process::command();
+    command
+        .env("FLEETAUTH_JWT__KEY_POLL_INTERVAL", "100ms")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Server::spawn(command, &["--data-dir", data_dir.to_str().unwrap()])
 }
 
 #[test]
@@ -372,9 +295,9 @@ async fn every_2xx_survives_kill_9() {
     // reqwest's rustls backend needs the process crypto provider (spawn_app installs it).
     fleetauth::startup::install_crypto_provider();
     let client = reqwest::Client::new();
-    let server = Server::start(dir.path());
+    let mut server = serve(dir.path());
     let first = pair_from(
-        post_auth(
+        authenticate(
             &client,
             &server.base,
             &format!("ApiKey {}", key["encoded"].as_str().unwrap()),
@@ -387,7 +310,7 @@ async fn every_2xx_survives_kill_9() {
         200
     );
     // The last answer before the crash: a pending pair that must not be lost.
-    let response = post_auth(
+    let response = authenticate(
         &client,
         &server.base,
         &format!("Bearer {}", first.refresh_token),
@@ -397,7 +320,7 @@ async fn every_2xx_survives_kill_9() {
     let pending = pair_from(response).await;
 
     server.kill_9();
-    let server = Server::start(dir.path());
+    let server = serve(dir.path());
 
     assert_eq!(
         whoami(&client, &server.base, &pending.access_token).await,
@@ -408,7 +331,7 @@ async fn every_2xx_survives_kill_9() {
         401,
         "promotion retired the first pair"
     );
-    let next = post_auth(
+    let next = authenticate(
         &client,
         &server.base,
         &format!("Bearer {}", pending.refresh_token),

@@ -2,18 +2,8 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
-use crate::helpers::{metric_value, pair_from, spawn_app, Pair};
-
-async fn error_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"].as_str().unwrap_or_default().to_string(),
-    )
-}
+use crate::common::requests::error_code;
+use crate::helpers::{metric_value, pair_from, race_winners, spawn_app};
 
 #[tokio::test]
 async fn a_new_pair_is_pending_until_used_and_the_current_pair_keeps_working() {
@@ -128,14 +118,7 @@ async fn twenty_concurrent_refreshes_leave_exactly_one_usable_pair() {
     let responses =
         futures::future::join_all((0..20).map(|_| app.refresh(&start.refresh_token))).await;
 
-    let mut pairs: Vec<Pair> = Vec::new();
-    for response in responses {
-        let status = response.status().as_u16();
-        assert!(status < 500, "no answer may be a 5xx: {status}");
-        if status == 200 {
-            pairs.push(pair_from(response).await);
-        }
-    }
+    let pairs = race_winners(responses).await;
     assert!(!pairs.is_empty());
     let mut usable = Vec::new();
     for pair in &pairs {

@@ -4,9 +4,7 @@
 //! limits, retention), service-account tokens, users and roles, the authentication
 //! chain's order, 403s for what a caller may not do, and bad input (4xx, never 5xx).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -16,6 +14,8 @@ use fleetauth::config::{ElasticsearchSettings, Secret, StoreKind};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::process;
+use crate::common::requests::basic;
 use crate::es_standin::EsStandIn;
 use crate::helpers::{metric_value, spawn_app_for, spawn_app_with, TestApp};
 
@@ -24,10 +24,6 @@ const DAY: i64 = 86_400;
 
 async fn spawn() -> TestApp {
     spawn_app_with(|s| s.bootstrap_password = Some(Secret::new(ADMIN_PASSWORD))).await
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 
 fn admin() -> String {
@@ -1844,17 +1840,13 @@ async fn bad_input_gets_a_4xx_in_elasticsearchs_format() {
 
 // ---- bootstrap: the binary ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
-
 /// Runs the CLI with no `FLEETAUTH_*` variable but `env`; returns (success, stdout, stderr).
 fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().copied());
-    let output = command.output().expect("fleetauth runs");
+    let output = process::command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("fleetauth runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -1865,7 +1857,7 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// `fleetauth serve` on `data_dir` until the returned guard drops: its base URL and a
 /// reader of what it printed to stderr so far.
 struct Served {
-    child: std::process::Child,
+    _process: process::Server,
     base: String,
     stderr: std::path::PathBuf,
 }
@@ -1873,38 +1865,26 @@ struct Served {
 impl Served {
     fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let stderr = data_dir.with_extension("stderr");
-        let mut command = Command::new(BIN);
-        command.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ]);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-            command.env_remove(key);
-        }
-        let mut child = command
+        let mut command = process::command();
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ])
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("serve starts");
-        let mut line = String::new();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut byte = [0u8; 1];
-        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-            line.push(byte[0] as char);
-        }
-        let started: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let process = process::Server::try_started(command).unwrap_or_else(|e| {
             panic!(
-                "listening line, got {line:?}; stderr: {}",
+                "{e}; stderr: {}",
                 std::fs::read_to_string(&stderr).unwrap_or_default()
             )
         });
         Self {
-            child,
-            base: format!("http://{}", started["listen"].as_str().unwrap()),
+            base: process.base.clone(),
+            _process: process,
             stderr,
         }
     }
@@ -1922,13 +1902,6 @@ impl Served {
             .unwrap()
             .status()
             .as_u16()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

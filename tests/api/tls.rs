@@ -4,19 +4,18 @@
 //! generated certificate (no switch that disables verification).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use fleetauth::config::{ClientAuth, TlsSettings};
 use serde_json::Value;
 
+use crate::common::process;
+use crate::common::requests::get_status;
 use crate::helpers::{spawn_app_with, TestApp};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fleetauth");
 
 /// Runs `fleetauth tls self-signed --out DIR` and returns its JSON answer.
 fn generate(dir: &Path) -> Value {
-    let output = Command::new(BIN)
+    let output = process::command()
         .args(["tls", "self-signed", "--out", dir.to_str().unwrap()])
         .output()
         .expect("fleetauth runs");
@@ -76,7 +75,7 @@ async fn the_generated_certificate_serves_https_with_http2_and_http1_by_alpn() {
         assert_eq!(mode & 0o077, 0, "the key is private: {mode:o}");
     }
     // A second run does not overwrite the pair without --force.
-    let again = Command::new(BIN)
+    let again = process::command()
         .args([
             "tls",
             "self-signed",
@@ -141,10 +140,7 @@ async fn the_generated_certificate_serves_https_with_http2_and_http1_by_alpn() {
     let plain_url = app.url("/healthz").replace("https://", "http://");
     assert!(plain.get(plain_url).send().await.is_err());
     // The server still answers.
-    assert_eq!(
-        h2.get(app.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(get_status(&h2, app.url("/healthz")).await, 200);
 }
 
 #[tokio::test]
@@ -161,15 +157,7 @@ async fn a_new_certificate_is_used_for_new_connections_while_old_ones_stay_usabl
         .build()
         .unwrap();
     for client in [&old_h2, &old_h1] {
-        assert_eq!(
-            client
-                .get(app.url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(get_status(client, app.url("/healthz")).await, 200);
     }
 
     // Replace the pair on disk (as a certificate renewal would).
@@ -302,16 +290,13 @@ async fn client_certificates_are_required_or_optional_as_configured() {
 fn tls_settings_are_checked_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let run = |env: &[(&str, &str)]| {
-        let mut command = Command::new(BIN);
+        let mut command = process::command();
         command.args([
             "config",
             "check",
             "--data-dir",
             dir.path().to_str().unwrap(),
         ]);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FLEETAUTH_")) {
-            command.env_remove(key);
-        }
         command.envs(env.iter().copied());
         command.output().unwrap()
     };

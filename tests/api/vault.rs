@@ -25,6 +25,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::common::requests::compact_jws;
 use crate::helpers::{basic, jwt_parts, metric_value, spawn_app, spawn_app_with, TestApp};
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -112,22 +113,12 @@ impl ExternalKey {
     }
 
     fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        compact(header, claims, |input| self.key.sign(input))
+        compact_jws(header, claims, |input| self.key.sign(input))
     }
 }
 
-fn compact(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature = URL_SAFE_NO_PAD.encode(sign(input.as_bytes()));
-    format!("{input}.{signature}")
-}
-
 fn hs256(secret: &[u8], claims: &Value) -> String {
-    compact(&json!({"alg": "HS256", "typ": "JWT"}), claims, |input| {
+    compact_jws(&json!({"alg": "HS256", "typ": "JWT"}), claims, |input| {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
         mac.update(input);
         mac.finalize().into_bytes().to_vec()

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::nodes::{authenticate, es_json, http_client, pair_from, Fleetauth, OwnCluster, Pair};
+use crate::common::es::{get_json as es_json, OwnCluster};
+use crate::common::requests::{
+    authenticate, blocking, http_client, pair_from, pair_of, status_retry_after_body, whoami, Pair,
+};
+use crate::nodes::Fleetauth;
 
 const AGENTS: usize = 6;
 const ES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,8 +60,8 @@ async fn primary_term(client: &reqwest::Client, url: &str, index: &str, id: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_node_of_the_agents_primary_mid_load_fails_over_and_loses_no_acknowledged_pair()
 {
-    let cluster = crate::nodes::blocking(|| OwnCluster::start("failover", 3)).await;
-    let mut fleetauth = Fleetauth::new("failover");
+    let cluster = blocking(|| OwnCluster::start("failover", 3)).await;
+    let fleetauth = Fleetauth::new("failover");
     let keys: Vec<String> = (0..AGENTS)
         .map(|a| fleetauth.enroll(&cluster.urls[0], &format!("agent-{a}")))
         .collect();
@@ -124,16 +128,11 @@ async fn killing_the_node_of_the_agents_primary_mid_load_fails_over_and_loses_no
                     &format!("Bearer {}", pair.refresh_token),
                 )
                 .await;
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_string());
-                let mut body = Value::Null;
+                let (status, retry_after, mut body) = status_retry_after_body(response).await;
                 if status == 200 {
-                    pair = pair_from(response).await;
+                    pair = pair_of(&body);
+                    body = Value::Null;
                 } else {
-                    body = response.json().await.unwrap_or(Value::Null);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 answers.lock().unwrap().push(Answer {
@@ -296,14 +295,7 @@ async fn killing_the_node_of_the_agents_primary_mid_load_fails_over_and_loses_no
     }
     let mut usable = 0;
     for pair in &pairs {
-        let status = client
-            .get(format!("{}/api/fleet/whoami", bases[alive[0]]))
-            .bearer_auth(&pair.access_token)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 200 {
+        if whoami(&client, &bases[alive[0]], &pair.access_token).await == 200 {
             usable += 1;
         }
     }

@@ -15,7 +15,12 @@
 //! Starting several JVMs takes minutes on a busy machine, so this target is not part
 //! of `cargo test` (`test = false` in Cargo.toml): `.ci/run` runs it as its own step,
 //! `cargo test --test es_own_nodes` by hand.
+//!
+//! The nodes and the `fleetauth` processes are started by `tests/common` (shared with
+//! `tests/api` and `benches/es_store.rs`); [`nodes`] sets up the processes on them.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod failover;
 mod nodes;
 mod rejections;

@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::nodes::{
-    authenticate, es_json, http_client, pair_from, Fleetauth, OwnNode, Pair, BOOTSTRAP_PASSWORD,
+use crate::common::es::{get_json as es_json, OwnNode};
+use crate::common::requests::{
+    authenticate, basic, blocking, http_client, metric_value, metrics, pair_from, pair_of,
+    status_retry_after_body, Pair,
 };
+use crate::nodes::{Fleetauth, BOOTSTRAP_PASSWORD};
 
 const FLEET_AGENTS: usize = 8;
 const OAUTH_AGENTS: usize = 4;
@@ -25,22 +27,8 @@ struct Answer {
     body: Value,
 }
 
-fn metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn answer(family: &'static str, response: reqwest::Response) -> (Answer, Option<Value>) {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, retry_after, body) = status_retry_after_body(response).await;
     let ok = (status < 300).then(|| body.clone());
     (
         Answer {
@@ -66,7 +54,7 @@ async fn rejected_writes(client: &reqwest::Client, url: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_and_no_partial_state()
 {
-    let node = crate::nodes::blocking(|| {
+    let node = blocking(|| {
         OwnNode::start(
             "rejecting",
             &[(
@@ -76,7 +64,7 @@ async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_an
         )
     })
     .await;
-    let mut fleetauth = Fleetauth::new("rejecting");
+    let fleetauth = Fleetauth::new("rejecting");
     let agents = FLEET_AGENTS + OAUTH_AGENTS;
     let keys: Vec<String> = (0..agents)
         .map(|a| fleetauth.enroll(&node.url, &format!("agent-{a}")))
@@ -90,10 +78,7 @@ async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_an
         first.push(pair_from(authenticate(&client, &base, key).await).await);
     }
     let rejected_before = rejected_writes(&client, &node.url).await;
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("elastic:{BOOTSTRAP_PASSWORD}"))
-    );
+    let basic = basic("elastic", BOOTSTRAP_PASSWORD);
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
@@ -117,10 +102,7 @@ async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_an
                 };
                 let (answer, ok) = answer(family, response).await;
                 if let Some(body) = ok {
-                    pair = Pair {
-                        access_token: body["access_token"].as_str().unwrap().to_string(),
-                        refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
-                    };
+                    pair = pair_of(&body);
                 }
                 answers.lock().unwrap().push(answer);
             }
@@ -193,19 +175,12 @@ async fn a_node_answering_429_gives_bounded_resends_then_503_with_retry_after_an
     let answers = std::mem::take(&mut *answers.lock().unwrap());
 
     let rejected = rejected_writes(&client, &node.url).await - rejected_before;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let resent = metric(
+    let metrics = metrics(&client, &base).await;
+    let resent = metric_value(
         &metrics,
         "fleetauth_store_rejections_total{outcome=\"resent\"}",
     );
-    let gave_up = metric(
+    let gave_up = metric_value(
         &metrics,
         "fleetauth_store_rejections_total{outcome=\"gave_up\"}",
     );

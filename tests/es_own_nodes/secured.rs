@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::nodes::{authenticate, http_client, pair_from, Fleetauth, OwnNode};
+use crate::common::es::{self, OwnNode};
+use crate::common::requests::{authenticate, blocking, http_client, pair_from, whoami};
+use crate::nodes::Fleetauth;
 
 const ELASTIC_PASSWORD: &str = "secured-node-elastic-pw";
 const FLEETAUTH_PASSWORD: &str = "fleetauth-store-user-pw";
@@ -28,18 +30,7 @@ async fn as_elastic(
     url: String,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = client
-        .request(method, &url)
-        .basic_auth("elastic", Some(ELASTIC_PASSWORD));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    es::as_user(client, ("elastic", ELASTIC_PASSWORD), method, url, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +41,7 @@ async fn on_a_secured_cluster_the_documented_privileges_suffice_and_fleet_s_inde
     let users = format!(
         "fleetauth:{FLEETAUTH_PASSWORD}:fleetauth_store\nreader:{FLEETAUTH_PASSWORD}:viewer"
     );
-    let node = crate::nodes::blocking(move || {
+    let node = blocking(move || {
         OwnNode::start(
             "secured",
             &[
@@ -74,14 +65,14 @@ async fn on_a_secured_cluster_the_documented_privileges_suffice_and_fleet_s_inde
     assert_eq!(anonymous.status(), 401, "the node requires authentication");
 
     // Without credentials fleetauth cannot start, and says why without secrets.
-    let mut anonymous_store = Fleetauth::new("secured-anon");
+    let anonymous_store = Fleetauth::new("secured-anon");
     let refused = anonymous_store
         .cli(&url, &["api-key", "create", "--agent-id", "nobody"])
         .expect_err("no credentials: refused");
     assert!(refused.contains("401"), "names the refusal: {refused}");
 
     // A file-realm user with exactly the documented privileges on one prefix.
-    let mut fleetauth = fleetauth
+    let fleetauth = fleetauth
         .with_env("FLEETAUTH_ELASTICSEARCH__USERNAME", "fleetauth")
         .with_env("FLEETAUTH_ELASTICSEARCH__PASSWORD", FLEETAUTH_PASSWORD)
         .with_env("FLEETAUTH_API_KEYS__PURGE_INTERVAL", "1s")
@@ -99,13 +90,10 @@ async fn on_a_secured_cluster_the_documented_privileges_suffice_and_fleet_s_inde
         .await,
     )
     .await;
-    let whoami = client
-        .get(format!("{}/api/fleet/whoami", server.base))
-        .bearer_auth(&second.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(whoami.status(), 200);
+    assert_eq!(
+        whoami(&client, &server.base, &second.access_token).await,
+        200
+    );
     let ready = client
         .get(format!("{}/readyz", server.base))
         .send()
@@ -138,7 +126,7 @@ async fn on_a_secured_cluster_the_documented_privileges_suffice_and_fleet_s_inde
 
     // Fewer privileges (the built-in `viewer`: no create_index, no write): start-up
     // fails and names a 403.
-    let mut reader = Fleetauth::new("secured-reader")
+    let reader = Fleetauth::new("secured-reader")
         .with_env("FLEETAUTH_ELASTICSEARCH__USERNAME", "reader")
         .with_env("FLEETAUTH_ELASTICSEARCH__PASSWORD", FLEETAUTH_PASSWORD);
     let refused = reader
