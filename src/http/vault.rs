@@ -97,7 +97,7 @@ async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Vaul
     }
 }
 
-/// The caller of the config and role APIs, admitted by [`require_admin`].
+/// The caller of the config and role APIs, admitted by `require_admin`.
 pub struct VaultAdmin;
 
 impl FromRequestParts<AppState> for VaultAdmin {
@@ -113,7 +113,7 @@ impl FromRequestParts<AppState> for VaultAdmin {
 
 /// An admin call with a body: the body is read first (so that a slow body meets the
 /// edge's read timeout before the credential check), then the caller admitted by
-/// [`require_admin`]. The body is read as JSON only by a write ([`Self::fields`]); a
+/// `require_admin`. The body is read as JSON only by a write (`fields`); a
 /// read ignores it, as Vault does.
 pub struct VaultAdminBody(Result<Bytes, BytesRejection>);
 

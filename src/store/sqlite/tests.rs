@@ -1,0 +1,112 @@
+//! Unit tests of the embedded store's own parts (the conformance suite in
+//! tests/api/store_conformance.rs tests it as a `Store`).
+
+use super::*;
+
+/// The version-1 schema, as the first releases created it.
+const SCHEMA_V1: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, agent_id TEXT,
+        hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+        invalidated_at INTEGER);
+    INSERT INTO api_keys VALUES ('old', 'n', 'agent-1', 'h', 1, NULL, NULL);
+    PRAGMA user_version = 1;";
+
+#[test]
+fn retired_hashes_round_trip_through_the_blob_as_lowercase_hex() {
+    let retired: Vec<RetiredRefresh> = (0u8..3)
+        .map(|n| RetiredRefresh {
+            refresh_hash: (0..32u8)
+                .map(|i| format!("{:02x}", i.wrapping_mul(37).wrapping_add(n * 101)))
+                .collect(),
+            expires_at: 1_700_000_000 + i64::from(n),
+        })
+        .collect();
+    let blob = encode_retired(&retired).unwrap();
+    assert_eq!(blob.len(), 3 * RETIRED_ENTRY);
+    assert_eq!(decode_retired("a", &blob).unwrap(), retired);
+    assert_eq!(lower_hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    assert!(decode_retired("a", &blob[..RETIRED_ENTRY - 1]).is_err());
+}
+
+#[tokio::test]
+async fn agent_pairs_reads_the_record_without_its_retired_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = SqliteStore::open(dir.path()).unwrap();
+    let pair = |n: u8| TokenPairRecord {
+        jti: format!("jti-{n}"),
+        refresh_hash: lower_hex(&[n; 32]),
+        access_expires_at: 1_000 + i64::from(n),
+        refresh_expires_at: 2_000 + i64::from(n),
+    };
+    let record = TokenStateRecord {
+        agent_id: "agent-1".into(),
+        active: true,
+        current: Some(pair(1)),
+        pending: Some(pair(2)),
+        retired: vec![RetiredRefresh {
+            refresh_hash: lower_hex(&[9; 32]),
+            expires_at: 3_000,
+        }],
+        updated_at: 42,
+    };
+    let written = record.clone();
+    store
+        .update_agent("agent-1", Box::new(move |_| Some(written.clone())))
+        .await
+        .unwrap();
+
+    assert_eq!(store.agent("agent-1").await.unwrap(), Some(record.clone()));
+    let pairs = store.agent_pairs("agent-1").await.unwrap();
+    assert_eq!(
+        pairs,
+        Some(TokenStateRecord {
+            retired: Vec::new(),
+            ..record
+        })
+    );
+    assert_eq!(store.agent_pairs("agent-2").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute_batch(SCHEMA_V1)
+        .unwrap();
+
+    let (store, created) = SqliteStore::open(dir.path()).unwrap();
+
+    assert!(!created);
+    let old = store.api_key("old").await.unwrap().unwrap();
+    assert_eq!(
+        (old.agent_id.as_deref(), old.owner),
+        (Some("agent-1"), None)
+    );
+    let owned = ApiKeyRecord {
+        id: "new".into(),
+        owner: Some(ApiKeyOwner {
+            username: "alice".into(),
+            realm: "default_native".into(),
+            realm_type: "native".into(),
+            role_descriptors: serde_json::json!({}),
+            limited_by: serde_json::json!([]),
+            metadata: serde_json::json!({ "k": "v" }),
+        }),
+        ..old
+    };
+    store.insert_api_key(owned.clone()).await.unwrap();
+    assert_eq!(store.api_key("new").await.unwrap(), Some(owned));
+    let version: i64 = store
+        .read(|c| {
+            c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(unavailable)
+        })
+        .unwrap();
+    assert_eq!(version, 2);
+    drop(store);
+    // Opening again changes nothing.
+    let (again, _) = SqliteStore::open(dir.path()).unwrap();
+    assert!(again.api_key("new").await.unwrap().is_some());
+}
