@@ -106,11 +106,10 @@ impl SecurityApi {
         };
         match self.authenticator.authenticate(presented).await {
             Ok(principal) => Ok(principal),
-            Err(GrantError::Throttled(t)) => Err(SecurityError::throttled(t)),
-            Err(e @ (GrantError::Unavailable(_) | GrantError::Internal(_))) => Err(match e {
-                GrantError::Unavailable(m) => SecurityError::new(SecurityErrorKind::Unavailable, m),
-                other => SecurityError::new(SecurityErrorKind::Internal, other.to_string()),
-            }),
+            // Not a verdict on the credential: as any grant refusal of the kind.
+            Err(
+                e @ (GrantError::Throttled(_) | GrantError::Unavailable(_) | GrantError::Internal(_)),
+            ) => Err(e.into()),
             Err(_) => Err(SecurityError::unauthenticated(match presented {
                 Presented::Basic { id, .. } => {
                     format!("unable to authenticate user [{id}] for REST request [{path}]")
