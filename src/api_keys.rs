@@ -15,9 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rand::RngCore;
 
 use crate::clock::{Clock, UnixTime};
 use crate::secrets::{SecretError, SecretKind, SecretVerifier, Stored};
@@ -85,12 +84,6 @@ pub struct CreatedApiKey {
     pub encoded: String,
     /// Expiry in milliseconds since the epoch (Elasticsearch's convention), if any.
     pub expiration: Option<i64>,
-}
-
-fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
 }
 
 pub struct ApiKeyService {
@@ -231,8 +224,8 @@ impl ApiKeyService {
         expires_at: Option<UnixTime>,
         owner: Option<ApiKeyOwner>,
     ) -> Result<CreatedApiKey, ApiKeyError> {
-        let id = random_token(15);
-        let secret = random_token(24);
+        let id = crate::secrets::random_secret(15);
+        let secret = crate::secrets::random_secret(24);
         let hash = self.secrets.hash(&secret).await?;
         let record = ApiKeyRecord {
             id: id.clone(),

@@ -14,9 +14,8 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
-use rand::RngCore;
 use serde_json::json;
 
 use super::roles::{Resolved, RoleDescriptor};
@@ -172,12 +171,6 @@ pub struct ServiceAccounts {
     secrets: Arc<SecretVerifier>,
 }
 
-fn random_base64url(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
 impl ServiceAccounts {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, secrets: Arc<SecretVerifier>) -> Self {
         Self {
@@ -204,9 +197,9 @@ impl ServiceAccounts {
         let name = match name {
             Some(name) if valid_token_name(name) => name.to_string(),
             Some(name) => return Err(ServiceTokenError::InvalidName(name.to_string())),
-            None => format!("token_{}", random_base64url(15)),
+            None => format!("token_{}", crate::secrets::random_secret(15)),
         };
-        let secret = random_base64url(32);
+        let secret = crate::secrets::random_secret(32);
         let record = ServiceTokenRecord {
             account: account.principal.to_string(),
             name: name.clone(),

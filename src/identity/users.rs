@@ -6,9 +6,6 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 
 use super::{roles, Realm};
@@ -136,13 +133,6 @@ pub fn realm_of(user: &UserRecord) -> Realm {
     }
 }
 
-/// A password shown once: 24 random bytes, base64url.
-fn generate_password() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 pub struct UserService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -175,7 +165,7 @@ impl UserService {
                 check_password(p)?;
                 (p.to_string(), false)
             }
-            None => (generate_password(), true),
+            None => (crate::secrets::random_secret(24), true),
         };
         let now = self.clock.now();
         let record = UserRecord {

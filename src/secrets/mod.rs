@@ -176,6 +176,16 @@ fn argon2_matches(secret: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A new random secret of `bytes` random bytes, base64url without padding: API key ids
+/// and secrets, service-token values, generated passwords.
+pub fn random_secret(bytes: usize) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
 /// The lowercase hex SHA-256 of a secret, as [`Stored::Sha256Hex`] expects.
 pub fn sha256_hex(secret: &str) -> String {
     format!("{:x}", Sha256::digest(secret.as_bytes()))
