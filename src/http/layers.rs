@@ -49,7 +49,9 @@ pub async fn edge(
 ) -> Response {
     let family = ApiFamily::of(request.uri().path());
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A clone of the `Uri` shares its bytes (a reference count, no copy of the path).
+    let uri = request.uri().clone();
+    let path = uri.path();
     let version = request.version();
     let target_len = request
         .uri()
@@ -66,12 +68,12 @@ pub async fn edge(
     };
     let (request, body_read) = track_body(request);
     let mut response = match refused {
-        Some(status) => family.layer_error(status, method.as_str(), &path),
+        Some(status) => family.layer_error(status, method.as_str(), path),
         None => {
             let response = next.run(request).await;
             if decided_by_the_layers(&response) {
                 let (parts, _) = response.into_parts();
-                let mut rendered = family.layer_error(parts.status, method.as_str(), &path);
+                let mut rendered = family.layer_error(parts.status, method.as_str(), path);
                 for (name, value) in &parts.headers {
                     if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
                         rendered.headers_mut().insert(name.clone(), value.clone());
@@ -83,7 +85,7 @@ pub async fn edge(
             }
         }
     };
-    if !body_read.load(Ordering::Acquire) && version <= Version::HTTP_11 {
+    if !body_read.done() && version <= Version::HTTP_11 {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -104,15 +106,37 @@ fn decided_by_the_layers(response: &Response) -> bool {
     }
 }
 
-/// Wraps the body so that [`edge`] can tell whether it was read to its end.
-fn track_body(request: Request) -> (Request, Arc<AtomicBool>) {
+/// Wraps the body so that [`edge`] can tell whether it was read to its end. A body
+/// that is already at its end (a request without one) has nothing left to read and is
+/// passed on as it is.
+fn track_body(request: Request) -> (Request, BodyRead) {
+    if request.body().is_end_stream() {
+        return (request, BodyRead::Empty);
+    }
     let (parts, body) = request.into_parts();
-    let read = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let read = Arc::new(AtomicBool::new(false));
     let body = Body::new(TrackedBody {
         inner: body,
         read: read.clone(),
     });
-    (Request::from_parts(parts, body), read)
+    (Request::from_parts(parts, body), BodyRead::Tracked(read))
+}
+
+/// Whether a request's body has been read to its end, as [`track_body`] follows it.
+enum BodyRead {
+    /// There was no body to read.
+    Empty,
+    /// Set by [`TrackedBody`] when the body reaches its end.
+    Tracked(Arc<AtomicBool>),
+}
+
+impl BodyRead {
+    fn done(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Tracked(read) => read.load(Ordering::Acquire),
+        }
+    }
 }
 
 struct TrackedBody {
