@@ -8,6 +8,8 @@
 //!   408 of the timeout layer, 413 of the body limit, 500 of the panic guard) carry no
 //!   JSON body; they are rendered again in the family's format
 //!   ([`ApiFamily::layer_error`]), keeping their headers (`Allow`, ...).
+//! - Every request is served with its caller's address known to the secret verifier
+//!   (`crate::secrets::with_caller_address`), for the per-address failure limits.
 //! - A request whose body was not read to its end by the time its answer is ready gets
 //!   `Connection: close` on HTTP/1.x: hyper would otherwise close the connection after
 //!   the answer (it drains only what has already arrived), silently losing a request the
@@ -27,6 +29,7 @@ use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::error::ApiFamily;
+use super::RemoteAddr;
 use crate::config::ConnectionSettings;
 
 /// More request headers than this get 431 (hyper's own limit is set well above it).
@@ -70,7 +73,10 @@ pub async fn edge(
     let mut response = match refused {
         Some(status) => family.layer_error(status, method.as_str(), path),
         None => {
-            let response = next.run(request).await;
+            // The caller's address, known to the secret verifier for the whole request
+            // (the per-address failure limits, see `crate::secrets::caller`).
+            let RemoteAddr(caller) = RemoteAddr::of(request.extensions());
+            let response = crate::secrets::with_caller_address(caller, next.run(request)).await;
             if decided_by_the_layers(&response) {
                 let (parts, _) = response.into_parts();
                 let mut rendered = family.layer_error(parts.status, method.as_str(), path);
