@@ -44,12 +44,31 @@ fn header_bytes(request: &Request) -> usize {
         .sum()
 }
 
-/// See the module documentation.
+/// What the edge layer is configured with.
+#[derive(Clone)]
+pub struct EdgeSettings {
+    pub limits: Arc<ConnectionSettings>,
+    /// `elasticsearch_api.product_header`: the Elasticsearch family's answers are
+    /// marked as Elasticsearch's ([`super::es_api::as_elasticsearch`]), the edge's own
+    /// included.
+    pub es_product_header: bool,
+}
+
+/// See the module documentation; within [`super::es_api::as_elasticsearch`].
 pub async fn edge(
-    State(limits): State<Arc<ConnectionSettings>>,
+    State(settings): State<EdgeSettings>,
     request: Request,
     next: Next,
 ) -> Response {
+    let limits = settings.limits;
+    super::es_api::as_elasticsearch(settings.es_product_header, request, |request| {
+        limited(limits, request, next)
+    })
+    .await
+}
+
+/// The edge's own work (module documentation).
+async fn limited(limits: Arc<ConnectionSettings>, request: Request, next: Next) -> Response {
     let family = ApiFamily::of(request.uri().path());
     let method = request.method().clone();
     // A clone of the `Uri` shares its bytes (a reference count, no copy of the path).

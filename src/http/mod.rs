@@ -176,14 +176,14 @@ pub fn router(state: AppState) -> Router {
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
+        // The edge, inside the Elasticsearch family's answer marking (so that the
+        // edge's own answers, 414 and 431, are marked too): one middleware for both.
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(settings.connections.clone()),
+            layers::EdgeSettings {
+                limits: Arc::new(settings.connections.clone()),
+                es_product_header: settings.es_product_header,
+            },
             layers::edge,
-        ))
-        // Outside the edge, so that its own answers (414, 431) are marked too.
-        .layer(axum::middleware::from_fn_with_state(
-            settings.es_product_header,
-            es_api::as_elasticsearch,
         ))
         .layer(TraceLayer::new_for_http())
 }
