@@ -55,11 +55,7 @@ pub struct EdgeSettings {
 }
 
 /// See the module documentation; within [`super::es_api::as_elasticsearch`].
-pub async fn edge(
-    State(settings): State<EdgeSettings>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn edge(State(settings): State<EdgeSettings>, request: Request, next: Next) -> Response {
     let limits = settings.limits;
     super::es_api::as_elasticsearch(settings.es_product_header, request, |request| {
         limited(limits, request, next)

@@ -60,11 +60,7 @@ fn compatible_with(value: &HeaderValue) -> Option<String> {
 /// answers a vendor `Accept` in kind. Called by the router's edge layer around the
 /// rest of the request (`run`), so that one middleware instead of two runs on every
 /// request.
-pub async fn as_elasticsearch<F, Fut>(
-    product_header: bool,
-    request: Request,
-    run: F,
-) -> Response
+pub async fn as_elasticsearch<F, Fut>(product_header: bool, request: Request, run: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
