@@ -164,8 +164,8 @@ pub(super) async fn require_privilege(
     }
     Ok(Creator {
         username: principal.identity.username.clone(),
-        realm: principal.identity.lookup_realm.name.clone(),
-        realm_type: principal.identity.lookup_realm.kind.clone(),
+        realm: principal.identity.lookup_realm.name.to_string(),
+        realm_type: principal.identity.lookup_realm.kind.to_string(),
     })
 }
 
