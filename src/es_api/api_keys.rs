@@ -146,8 +146,8 @@ impl SecurityApi {
         }
         let owner = ApiKeyOwner {
             username: identity.username.clone(),
-            realm: identity.lookup_realm.name.clone(),
-            realm_type: identity.lookup_realm.kind.clone(),
+            realm: identity.lookup_realm.name.to_string(),
+            realm_type: identity.lookup_realm.kind.to_string(),
             role_descriptors: Value::Object(descriptors),
             limited_by: json!([identity.role_descriptors]),
             metadata: Value::Object(request.metadata.unwrap_or_default()),
@@ -182,7 +182,7 @@ impl SecurityApi {
             Scope::Owner(ApiKeyFilter {
                 name: None,
                 username: Some(identity.username.clone()),
-                realm: Some(identity.lookup_realm.name.clone()),
+                realm: Some(identity.lookup_realm.name.to_string()),
             })
         } else {
             Scope::Any

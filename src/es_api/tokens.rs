@@ -294,8 +294,8 @@ fn family_owner(identity: &Identity) -> FamilyOwner<'_> {
     let realm = &identity.lookup_realm;
     FamilyOwner {
         username: &identity.username,
-        realm: &realm.name,
-        realm_type: &realm.kind,
+        realm: realm.name,
+        realm_type: realm.kind,
     }
 }
 

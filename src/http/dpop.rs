@@ -12,21 +12,22 @@ use crate::grant::{DpopRequest, GrantError};
 /// `DPoP-Nonce` (RFC 9449 §8.1).
 pub const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
-/// A request's DPoP parts, owned (see [`DpopParts::request`]).
-pub struct DpopParts {
-    proof: Option<String>,
-    method: String,
+/// A request's DPoP parts, borrowed from the request (see [`DpopParts::request`]). The
+/// URL a proof must name is built only when there is a proof to check.
+pub struct DpopParts<'a> {
+    proof: Option<&'a str>,
+    method: &'a str,
     url: String,
     dpop_scheme: bool,
 }
 
-impl DpopParts {
+impl<'a> DpopParts<'a> {
     /// Reads them; more than one `DPoP` header is an invalid proof (RFC 9449 §4.3).
     pub fn read(
         state: &AppState,
-        method: &Method,
+        method: &'a Method,
         uri: &Uri,
-        headers: &HeaderMap,
+        headers: &'a HeaderMap,
     ) -> Result<Self, GrantError> {
         let mut values = headers.get_all("dpop").iter();
         let proof = match (values.next(), values.next()) {
@@ -46,25 +47,29 @@ impl DpopParts {
                             "the DPoP header is not a JWT",
                         )
                     })?
-                    .trim()
-                    .to_string(),
+                    .trim(),
             ),
         };
         let dpop_scheme = headers
             .get(header::AUTHORIZATION)
             .is_some_and(|v| credentials::is_dpop_scheme(v.as_bytes()));
+        // Only a proof is checked against the URL (`htu`).
+        let url = match proof {
+            Some(_) => format!("{}{}", super::oauth::base_url(state, headers), uri.path()),
+            None => String::new(),
+        };
         Ok(Self {
             proof,
-            method: method.as_str().to_string(),
-            url: format!("{}{}", super::oauth::base_url(state, headers), uri.path()),
+            method: method.as_str(),
+            url,
             dpop_scheme,
         })
     }
 
     pub fn request(&self) -> DpopRequest<'_> {
         DpopRequest {
-            proof: self.proof.as_deref(),
-            method: &self.method,
+            proof: self.proof,
+            method: self.method,
             url: &self.url,
             dpop_scheme: self.dpop_scheme,
         }

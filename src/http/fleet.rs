@@ -8,11 +8,11 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::dpop::{add_nonce, DpopParts};
 use super::error::FleetError;
 use super::{no_store, AppState};
+use crate::authentication::AuthMethod;
 use crate::credentials::{self, CredentialError, Presented};
 use crate::grant::GrantError;
 use crate::tokens::IssuedPair;
@@ -133,15 +133,18 @@ pub(super) fn mirror_pair(pair: &IssuedPair, headers: &mut HeaderMap) {
 
 pub async fn whoami(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, FleetError> {
+    // The request's head by reference: extracting `Method`, `Uri` and `HeaderMap` would
+    // copy each of them on every request. A body is not read (as before).
+    let (head, body) = request.into_parts();
+    drop(body);
+    let (method, uri, headers) = (&head.method, &head.uri, &head.headers);
     let at_resource = FleetError::AtResource;
-    let presented = presented_header(&headers)
+    let presented = presented_header(headers)
         .map_err(at_resource)?
         .ok_or_else(|| at_resource(GrantError::from(CredentialError::Missing)))?;
-    let dpop = DpopParts::read(&state, &method, &uri, &headers).map_err(at_resource)?;
+    let dpop = DpopParts::read(&state, method, uri, headers).map_err(at_resource)?;
     let principal = state
         .authenticator
         .authenticate_with_dpop(&presented, &dpop.request())
@@ -154,13 +157,21 @@ pub async fn whoami(
         }
         .into());
     };
-    let mut response = Json(json!({
-        "agent_id": agent_id,
-        "auth_method": principal.auth_method,
-        "token_id": principal.token_id,
-    }))
+    let mut response = Json(WhoamiAnswer {
+        agent_id: &agent_id,
+        auth_method: principal.auth_method,
+        token_id: &principal.token_id,
+    })
     .into_response();
     no_store(response.headers_mut());
     add_nonce(&state, response.headers_mut());
     Ok(response)
+}
+
+/// `whoami`'s answer, serialized straight into the body (no intermediate JSON value).
+#[derive(Serialize)]
+struct WhoamiAnswer<'a> {
+    agent_id: &'a str,
+    auth_method: AuthMethod,
+    token_id: &'a str,
 }

@@ -8,6 +8,8 @@
 //!   408 of the timeout layer, 413 of the body limit, 500 of the panic guard) carry no
 //!   JSON body; they are rendered again in the family's format
 //!   ([`ApiFamily::layer_error`]), keeping their headers (`Allow`, ...).
+//! - Every request is served with its caller's address known to the secret verifier
+//!   (`crate::secrets::with_caller_address`), for the per-address failure limits.
 //! - A request whose body was not read to its end by the time its answer is ready gets
 //!   `Connection: close` on HTTP/1.x: hyper would otherwise close the connection after
 //!   the answer (it drains only what has already arrived), silently losing a request the
@@ -27,6 +29,7 @@ use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::error::ApiFamily;
+use super::RemoteAddr;
 use crate::config::ConnectionSettings;
 
 /// More request headers than this get 431 (hyper's own limit is set well above it).
@@ -41,15 +44,32 @@ fn header_bytes(request: &Request) -> usize {
         .sum()
 }
 
-/// See the module documentation.
-pub async fn edge(
-    State(limits): State<Arc<ConnectionSettings>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// What the edge layer is configured with.
+#[derive(Clone)]
+pub struct EdgeSettings {
+    pub limits: Arc<ConnectionSettings>,
+    /// `elasticsearch_api.product_header`: the Elasticsearch family's answers are
+    /// marked as Elasticsearch's ([`super::es_api::as_elasticsearch`]), the edge's own
+    /// included.
+    pub es_product_header: bool,
+}
+
+/// See the module documentation; within [`super::es_api::as_elasticsearch`].
+pub async fn edge(State(settings): State<EdgeSettings>, request: Request, next: Next) -> Response {
+    let limits = settings.limits;
+    super::es_api::as_elasticsearch(settings.es_product_header, request, |request| {
+        limited(limits, request, next)
+    })
+    .await
+}
+
+/// The edge's own work (module documentation).
+async fn limited(limits: Arc<ConnectionSettings>, request: Request, next: Next) -> Response {
     let family = ApiFamily::of(request.uri().path());
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A clone of the `Uri` shares its bytes (a reference count, no copy of the path).
+    let uri = request.uri().clone();
+    let path = uri.path();
     let version = request.version();
     let target_len = request
         .uri()
@@ -66,12 +86,15 @@ pub async fn edge(
     };
     let (request, body_read) = track_body(request);
     let mut response = match refused {
-        Some(status) => family.layer_error(status, method.as_str(), &path),
+        Some(status) => family.layer_error(status, method.as_str(), path),
         None => {
-            let response = next.run(request).await;
+            // The caller's address, known to the secret verifier for the whole request
+            // (the per-address failure limits, see `crate::secrets::caller`).
+            let RemoteAddr(caller) = RemoteAddr::of(request.extensions());
+            let response = crate::secrets::with_caller_address(caller, next.run(request)).await;
             if decided_by_the_layers(&response) {
                 let (parts, _) = response.into_parts();
-                let mut rendered = family.layer_error(parts.status, method.as_str(), &path);
+                let mut rendered = family.layer_error(parts.status, method.as_str(), path);
                 for (name, value) in &parts.headers {
                     if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
                         rendered.headers_mut().insert(name.clone(), value.clone());
@@ -83,7 +106,7 @@ pub async fn edge(
             }
         }
     };
-    if !body_read.load(Ordering::Acquire) && version <= Version::HTTP_11 {
+    if !body_read.done() && version <= Version::HTTP_11 {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -104,15 +127,37 @@ fn decided_by_the_layers(response: &Response) -> bool {
     }
 }
 
-/// Wraps the body so that [`edge`] can tell whether it was read to its end.
-fn track_body(request: Request) -> (Request, Arc<AtomicBool>) {
+/// Wraps the body so that [`edge`] can tell whether it was read to its end. A body
+/// that is already at its end (a request without one) has nothing left to read and is
+/// passed on as it is.
+fn track_body(request: Request) -> (Request, BodyRead) {
+    if request.body().is_end_stream() {
+        return (request, BodyRead::Empty);
+    }
     let (parts, body) = request.into_parts();
-    let read = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let read = Arc::new(AtomicBool::new(false));
     let body = Body::new(TrackedBody {
         inner: body,
         read: read.clone(),
     });
-    (Request::from_parts(parts, body), read)
+    (Request::from_parts(parts, body), BodyRead::Tracked(read))
+}
+
+/// Whether a request's body has been read to its end, as [`track_body`] follows it.
+enum BodyRead {
+    /// There was no body to read.
+    Empty,
+    /// Set by [`TrackedBody`] when the body reaches its end.
+    Tracked(Arc<AtomicBool>),
+}
+
+impl BodyRead {
+    fn done(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Tracked(read) => read.load(Ordering::Acquire),
+        }
+    }
 }
 
 struct TrackedBody {

@@ -65,16 +65,22 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub Option<IpAddr>);
 
+impl RemoteAddr {
+    /// The caller's address from a request's extensions.
+    pub fn of(extensions: &axum::http::Extensions) -> Self {
+        Self(
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip().to_canonical()),
+        )
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip().to_canonical()),
-        ))
+        Ok(Self::of(&parts.extensions))
     }
 }
 
@@ -95,16 +101,6 @@ pub(crate) async fn read_body_first(
 pub fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-/// Serves a request with its caller's address known to the secret verifier (for the
-/// per-address failure limits, see `crate::secrets::caller`).
-async fn with_caller_address(
-    RemoteAddr(addr): RemoteAddr,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    crate::secrets::with_caller_address(addr, next.run(request)).await
 }
 
 /// A 404 in the Fleet format, for a path that exists only under some settings.
@@ -194,21 +190,20 @@ pub fn router(state: AppState) -> Router {
         .merge(vault::routes())
         .fallback(layers::no_route)
         .with_state(state)
-        .layer(axum::middleware::from_fn(with_caller_address))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
+        // The edge, inside the Elasticsearch family's answer marking (so that the
+        // edge's own answers, 414 and 431, are marked too): one middleware for both.
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(settings.connections.clone()),
+            layers::EdgeSettings {
+                limits: Arc::new(settings.connections.clone()),
+                es_product_header: settings.es_product_header,
+            },
             layers::edge,
-        ))
-        // Outside the edge, so that its own answers (414, 431) are marked too.
-        .layer(axum::middleware::from_fn_with_state(
-            settings.es_product_header,
-            es_api::as_elasticsearch,
         ))
         .layer(TraceLayer::new_for_http())
 }

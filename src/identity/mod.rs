@@ -26,20 +26,19 @@ pub use roles::{Resolved, RoleDescriptor, RoleService};
 pub use service_accounts::{ServiceAccount, ServiceAccounts};
 pub use users::UserService;
 
-/// A realm, as Elasticsearch names the source of an identity.
+/// A realm, as Elasticsearch names the source of an identity. Every realm is one of
+/// the fixed ones below, so its names are static (building an identity, on every
+/// authenticated request, copies no string for them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Realm {
-    pub name: String,
+    pub name: &'static str,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 impl Realm {
-    fn new(name: &str, kind: &str) -> Self {
-        Self {
-            name: name.into(),
-            kind: kind.into(),
-        }
+    const fn new(name: &'static str, kind: &'static str) -> Self {
+        Self { name, kind }
     }
 
     /// Native users.
@@ -105,6 +104,6 @@ pub struct Identity {
 impl Identity {
     /// Whether this identity is a user (not an API key, a service account or an agent).
     pub fn is_user(&self) -> bool {
-        matches!(self.lookup_realm.kind.as_str(), "native" | "reserved") && self.api_key.is_none()
+        matches!(self.lookup_realm.kind, "native" | "reserved") && self.api_key.is_none()
     }
 }

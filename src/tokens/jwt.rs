@@ -203,12 +203,56 @@ impl<'de> Deserialize<'de> for Presence {
     }
 }
 
-/// The registered time claim that [`AccessClaims`] does not carry (RFC 7519 §4.1.5).
-/// A NumericDate may be fractional, so it is read as a number of any kind.
+/// The claims as the verifier reads them, in one pass: [`AccessClaims`]' members and
+/// the registered time claim it does not carry, `nbf` (RFC 7519 §4.1.5; a NumericDate
+/// may be fractional, so it is read as a number of any kind). Unknown members are
+/// ignored and duplicate known ones refused, as [`AccessClaims`]' own `Deserialize`
+/// does.
 #[derive(Deserialize)]
-struct NotBefore {
+struct ReadClaims {
+    iss: String,
+    sub: String,
+    jti: String,
+    iat: UnixTime,
+    exp: UnixTime,
+    client_id: String,
+    #[serde(default)]
+    aud: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    vault_role: Option<String>,
+    #[serde(default)]
+    max_uses: Option<u32>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
     #[serde(default)]
     nbf: Option<f64>,
+}
+
+impl ReadClaims {
+    fn into_claims(self) -> (AccessClaims, Option<f64>) {
+        let claims = AccessClaims {
+            iss: self.iss,
+            sub: self.sub,
+            jti: self.jti,
+            iat: self.iat,
+            exp: self.exp,
+            client_id: self.client_id,
+            aud: self.aud,
+            scope: self.scope,
+            groups: self.groups,
+            vault_role: self.vault_role,
+            max_uses: self.max_uses,
+            sid: self.sid,
+            cnf: self.cnf,
+        };
+        (claims, self.nbf)
+    }
 }
 
 /// How many verified tokens a key ring remembers (least recently used first out).
@@ -330,10 +374,9 @@ pub fn verify(
         }
     }
     let claims_json = decode_part(claims_part)?;
-    let claims: AccessClaims =
-        serde_json::from_slice(&claims_json).map_err(|_| JwtError::Malformed)?;
-    let NotBefore { nbf } =
-        serde_json::from_slice(&claims_json).map_err(|_| JwtError::Malformed)?;
+    let (claims, nbf) = serde_json::from_slice::<ReadClaims>(&claims_json)
+        .map_err(|_| JwtError::Malformed)?
+        .into_claims();
     if claims.iss != expect.issuer {
         return Err(JwtError::WrongIssuer);
     }
@@ -444,6 +487,41 @@ mod tests {
             assert_eq!(
                 verify(&token, &other, &expect(NOW)),
                 Err(JwtError::UnknownKey)
+            );
+        }
+    }
+
+    #[test]
+    fn every_claim_is_read_back_and_duplicates_are_refused() {
+        let (ring, _) = new_ring(SigningAlgorithm::EdDSA);
+        let full = AccessClaims {
+            scope: Some("fleet:agent".into()),
+            groups: Some(vec!["a".into(), "b".into()]),
+            vault_role: Some("role-1".into()),
+            max_uses: Some(3),
+            sid: Some("family-1".into()),
+            cnf: Some(Confirmation {
+                jkt: "thumb".into(),
+            }),
+            ..claims()
+        };
+        let token = sign(&ring.signing, &full);
+        assert_eq!(verify(&token, &ring, &expect(NOW)), Ok(full));
+        // A member given twice, known or `nbf`, is malformed (one JSON pass reads both).
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.signing.kid});
+        let body = serde_json::to_string(&claims()).unwrap();
+        for duplicate in [r#""sub":"agent-2","#, r#""nbf":1,"nbf":2,"#] {
+            let raw = body.replacen('{', &format!("{{{duplicate}"), 1);
+            let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(raw));
+            let signature = ring.signing.sign(token.as_bytes());
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+            assert_eq!(
+                verify(&token, &ring, &expect(NOW)),
+                Err(JwtError::Malformed),
+                "{duplicate}"
             );
         }
     }

@@ -10,7 +10,6 @@
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -58,14 +57,16 @@ fn compatible_with(value: &HeaderValue) -> Option<String> {
 /// on this family's paths only, so that answers of the outer layers (413, 408) get it
 /// too): checks the requested compatibility version, and, when
 /// `elasticsearch_api.product_header` is on, marks the answer as Elasticsearch's and
-/// answers a vendor `Accept` in kind.
-pub async fn as_elasticsearch(
-    State(product_header): State<bool>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// answers a vendor `Accept` in kind. Called by the router's edge layer around the
+/// rest of the request (`run`), so that one middleware instead of two runs on every
+/// request.
+pub async fn as_elasticsearch<F, Fut>(product_header: bool, request: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     if !product_header || !is_es_path(request.uri().path()) {
-        return next.run(request).await;
+        return run(request).await;
     }
     let mut accept_version = None;
     for name in [header::ACCEPT, header::CONTENT_TYPE] {
@@ -88,7 +89,7 @@ pub async fn as_elasticsearch(
             }
         }
     }
-    let mut response = next.run(request).await;
+    let mut response = run(request).await;
     mark_as_elasticsearch(&mut response, accept_version.as_deref());
     response
 }
