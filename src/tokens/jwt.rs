@@ -1,3 +1,4 @@
+// Over 600 lines with its tests: the code is ~400 (the access-token format: claims, signing, the one verifier and its checks); the tests (~270) forge and tamper tokens against exactly that code, so they stay beside it.
 //! The access-token format: a JWS-signed JWT with header `typ: at+jwt` and `kid`, and
 //! the claims of SPEC §3. Signing uses the key ring's parsed key pair; verification uses
 //! the ring's parsed public key (aws-lc `ParsedPublicKey`) with exactly one allowed
