@@ -73,8 +73,8 @@ impl ApiKeyError {
     }
 }
 
-/// A key as handed out once at creation.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A key as handed out once at creation (its `Debug` leaves the secret out).
+#[derive(Clone, serde::Serialize)]
 pub struct CreatedApiKey {
     pub id: String,
     pub name: String,
@@ -84,6 +84,12 @@ pub struct CreatedApiKey {
     pub encoded: String,
     /// Expiry in milliseconds since the epoch (Elasticsearch's convention), if any.
     pub expiration: Option<i64>,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CreatedApiKey({}, [redacted])", self.id)
+    }
 }
 
 pub struct ApiKeyService {
