@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod ops;
 pub mod server;
 pub mod tls;
+mod token_json;
 pub mod vault;
 
 use std::convert::Infallible;
