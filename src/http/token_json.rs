@@ -116,7 +116,11 @@ mod tests {
             v: &'a str,
             n: u64,
         }
-        serde_json::to_vec(&Object { v: value, n: 1_234_567 }).unwrap()
+        serde_json::to_vec(&Object {
+            v: value,
+            n: 1_234_567,
+        })
+        .unwrap()
     }
 
     #[test]
@@ -156,10 +160,16 @@ mod tests {
             for at in 0..19 {
                 let mut bytes = vec![b'A'; 19];
                 bytes[at] = byte;
-                assert_eq!(needs_escape_or_non_ascii(&bytes), needs, "{byte:#x} at {at}");
+                assert_eq!(
+                    needs_escape_or_non_ascii(&bytes),
+                    needs,
+                    "{byte:#x} at {at}"
+                );
             }
         }
         assert!(needs_escape_or_non_ascii("xxxxxxxé".as_bytes()));
-        assert!(!needs_escape_or_non_ascii(b"abcdefghABCDEFGH0123456789-_.~ !#"));
+        assert!(!needs_escape_or_non_ascii(
+            b"abcdefghABCDEFGH0123456789-_.~ !#"
+        ));
     }
 }

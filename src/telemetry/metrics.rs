@@ -314,23 +314,26 @@ fn kept<H: Clone>(slot: Option<&OnceLock<H>>, register: impl FnOnce() -> H) -> H
 
 /// A pair (or an access token alone) was issued.
 pub fn tokens_issued(endpoint: Endpoint, how: Issuance, refresh_token: bool, started: Instant) {
-    let index = (endpoint as usize * GRANTS + how.grant as usize) * CREDENTIALS
-        + how.credential as usize;
+    let index =
+        (endpoint as usize * GRANTS + how.grant as usize) * CREDENTIALS + how.credential as usize;
     let (endpoint, grant, credential) = (
         endpoint.as_str(),
         how.grant.as_str(),
         how.credential.as_str(),
     );
     let issued = |slot: usize, kind: &'static str| {
-        kept(TOKENS_ISSUED_HANDLES.get(index).map(|kinds| &kinds[slot]), || {
-            counter!(
-                TOKENS_ISSUED,
-                "endpoint" => endpoint,
-                "grant" => grant,
-                "credential" => credential,
-                "kind" => kind
-            )
-        })
+        kept(
+            TOKENS_ISSUED_HANDLES.get(index).map(|kinds| &kinds[slot]),
+            || {
+                counter!(
+                    TOKENS_ISSUED,
+                    "endpoint" => endpoint,
+                    "grant" => grant,
+                    "credential" => credential,
+                    "kind" => kind
+                )
+            },
+        )
         .increment(1)
     };
     issued(0, "access");
@@ -392,7 +395,10 @@ pub fn argon2_seconds(took: Duration) {
 
 /// A SQLite commit carried `writes` writes.
 pub fn store_batch_size(writes: usize) {
-    kept(Some(&STORE_BATCH_SIZE_HANDLE), || histogram!(STORE_BATCH_SIZE)).record(writes as f64);
+    kept(Some(&STORE_BATCH_SIZE_HANDLE), || {
+        histogram!(STORE_BATCH_SIZE)
+    })
+    .record(writes as f64);
 }
 
 /// The Elasticsearch store lost a compare-and-set on a `record` kind.
