@@ -95,7 +95,7 @@ fn needs_escape_or_non_ascii(bytes: &[u8]) -> bool {
     words
         .remainder()
         .iter()
-        .any(|&b| b >= 0x80 || b < 0x20 || b == b'"' || b == b'\\')
+        .any(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
