@@ -16,22 +16,25 @@ pub mod oauth;
 pub mod ops;
 pub mod server;
 pub mod tls;
+mod token_json;
 pub mod vault;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::limit::{self, RequestBodyLimitLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -110,7 +113,7 @@ pub(crate) async fn not_found() -> axum::response::Response {
 
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/api/fleet/authenticate", post(fleet::authenticate))
         .route("/api/fleet/whoami", get(fleet::whoami))
         .route("/api/fleet/agents/enroll", post(fleet_enroll::enroll))
@@ -189,15 +192,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .merge(vault::routes())
         .fallback(layers::no_route)
-        .with_state(state)
-        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            settings.request_timeout,
-        ))
-        .layer(CatchPanicLayer::new())
-        // The edge, inside the Elasticsearch family's answer marking (so that the
-        // edge's own answers, 414 and 431, are marked too): one middleware for both.
+        .with_state(state);
+    // The tower layers wrap the whole router once, as one stack of concrete types,
+    // rather than through `Router::layer`, which wraps every route in each layer and
+    // boxes each layer's service (cloned per request) and future. The order is the
+    // same (outermost first): trace; the edge, inside which the Elasticsearch family's
+    // answers are marked (so that the edge's own answers, 414 and 431, are marked too);
+    // the panic guard; the timeout; the body limit.
+    let layered = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn_with_state(
             layers::EdgeSettings {
                 limits: Arc::new(settings.connections.clone()),
@@ -205,5 +208,14 @@ pub fn router(state: AppState) -> Router {
             },
             layers::edge,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        // The timeout's own answer needs a body type with a default (axum's).
+        .map_response(|response: Response<limit::ResponseBody<Body>>| response.into_response())
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .service(routes);
+    Router::new().fallback_service(layered)
 }

@@ -26,9 +26,12 @@ use serde_json::json;
 
 use super::dpop::{add_nonce, DpopParts};
 use super::error::OAuthError;
+use super::token_json::JsonObject;
 use super::{no_store, AppState, RemoteAddr};
 use crate::credentials::{self, Presented};
-use crate::grant::{ClientAuthMethod, ClientCredentials, GrantError, Params, TokenRequest};
+use crate::grant::{
+    ClientAuthMethod, ClientCredentials, GrantError, Params, TokenRequest, TokenResponse,
+};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -47,10 +50,33 @@ pub async fn token(
         .grants
         .token_with_dpop(&request, &dpop.request())
         .await?;
-    let mut response = Json(answer).into_response();
+    let mut response = token_answer(&answer);
     no_store(response.headers_mut());
     add_nonce(&state, response.headers_mut());
     Ok(response)
+}
+
+/// The token answer's body (RFC 6749 §5.1), members in `TokenResponse`'s order, the
+/// absent ones left out (as its `Serialize` does), without an escape scan over the
+/// tokens ([`JsonObject`]).
+fn token_answer(answer: &TokenResponse) -> Response {
+    let refresh_token = answer.refresh_token.as_deref();
+    let mut body = JsonObject::with_capacity(
+        answer.access_token.len() + refresh_token.map_or(0, str::len) + 160,
+    );
+    body.string("access_token", &answer.access_token);
+    body.string("token_type", answer.token_type);
+    body.number("expires_in", answer.expires_in);
+    if let Some(refresh_token) = refresh_token {
+        body.string("refresh_token", refresh_token);
+    }
+    if let Some(scope) = &answer.scope {
+        body.string("scope", scope);
+    }
+    if let Some(issued_token_type) = answer.issued_token_type {
+        body.string("issued_token_type", issued_token_type);
+    }
+    body.into_response()
 }
 
 pub async fn introspect(

@@ -22,10 +22,13 @@
 //! | `fleetauth_bulk_revocations_total` | by (`agent`, `client`, `kid`, `issued_before`) |
 //! | `fleetauth_revoked_pairs_total` | by |
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ::metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 
 use crate::secrets::{SecretKind, ThrottleReason};
@@ -270,33 +273,81 @@ impl FailureReason {
     }
 }
 
+/// Set once this module's recorder is the process's global one ([`recorder_installed`]):
+/// from then on the hot series below keep their registered handles instead of building
+/// their key and looking it up in the recorder on every call. Before (or when an
+/// embedding program installed its own recorder) they take the macros' path.
+static OWN_RECORDER: AtomicBool = AtomicBool::new(false);
+
+/// Called by [`super::metrics_handle`] after it installed the global recorder.
+pub(super) fn recorder_installed() {
+    OWN_RECORDER.store(true, Ordering::Release);
+}
+
+const ENDPOINTS: usize = 4;
+const GRANTS: usize = 6;
+const CREDENTIALS: usize = 7;
+const ISSUANCES: usize = ENDPOINTS * GRANTS * CREDENTIALS;
+// The label enums' last variants bound the indexes (a variant added at the end still
+// works: its index is out of the tables and it takes the macros' path).
+const _: () = assert!(Endpoint::Vault as usize == ENDPOINTS - 1);
+const _: () = assert!(Grant::Enrollment as usize == GRANTS - 1);
+const _: () = assert!(Credential::EnrollmentToken as usize == CREDENTIALS - 1);
+
+/// `fleetauth_tokens_issued_total` handles: `[issuance][kind]` (0 access, 1 refresh),
+/// each registered on its first use, so a label set never used is never exported.
+static TOKENS_ISSUED_HANDLES: [[OnceLock<Counter>; 2]; ISSUANCES] =
+    [const { [const { OnceLock::new() }, const { OnceLock::new() }] }; ISSUANCES];
+/// `fleetauth_token_issue_seconds` handles, by issuance, registered on first use.
+static TOKEN_ISSUE_SECONDS_HANDLES: [OnceLock<Histogram>; ISSUANCES] =
+    [const { OnceLock::new() }; ISSUANCES];
+static STORE_BATCH_SIZE_HANDLE: OnceLock<Histogram> = OnceLock::new();
+
+/// The handle in `slot`, registered by `register` on first use once our recorder is
+/// installed; before that (or without a slot), `register`'s handle of the moment.
+fn kept<H: Clone>(slot: Option<&OnceLock<H>>, register: impl FnOnce() -> H) -> H {
+    match slot {
+        Some(slot) if OWN_RECORDER.load(Ordering::Acquire) => slot.get_or_init(register).clone(),
+        _ => register(),
+    }
+}
+
 /// A pair (or an access token alone) was issued.
 pub fn tokens_issued(endpoint: Endpoint, how: Issuance, refresh_token: bool, started: Instant) {
+    let index =
+        (endpoint as usize * GRANTS + how.grant as usize) * CREDENTIALS + how.credential as usize;
     let (endpoint, grant, credential) = (
         endpoint.as_str(),
         how.grant.as_str(),
         how.credential.as_str(),
     );
-    let issued = |kind: &'static str| {
-        counter!(
-            TOKENS_ISSUED,
-            "endpoint" => endpoint,
-            "grant" => grant,
-            "credential" => credential,
-            "kind" => kind
+    let issued = |slot: usize, kind: &'static str| {
+        kept(
+            TOKENS_ISSUED_HANDLES.get(index).map(|kinds| &kinds[slot]),
+            || {
+                counter!(
+                    TOKENS_ISSUED,
+                    "endpoint" => endpoint,
+                    "grant" => grant,
+                    "credential" => credential,
+                    "kind" => kind
+                )
+            },
         )
         .increment(1)
     };
-    issued("access");
+    issued(0, "access");
     if refresh_token {
-        issued("refresh");
+        issued(1, "refresh");
     }
-    histogram!(
-        TOKEN_ISSUE_SECONDS,
-        "endpoint" => endpoint,
-        "grant" => grant,
-        "credential" => credential
-    )
+    kept(TOKEN_ISSUE_SECONDS_HANDLES.get(index), || {
+        histogram!(
+            TOKEN_ISSUE_SECONDS,
+            "endpoint" => endpoint,
+            "grant" => grant,
+            "credential" => credential
+        )
+    })
     .record(started.elapsed().as_secs_f64());
 }
 
@@ -344,7 +395,10 @@ pub fn argon2_seconds(took: Duration) {
 
 /// A SQLite commit carried `writes` writes.
 pub fn store_batch_size(writes: usize) {
-    histogram!(STORE_BATCH_SIZE).record(writes as f64);
+    kept(Some(&STORE_BATCH_SIZE_HANDLE), || {
+        histogram!(STORE_BATCH_SIZE)
+    })
+    .record(writes as f64);
 }
 
 /// The Elasticsearch store lost a compare-and-set on a `record` kind.

@@ -37,6 +37,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by an embedding program);
             // then this handle renders only what is recorded through it.
             if ::metrics::set_global_recorder(recorder).is_ok() {
+                metrics::recorder_installed();
                 metrics::describe();
             }
             handle
