@@ -110,3 +110,38 @@ async fn a_version_1_database_is_migrated_in_place() {
     let (again, _) = SqliteStore::open(dir.path()).unwrap();
     assert!(again.api_key("new").await.unwrap().is_some());
 }
+
+/// The bundled SQLite is built with the options `.cargo/config.toml` gives it
+/// (docs/architecture.md, "SQLite build options"); a build that lost them (the
+/// config not read, libsqlite3-sys no longer reading `LIBSQLITE3_FLAGS`) fails here.
+/// `HAVE_FDATASYNC` is not among SQLite's reported options; it travels in the same
+/// variable, so this test covers it too.
+#[test]
+fn sqlite_is_built_with_the_configured_options() {
+    let conn = Connection::open_in_memory().unwrap();
+    let mut statement = conn.prepare("PRAGMA compile_options").unwrap();
+    let options: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "compile options: {options:?}"
+    );
+}
+
+/// Every connection the store opens is in WAL mode with `synchronous = FULL` (2): the
+/// basis of "a 2xx is durable".
+#[test]
+fn connections_are_wal_with_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_connection(&dir.path().join(DB_FILE)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
+}
