@@ -20,7 +20,8 @@
 //!    new one from the answer (each 2xx promotes the pending pair and stores a new one);
 //! 8. `agent chain`: the same, and every third refresh the new access token is used on
 //!    `whoami` (its first use: a promotion, also durable); both kinds are counted;
-//! 9. `peer client_credentials`: node oidc-provider's `POST /token`, JWT access tokens;
+//! 9. `peer client_credentials`: node oidc-provider's `POST /token`, JWT access tokens,
+//!    after warm-up passes until its CPU per answer settles;
 //! 10. `trivial (again)`, to see how much the machine drifted during the run.
 //!
 //! Knobs (environment): `FLEETAUTH_BENCH_SECS` (measured seconds per scenario, 10),
@@ -133,8 +134,13 @@ const PEER: &str = "peer client_credentials";
 /// At most this many untimed passes over the API keys before their scenarios.
 const API_KEY_WARM_UP_PASSES: usize = 20;
 
-/// Untimed requests that warm the peer up before its scenario.
-const PEER_WARM_UP: usize = 5_000;
+/// One untimed pass of the peer's warm-up.
+const PEER_WARM_UP_PASS: Duration = Duration::from_secs(2);
+/// The peer has settled when a pass's server CPU per answer is within this fraction
+/// of the previous pass's...
+const PEER_SETTLED: f64 = 0.05;
+/// ...after at least this many passes, and at most this many passes in all.
+const PEER_WARM_UP_PASSES: std::ops::RangeInclusive<usize> = 4..=30;
 
 /// The peer's one client.
 const PEER_CLIENT_ID: &str = "bench-client";
@@ -378,17 +384,11 @@ fn run(config: Config) -> Result<(), String> {
             let peer = ServerProcess::peer(&dir.path().join("peer.stderr"), PEER_CLIENT_ID, PEER_CLIENT_SECRET)?;
             println!("- peer (node oidc-provider {}): pid {} on {}", peer_version(), peer.pid(), peer.addr);
             let target = Target::client_credentials("/token");
-            // node compiles its hot code while it runs (V8's JIT): an untimed pass of
-            // PEER_WARM_UP requests first, so the window measures the warmed-up peer
-            // (in session 2 a 2 s warm-up on an overloaded machine left the whole window
-            // in the peer's warm-up: 32 req/s at 4.6 ms of CPU per request).
-            let warm_slots = vec![peer_basic[0].clone(); PEER_WARM_UP];
-            let warm = load::run(peer.addr, &fixed(target.clone()), deal(&warm_slots), Schedule::OnePass).await?;
-            println!(
-                "- peer warm-up: {PEER_WARM_UP} requests in {:.1} s, {} failures",
-                warm.elapsed.as_secs_f64(),
-                warm.failures()
-            );
+            // node compiles its hot code while it runs (V8's JIT), and oidc-provider's CPU
+            // per answer keeps falling for tens of seconds (docs/benchmarks.md, "The
+            // peer's steady state"): untimed passes until it has settled, so the window
+            // measures the warmed-up peer.
+            warm_up_peer(&peer, &fixed(target.clone()), deal(&peer_basic)).await?;
             scenarios.push(measure(PEER, &peer, &fixed(target), deal(&peer_basic), &config, false).await?);
         }
         if config.wants(TRIVIAL_AGAIN) {
@@ -399,6 +399,55 @@ fn run(config: Config) -> Result<(), String> {
     drop(baseline);
     println!("- load average at the end: {}", load_average());
     report(&scenarios);
+    Ok(())
+}
+
+/// Runs untimed passes of `PEER_WARM_UP_PASS` against the peer until its server CPU
+/// per answer settles (`PEER_SETTLED`), and prints each pass.
+async fn warm_up_peer(
+    peer: &ServerProcess,
+    workload: &Workload,
+    slots: Vec<Vec<HeaderValue>>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut previous: Option<f64> = None;
+    for pass in 1..=*PEER_WARM_UP_PASSES.end() {
+        let start = Instant::now();
+        let end = start + PEER_WARM_UP_PASS;
+        let before = Sample::take(peer.pid());
+        let outcome = load::run(
+            peer.addr,
+            workload,
+            slots.clone(),
+            Schedule::Timed {
+                start,
+                measure_from: start,
+                end,
+            },
+        )
+        .await?;
+        let usage = Usage::between(before, Sample::take(peer.pid()));
+        let cpu_per_answer = usage.server * 1e6 / outcome.ok.max(1) as f64;
+        println!(
+            "- peer warm-up pass {pass}: {:.0} req/s, {cpu_per_answer:.1} µs server CPU per answer, {} failures",
+            outcome.ok as f64 / PEER_WARM_UP_PASS.as_secs_f64(),
+            outcome.failures()
+        );
+        let settled = previous.is_some_and(|p| (cpu_per_answer - p).abs() <= PEER_SETTLED * p);
+        if settled && pass >= *PEER_WARM_UP_PASSES.start() {
+            println!(
+                "- peer warm-up: settled after {pass} passes, {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        previous = Some(cpu_per_answer);
+    }
+    println!(
+        "- peer warm-up: NOT settled after {} passes, {:.1} s (a loaded machine?)",
+        PEER_WARM_UP_PASSES.end(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
