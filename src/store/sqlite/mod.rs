@@ -144,14 +144,35 @@ impl SqliteStore {
         f(&conn)
     }
 
-    /// Queues `f` for the writer; answers once the batch holding it is committed.
+    /// Queues `f` for the writer, in a savepoint of its own; answers once the batch
+    /// holding it is committed.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.queue_write(f, in_savepoint).await
+    }
+
+    /// Like [`Self::write`] for a job whose writes are at most one statement, its last:
+    /// no savepoint ([`as_one_statement`] says why none is needed).
+    async fn write_one_statement<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.queue_write(f, as_one_statement).await
+    }
+
+    async fn queue_write<T: Send + 'static, F>(
+        &self,
+        f: F,
+        run: fn(&Connection, F) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &Connection| {
-            let outcome = in_savepoint(conn, f);
+            let outcome = run(conn, f);
             Box::new(move |committed: Result<(), StoreError>| {
                 let _ = tx.send(committed.and(outcome));
             })

@@ -42,7 +42,8 @@ impl Store for SqliteStore {
         mut change: AgentChange,
     ) -> Result<Option<TokenStateRecord>, StoreError> {
         let agent_id = agent_id.to_string();
-        self.write(move |conn| {
+        // A read, then at most one statement (the upsert): no savepoint needed.
+        self.write_one_statement(move |conn| {
             let before = read_agent(conn, &agent_id)?;
             if let Some(after) = change(before.as_ref()) {
                 write_agent(conn, &after)?;

@@ -145,3 +145,61 @@ fn connections_are_wal_with_full_sync() {
         .unwrap();
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
+
+/// `update_agent` runs without a savepoint (writer.rs, `as_one_statement`): a job whose
+/// upsert fails must still leave nothing of itself behind, even a change its statement
+/// made before failing, and the other jobs of the same batch must commit.
+#[tokio::test]
+async fn a_failed_agent_write_leaves_nothing_and_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = SqliteStore::open(dir.path()).unwrap();
+    // The upsert of agent "bad" first writes a row of its own, then fails.
+    store
+        .write(|conn| {
+            conn.execute_batch(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON agents WHEN NEW.agent_id = 'bad' \
+                 BEGIN INSERT INTO meta (key, value) VALUES ('partial', 'x'); \
+                 SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .map_err(unavailable)
+        })
+        .await
+        .unwrap();
+    let write = |id: &'static str| {
+        store.update_agent(
+            id,
+            Box::new(move |_| Some(TokenStateRecord::enrolled(id, 7))),
+        )
+    };
+    // The first job holds the writer, so that the next three are queued into one batch.
+    let hold = store.write(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    });
+    let (held, before, bad, after) =
+        tokio::join!(hold, write("good-1"), write("bad"), write("good-2"));
+    held.unwrap();
+    assert!(bad.is_err(), "the refused upsert must fail");
+    before.unwrap();
+    after.unwrap();
+
+    // Reopened from the file: what was committed.
+    drop(store);
+    let (store, _) = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.agent("good-1").await.unwrap().is_some());
+    assert!(store.agent("good-2").await.unwrap().is_some());
+    assert_eq!(store.agent("bad").await.unwrap(), None);
+    let partial: Option<String> = store
+        .read(|conn| {
+            conn.query_row("SELECT value FROM meta WHERE key = 'partial'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(unavailable)
+        })
+        .unwrap();
+    assert_eq!(
+        partial, None,
+        "the failed statement's own change was undone"
+    );
+}

@@ -1,5 +1,7 @@
-//! The writer thread: every write of the embedded store is a job it runs in its own
-//! savepoint inside one group-commit transaction, answered after the commit.
+//! The writer thread: every write of the embedded store is a job it runs inside one
+//! group-commit transaction, answered after the commit; a job of several statements
+//! runs in its own savepoint, a job of at most one statement needs none (its
+//! statement is atomic by itself).
 
 use super::*;
 
@@ -26,6 +28,19 @@ pub(super) fn in_savepoint<T>(
     }
     run("RELEASE job")?;
     outcome
+}
+
+/// Runs a job whose writes are at most one SQL statement, its last (reads may come
+/// before it), without a savepoint: SQLite undoes a failed statement's own changes and
+/// keeps the transaction's earlier ones ("each SQL statement is atomic"), which is
+/// what the savepoint would have done. An error that ends the whole transaction
+/// (I/O, full disk) fails the batch's commit, with or without a savepoint, so no
+/// caller is answered as if its write were committed (docs/architecture.md).
+pub(super) fn as_one_statement<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    f(conn)
 }
 
 pub(super) fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
