@@ -115,7 +115,8 @@ async fn a_version_1_database_is_migrated_in_place() {
 /// (docs/architecture.md, "SQLite build options"); a build that lost them (the
 /// config not read, libsqlite3-sys no longer reading `LIBSQLITE3_FLAGS`) fails here.
 /// `HAVE_FDATASYNC` is not among SQLite's reported options; it travels in the same
-/// variable, so this test covers it too.
+/// variable, so a build that lost the variable fails here too (which sync call SQLite
+/// makes is not checked).
 #[test]
 fn sqlite_is_built_with_the_configured_options() {
     let conn = Connection::open_in_memory().unwrap();
